@@ -1,0 +1,243 @@
+//! skiffd's configuration: command-line flags over a TOML file over built-in defaults.
+//!
+//! Every flag is also a key of the config file (`/etc/skiff/config.toml` unless `--config` says
+//! otherwise). A missing default config file is fine; a missing file named explicitly, an unknown
+//! key or a value of the wrong type is an error that names the file and the key.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use clap::Parser;
+use serde::Deserialize;
+
+pub const DEFAULT_CONFIG: &str = "/etc/skiff/config.toml";
+pub const DEFAULT_LISTEN: &str = "/run/skiff/skiff.sock";
+pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
+pub const DEFAULT_RUN_ROOT: &str = "/run/skiff";
+pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
+
+/// Command-line flags of `skiffd`. Each one, when given, wins over the same key in the file.
+#[derive(Debug, Parser, Default)]
+#[command(name = "skiffd", version, about = "skiff: a Kubernetes CRI runtime")]
+pub struct Flags {
+    /// Unix socket that serves CRI v1 (key `listen`).
+    #[arg(long, value_name = "PATH")]
+    pub listen: Option<PathBuf>,
+    /// Persistent state: images, pod and container records (key `root`).
+    #[arg(long, value_name = "DIR")]
+    pub root: Option<PathBuf>,
+    /// Runtime state, gone after a reboot: sockets, mounts, namespaces (key `run_root`).
+    #[arg(long = "run-root", value_name = "DIR")]
+    pub run_root: Option<PathBuf>,
+    /// TOML config file; absent is fine when not given explicitly.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Registry reached over plain HTTP or unverified TLS, HOST[:PORT]; repeatable
+    /// (key `insecure_registries`, added to the file's list).
+    #[arg(long = "insecure-registry", value_name = "HOST[:PORT]")]
+    pub insecure_registry: Vec<String>,
+    /// trace, debug, info, warn or error, or a tracing filter (key `log_level`).
+    #[arg(long = "log-level", value_name = "LEVEL")]
+    pub log_level: Option<String>,
+}
+
+/// The config file's keys. Unknown keys are refused so a typo is never silently ignored.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    pub listen: Option<PathBuf>,
+    pub root: Option<PathBuf>,
+    pub run_root: Option<PathBuf>,
+    pub log_level: Option<String>,
+    #[serde(default)]
+    pub insecure_registries: Vec<String>,
+    /// Registry host → mirror hosts tried in order before it, e.g.
+    /// `"docker.io" = ["mirror.internal:5000"]`.
+    #[serde(default)]
+    pub registry_mirrors: BTreeMap<String, Vec<String>>,
+    /// How many layers of one image download at once.
+    pub max_concurrent_downloads: Option<usize>,
+}
+
+/// The configuration in force.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: PathBuf,
+    pub root: PathBuf,
+    pub run_root: PathBuf,
+    pub log_level: String,
+    pub insecure_registries: Vec<String>,
+    pub registry_mirrors: BTreeMap<String, Vec<String>>,
+    pub max_concurrent_downloads: usize,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config file {path}: {message}")]
+    Parse { path: PathBuf, message: String },
+    #[error("config: {0}")]
+    Invalid(String),
+}
+
+impl Config {
+    /// Builds the configuration from parsed flags, reading the config file they point at.
+    pub fn load(flags: Flags) -> Result<Config, ConfigError> {
+        let (path, explicit) = match &flags.config {
+            Some(p) => (p.clone(), true),
+            None => (PathBuf::from(DEFAULT_CONFIG), false),
+        };
+        let file = match std::fs::read_to_string(&path) {
+            Ok(text) => parse_file(&path, &text)?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound && !explicit => {
+                FileConfig::default()
+            }
+            Err(source) => return Err(ConfigError::Read { path, source }),
+        };
+        Config::merge(flags, file)
+    }
+
+    /// Flags win over the file; the file wins over defaults.
+    pub fn merge(flags: Flags, file: FileConfig) -> Result<Config, ConfigError> {
+        let mut insecure = file.insecure_registries;
+        insecure.extend(flags.insecure_registry);
+        for host in &insecure {
+            validate_host("insecure_registries", host)?;
+        }
+        for (registry, mirrors) in &file.registry_mirrors {
+            validate_host("registry_mirrors", registry)?;
+            for m in mirrors {
+                validate_host(&format!("registry_mirrors.\"{registry}\""), m)?;
+            }
+        }
+        let max = file
+            .max_concurrent_downloads
+            .unwrap_or(DEFAULT_MAX_CONCURRENT_DOWNLOADS);
+        if max == 0 || max > 64 {
+            return Err(ConfigError::Invalid(format!(
+                "max_concurrent_downloads must be between 1 and 64, got {max}"
+            )));
+        }
+        let cfg = Config {
+            listen: flags
+                .listen
+                .or(file.listen)
+                .unwrap_or_else(|| DEFAULT_LISTEN.into()),
+            root: flags.root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into()),
+            run_root: flags
+                .run_root
+                .or(file.run_root)
+                .unwrap_or_else(|| DEFAULT_RUN_ROOT.into()),
+            log_level: flags
+                .log_level
+                .or(file.log_level)
+                .unwrap_or_else(|| "info".into()),
+            insecure_registries: insecure,
+            registry_mirrors: file.registry_mirrors,
+            max_concurrent_downloads: max,
+        };
+        for (key, p) in [
+            ("listen", &cfg.listen),
+            ("root", &cfg.root),
+            ("run_root", &cfg.run_root),
+        ] {
+            if !p.is_absolute() {
+                return Err(ConfigError::Invalid(format!(
+                    "{key} must be an absolute path, got {}",
+                    p.display()
+                )));
+            }
+        }
+        Ok(cfg)
+    }
+
+    /// Whether `host` (HOST[:PORT]) may be reached over plain HTTP or unverified TLS.
+    pub fn is_insecure(&self, host: &str) -> bool {
+        self.insecure_registries.iter().any(|h| h == host)
+    }
+}
+
+fn parse_file(path: &Path, text: &str) -> Result<FileConfig, ConfigError> {
+    toml::from_str(text).map_err(|e| ConfigError::Parse {
+        path: path.to_path_buf(),
+        message: e.to_string().trim().to_string(),
+    })
+}
+
+fn validate_host(key: &str, host: &str) -> Result<(), ConfigError> {
+    let ok = !host.is_empty()
+        && !host.contains('/')
+        && !host.contains("://")
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | ':' | '[' | ']'));
+    if ok {
+        Ok(())
+    } else {
+        Err(ConfigError::Invalid(format!(
+            "{key}: {host:?} is not HOST[:PORT]"
+        )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn flags_win_over_file_and_defaults_fill_the_rest() {
+        let file: FileConfig = toml::from_str(
+            r#"
+            root = "/srv/skiff"
+            listen = "/tmp/file.sock"
+            insecure_registries = ["a:5000"]
+            [registry_mirrors]
+            "docker.io" = ["mirror:5000"]
+            "#,
+        )
+        .unwrap();
+        let flags = Flags {
+            listen: Some("/tmp/flag.sock".into()),
+            insecure_registry: vec!["b".into()],
+            ..Default::default()
+        };
+        let cfg = Config::merge(flags, file).unwrap();
+        assert_eq!(cfg.listen, PathBuf::from("/tmp/flag.sock"));
+        assert_eq!(cfg.root, PathBuf::from("/srv/skiff"));
+        assert_eq!(cfg.run_root, PathBuf::from(DEFAULT_RUN_ROOT));
+        assert!(cfg.is_insecure("a:5000") && cfg.is_insecure("b"));
+        assert_eq!(cfg.registry_mirrors["docker.io"], vec!["mirror:5000"]);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_named() {
+        let err = parse_file(Path::new("/x.toml"), "rot = \"/a\"").unwrap_err();
+        assert!(err.to_string().contains("/x.toml") && err.to_string().contains("rot"));
+        let file = FileConfig {
+            insecure_registries: vec!["http://bad/".into()],
+            ..Default::default()
+        };
+        let err = Config::merge(Flags::default(), file).unwrap_err();
+        assert!(err.to_string().contains("insecure_registries"), "{err}");
+        let flags = Flags {
+            root: Some("relative".into()),
+            ..Default::default()
+        };
+        let err = Config::merge(flags, FileConfig::default()).unwrap_err();
+        assert!(err.to_string().contains("root"), "{err}");
+    }
+
+    #[test]
+    fn explicit_missing_file_is_an_error_default_missing_is_not() {
+        let flags = Flags {
+            config: Some("/nonexistent/skiff.toml".into()),
+            ..Default::default()
+        };
+        let err = Config::load(flags).unwrap_err();
+        assert!(err.to_string().contains("/nonexistent/skiff.toml"));
+    }
+}

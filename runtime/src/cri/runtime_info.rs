@@ -1,0 +1,76 @@
+//! Version, Status and RuntimeConfig: what the runtime is and whether it is ready.
+
+use std::collections::HashMap;
+
+use skiff_proto::cri::{
+    CgroupDriver, LinuxRuntimeConfiguration, RuntimeCondition, RuntimeConfigResponse,
+    RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest, StatusResponse, VersionResponse,
+};
+
+use super::Cri;
+
+pub const RUNTIME_NAME: &str = "skiff";
+pub const RUNTIME_API_VERSION: &str = "v1";
+/// The kubelet runtime API version string every CRI runtime answers with.
+const KUBE_API_VERSION: &str = "0.1.0";
+
+pub fn version() -> VersionResponse {
+    VersionResponse {
+        version: KUBE_API_VERSION.into(),
+        runtime_name: RUNTIME_NAME.into(),
+        runtime_version: env!("CARGO_PKG_VERSION").into(),
+        runtime_api_version: RUNTIME_API_VERSION.into(),
+    }
+}
+
+pub fn status(cri: &Cri, req: &StatusRequest) -> StatusResponse {
+    let runtime_ready = RuntimeCondition {
+        r#type: "RuntimeReady".into(),
+        status: true,
+        reason: String::new(),
+        message: String::new(),
+    };
+    // Pod networking (CNI) is not built yet: say so rather than claim readiness.
+    let network_ready = RuntimeCondition {
+        r#type: "NetworkReady".into(),
+        status: false,
+        reason: "NetworkPluginNotReady".into(),
+        message: "skiff: CNI pod networking is not implemented yet".into(),
+    };
+    let mut info = HashMap::new();
+    if req.verbose {
+        let c = &cri.cfg;
+        let cfg = serde_json::json!({
+            "listen": c.listen,
+            "root": c.root,
+            "runRoot": c.run_root,
+            "insecureRegistries": c.insecure_registries,
+            "registryMirrors": c.registry_mirrors,
+            "maxConcurrentDownloads": c.max_concurrent_downloads,
+        });
+        info.insert("config".to_string(), cfg.to_string());
+    }
+    StatusResponse {
+        status: Some(RuntimeStatus {
+            conditions: vec![runtime_ready, network_ready],
+        }),
+        info,
+        // The default handler only; the features it has are reported as they are built.
+        runtime_handlers: vec![RuntimeHandler {
+            name: String::new(),
+            features: Some(RuntimeHandlerFeatures {
+                recursive_read_only_mounts: false,
+                user_namespaces: false,
+            }),
+        }],
+        features: None,
+    }
+}
+
+pub fn runtime_config() -> RuntimeConfigResponse {
+    RuntimeConfigResponse {
+        linux: Some(LinuxRuntimeConfiguration {
+            cgroup_driver: CgroupDriver::Cgroupfs as i32,
+        }),
+    }
+}
