@@ -1,1 +1,43 @@
+//! The end-to-end test harness: a real registry on loopback (Debian's `docker-registry`), images
+//! built here from Debian's `busybox-static` and pushed to it, and `skiffd` started as its own
+//! process and driven only through its CRI socket, the way kubelet drives it.
+//!
+//! Everything runs as root on 127.0.0.1; nothing reaches another address.
 
+pub mod image;
+pub mod registry;
+pub mod skiffd;
+
+pub use image::{ImageBuilder, Layer, PushedImage};
+pub use registry::Registry;
+pub use skiffd::Skiffd;
+
+use std::path::PathBuf;
+
+/// The directory cargo builds binaries into (`target/debug` or `target/release`), found from
+/// the running test executable (`target/<profile>/deps/<test>`), or `SKIFF_BIN_DIR`.
+pub fn bin_dir() -> PathBuf {
+    if let Ok(d) = std::env::var("SKIFF_BIN_DIR") {
+        return PathBuf::from(d);
+    }
+    let exe = std::env::current_exe().expect("test executable path");
+    let mut dir = exe.parent().expect("deps dir").to_path_buf();
+    if dir.ends_with("deps") {
+        dir.pop();
+    }
+    dir
+}
+
+/// A free TCP port on 127.0.0.1.
+pub fn free_port() -> u16 {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free port");
+    l.local_addr().expect("local addr").port()
+}
+
+/// Fails the test early with a clear message when not run as root.
+pub fn require_root() {
+    assert!(
+        nix::unistd::Uid::effective().is_root(),
+        "skiff's integration tests run as root (they mount overlays and run a registry)"
+    );
+}
