@@ -85,13 +85,17 @@ impl Layer {
 
     pub fn symlink(mut self, path: &str, target: &str) -> Self {
         let mut h = Self::header(tar::EntryType::Symlink, 0o777, 0, 0);
-        self.b.append_link(&mut h, path, target).expect("tar symlink");
+        self.b
+            .append_link(&mut h, path, target)
+            .expect("tar symlink");
         self
     }
 
     pub fn hardlink(mut self, path: &str, target: &str) -> Self {
         let mut h = Self::header(tar::EntryType::Link, 0o644, 0, 0);
-        self.b.append_link(&mut h, path, target).expect("tar hardlink");
+        self.b
+            .append_link(&mut h, path, target)
+            .expect("tar hardlink");
         self
     }
 
@@ -99,7 +103,9 @@ impl Layer {
         let mut h = Self::header(tar::EntryType::Char, mode, 0, 0);
         h.set_device_major(major).expect("major");
         h.set_device_minor(minor).expect("minor");
-        self.b.append_data(&mut h, path, &[][..]).expect("tar char dev");
+        self.b
+            .append_data(&mut h, path, &[][..])
+            .expect("tar char dev");
         self
     }
 
@@ -122,7 +128,9 @@ impl Layer {
                 0o644,
             )
             .dir("tmp", 0o1777);
-        for applet in ["sh", "ls", "cat", "echo", "sleep", "id", "env", "true", "false"] {
+        for applet in [
+            "sh", "ls", "cat", "echo", "sleep", "id", "env", "true", "false",
+        ] {
             l = l.symlink(&format!("bin/{applet}"), "busybox");
         }
         l
@@ -357,7 +365,10 @@ impl Pusher {
 
     async fn push_blob(&self, digest: &str, data: &[u8]) {
         let head = self
-            .req(reqwest::Method::HEAD, &format!("{}/blobs/{digest}", self.base))
+            .req(
+                reqwest::Method::HEAD,
+                &format!("{}/blobs/{digest}", self.base),
+            )
             .send()
             .await
             .expect("HEAD blob");
@@ -365,7 +376,10 @@ impl Pusher {
             return;
         }
         let start = self
-            .req(reqwest::Method::POST, &format!("{}/blobs/uploads/", self.base))
+            .req(
+                reqwest::Method::POST,
+                &format!("{}/blobs/uploads/", self.base),
+            )
             .send()
             .await
             .expect("start upload");

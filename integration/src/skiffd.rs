@@ -35,16 +35,23 @@ impl Skiffd {
         let run_root = dir.path().join("run");
         let socket = run_root.join("skiff.sock");
         let log = dir.path().join("skiffd.log");
-        let mut args = vec![
-            "--root".to_string(),
-            root.display().to_string(),
-            "--run-root".into(),
-            run_root.display().to_string(),
-            "--listen".into(),
-            socket.display().to_string(),
-            "--log-level".into(),
-            "debug".into(),
+        // Flags in `extra` replace the harness's own choice for the same flag.
+        let root = flag_value(extra, "--root")
+            .map(PathBuf::from)
+            .unwrap_or(root);
+        let defaults = [
+            ("--root", root.display().to_string()),
+            ("--run-root", run_root.display().to_string()),
+            ("--listen", socket.display().to_string()),
+            ("--log-level", "debug".to_string()),
         ];
+        let mut args: Vec<String> = vec![];
+        for (flag, value) in defaults {
+            if !extra.contains(&flag) {
+                args.push(flag.to_string());
+                args.push(value);
+            }
+        }
         let cfg_path = dir.path().join("config.toml");
         fs::write(&cfg_path, config.unwrap_or("")).expect("config file");
         args.push("--config".into());
@@ -102,12 +109,19 @@ impl Skiffd {
             }
             if let Some(c) = self.child.as_mut() {
                 if let Ok(Some(st)) = c.try_wait() {
-                    panic!("skiffd exited with {st} before serving; log:\n{}", self.log_text());
+                    panic!(
+                        "skiffd exited with {st} before serving; log:\n{}",
+                        self.log_text()
+                    );
                 }
             }
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("skiffd did not serve {} within 20 s; log:\n{}", self.socket.display(), self.log_text());
+        panic!(
+            "skiffd did not serve {} within 20 s; log:\n{}",
+            self.socket.display(),
+            self.log_text()
+        );
     }
 
     pub fn log_text(&self) -> String {
@@ -167,6 +181,11 @@ impl Drop for Skiffd {
             eprintln!("---- skiffd log ----\n{}", self.log_text());
         }
     }
+}
+
+fn flag_value(args: &[&str], flag: &str) -> Option<String> {
+    let i = args.iter().position(|a| *a == flag)?;
+    args.get(i + 1).map(|s| s.to_string())
 }
 
 /// A gRPC channel over a Unix socket, as kubelet opens one.

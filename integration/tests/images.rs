@@ -25,7 +25,11 @@ async fn pull_list_inspect_remove_busybox() {
     let mut c = d.images().await;
 
     let id = pull(&mut c, &img.reference, None).await.expect("pull");
-    assert_eq!(id, img.id(), "PullImage returns the image id (config digest)");
+    assert_eq!(
+        id,
+        img.id(),
+        "PullImage returns the image id (config digest)"
+    );
 
     let list = c
         .list_images(ListImagesRequest { filter: None })
@@ -57,7 +61,11 @@ async fn pull_list_inspect_remove_busybox() {
         Some("busybox")
     );
     assert_eq!(
-        std::fs::metadata(ov.join("tmp")).unwrap().permissions().mode() & 0o7777,
+        std::fs::metadata(ov.join("tmp"))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o7777,
         0o1777
     );
     drop(ov);
@@ -70,7 +78,9 @@ async fn pull_list_inspect_remove_busybox() {
         img.reference.clone(),
         by_digest.clone(),
     ] {
-        let (i, _) = status(&mut c, &name).await.unwrap_or_else(|| panic!("status of {name}"));
+        let (i, _) = status(&mut c, &name)
+            .await
+            .unwrap_or_else(|| panic!("status of {name}"));
         assert_eq!(i.id, img.id(), "{name}");
         let f = c
             .list_images(ListImagesRequest {
@@ -82,7 +92,11 @@ async fn pull_list_inspect_remove_busybox() {
             .images;
         assert_eq!(f.len(), 1, "filter {name}");
     }
-    assert!(status(&mut c, &format!("{}/library/busybox:nope", reg.host)).await.is_none());
+    assert!(
+        status(&mut c, &format!("{}/library/busybox:nope", reg.host))
+            .await
+            .is_none()
+    );
 
     // ImageFsInfo counts what is really on disk.
     let fs = c
@@ -109,15 +123,24 @@ async fn pull_list_inspect_remove_busybox() {
     .await
     .expect("remove is idempotent");
     assert!(status(&mut c, img.id()).await.is_none());
-    let layers = std::fs::read_dir(d.root.join("images/layers")).unwrap().count();
+    let layers = std::fs::read_dir(d.root.join("images/layers"))
+        .unwrap()
+        .count();
     assert_eq!(layers, 0, "layers left after remove");
     let after = c
         .image_fs_info(skiff_proto::cri::ImageFsInfoRequest {})
         .await
         .unwrap()
         .into_inner();
-    let used_after = after.image_filesystems[0].used_bytes.as_ref().unwrap().value;
-    assert!(used_after + bb.len() as u64 <= used, "{used_after} vs {used}");
+    let used_after = after.image_filesystems[0]
+        .used_bytes
+        .as_ref()
+        .unwrap()
+        .value;
+    assert!(
+        used_after + bb.len() as u64 <= used,
+        "{used_after} vs {used}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -146,7 +169,10 @@ async fn multi_layer_whiteouts_links_owners_modes_times_devices_xattrs() {
     let img = ImageBuilder::new()
         .layer(base, Compression::Gzip)
         .layer(top, Compression::Zstd)
-        .layer(Layer::new().file("plain", b"uncompressed layer", 0o644), Compression::None)
+        .layer(
+            Layer::new().file("plain", b"uncompressed layer", 0o644),
+            Compression::None,
+        )
         .push(&reg.host, "test/multi", "v1")
         .await;
     let d = Skiffd::start(&[&reg.host]);
@@ -155,11 +181,23 @@ async fn multi_layer_whiteouts_links_owners_modes_times_devices_xattrs() {
     let ov = Overlay::of_image(&d, &mut c, &img.reference).await;
 
     assert!(!ov.join("etc/app/old.conf").exists(), "whiteout applied");
-    assert_eq!(std::fs::read(ov.join("etc/app/keep.conf")).unwrap(), b"keep");
+    assert_eq!(
+        std::fs::read(ov.join("etc/app/keep.conf")).unwrap(),
+        b"keep"
+    );
     assert!(!ov.join("doomed").exists());
-    assert!(!ov.join("opaque/from-lower").exists(), "opaque dir hides the lower");
-    assert_eq!(std::fs::read(ov.join("opaque/from-upper")).unwrap(), b"upper");
-    assert_eq!(std::fs::metadata(ov.join("opaque")).unwrap().mode() & 0o7777, 0o750);
+    assert!(
+        !ov.join("opaque/from-lower").exists(),
+        "opaque dir hides the lower"
+    );
+    assert_eq!(
+        std::fs::read(ov.join("opaque/from-upper")).unwrap(),
+        b"upper"
+    );
+    assert_eq!(
+        std::fs::metadata(ov.join("opaque")).unwrap().mode() & 0o7777,
+        0o750
+    );
 
     let owned = std::fs::metadata(ov.join("data/owned")).unwrap();
     assert_eq!((owned.uid(), owned.gid()), (1000, 2000));
@@ -178,7 +216,10 @@ async fn multi_layer_whiteouts_links_owners_modes_times_devices_xattrs() {
     assert_eq!(dev.rdev(), nix::sys::stat::makedev(1, 3));
     let x = xattr(&ov.join("data/xattr"), "user.skiff");
     assert_eq!(x.as_deref(), Some(&b"yes"[..]));
-    assert_eq!(std::fs::read(ov.join("plain")).unwrap(), b"uncompressed layer");
+    assert_eq!(
+        std::fs::read(ov.join("plain")).unwrap(),
+        b"uncompressed layer"
+    );
     assert!(ov.join("bin/busybox").exists());
 }
 
@@ -190,7 +231,12 @@ fn xattr(p: &std::path::Path, name: &str) -> Option<Vec<u8>> {
     let mut buf = vec![0u8; 256];
     // SAFETY: valid C strings and a buffer of buf.len() bytes.
     let n = unsafe {
-        libc::getxattr(path.as_ptr(), name.as_ptr(), buf.as_mut_ptr().cast(), buf.len())
+        libc::getxattr(
+            path.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
     };
     if n < 0 {
         return None;
@@ -205,33 +251,65 @@ async fn index_resolves_to_the_host_platform() {
     let reg = Registry::start();
     let amd = ImageBuilder::new()
         .arch("amd64")
-        .layer(Layer::busybox().file("arch", b"amd64", 0o644), Compression::Gzip)
+        .layer(
+            Layer::busybox().file("arch", b"amd64", 0o644),
+            Compression::Gzip,
+        )
         .build();
     let arm = ImageBuilder::new()
         .arch("arm64")
-        .layer(Layer::new().file("arch", b"arm64", 0o644), Compression::Gzip)
+        .layer(
+            Layer::new().file("arch", b"arm64", 0o644),
+            Compression::Gzip,
+        )
         .build();
-    let index_digest = push_index(&reg.host, "test/multiarch", "latest", &[arm.clone(), amd.clone()]).await;
+    let index_digest = push_index(
+        &reg.host,
+        "test/multiarch",
+        "latest",
+        &[arm.clone(), amd.clone()],
+    )
+    .await;
     let d = Skiffd::start(&[&reg.host]);
     let mut c = d.images().await;
     let reference = format!("{}/test/multiarch", reg.host);
     let id = pull(&mut c, &reference, None).await.expect("pull index");
-    let host = if cfg!(target_arch = "x86_64") { &amd } else { &arm };
-    assert_eq!(id, host.config_digest, "the host platform's image was chosen");
+    let host = if cfg!(target_arch = "x86_64") {
+        &amd
+    } else {
+        &arm
+    };
+    assert_eq!(
+        id, host.config_digest,
+        "the host platform's image was chosen"
+    );
     let (i, info) = status(&mut c, &reference).await.unwrap();
     assert_eq!(i.repo_tags, vec![format!("{reference}:latest")]);
     assert_eq!(i.repo_digests, vec![format!("{reference}@{index_digest}")]);
     assert_eq!(info["manifestDigest"], host.manifest_digest.as_str());
     let ov = Overlay::of_image(&d, &mut c, &reference).await;
-    assert_eq!(std::fs::read(ov.join("arch")).unwrap(), host.arch.as_bytes());
+    assert_eq!(
+        std::fs::read(ov.join("arch")).unwrap(),
+        host.arch.as_bytes()
+    );
     drop(ov);
 
     // By digest: the index digest resolves the same; a platform manifest digest pulls directly.
     let by_index = format!("{reference}@{index_digest}");
-    assert_eq!(pull(&mut c, &by_index, None).await.unwrap(), host.config_digest);
-    let other = if cfg!(target_arch = "x86_64") { &arm } else { &amd };
+    assert_eq!(
+        pull(&mut c, &by_index, None).await.unwrap(),
+        host.config_digest
+    );
+    let other = if cfg!(target_arch = "x86_64") {
+        &arm
+    } else {
+        &amd
+    };
     let by_manifest = format!("{reference}@{}", other.manifest_digest);
-    assert_eq!(pull(&mut c, &by_manifest, None).await.unwrap(), other.config_digest);
+    assert_eq!(
+        pull(&mut c, &by_manifest, None).await.unwrap(),
+        other.config_digest
+    );
     let (i, _) = status(&mut c, &by_manifest).await.unwrap();
     assert!(i.repo_tags.is_empty(), "a digest pull records no tag");
     assert_eq!(i.repo_digests, vec![by_manifest.clone()]);
@@ -308,15 +386,29 @@ async fn basic_auth_credentials() {
         server_address: reg.host.clone(),
         ..Default::default()
     };
-    assert_eq!(pull(&mut c, &img.reference, Some(right)).await.unwrap(), img.id());
-    c.remove_image(RemoveImageRequest { image: spec(img.id()) }).await.unwrap();
+    assert_eq!(
+        pull(&mut c, &img.reference, Some(right)).await.unwrap(),
+        img.id()
+    );
+    c.remove_image(RemoveImageRequest {
+        image: spec(img.id()),
+    })
+    .await
+    .unwrap();
 
     // The same credentials as docker's `auth` field; and they are not remembered afterwards.
     let encoded = skiff_proto::cri::AuthConfig {
         auth: base64::engine::general_purpose::STANDARD.encode("alice:s3cret"),
         ..Default::default()
     };
-    assert_eq!(pull(&mut c, &img.reference, Some(encoded)).await.unwrap(), img.id());
+    assert_eq!(
+        pull(&mut c, &img.reference, Some(encoded)).await.unwrap(),
+        img.id()
+    );
     let e = pull(&mut c, &img.reference, None).await.unwrap_err();
-    assert_eq!(e.code(), Code::Unauthenticated, "credentials must not leak into later pulls");
+    assert_eq!(
+        e.code(),
+        Code::Unauthenticated,
+        "credentials must not leak into later pulls"
+    );
 }

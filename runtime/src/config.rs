@@ -127,7 +127,10 @@ impl Config {
                 .listen
                 .or(file.listen)
                 .unwrap_or_else(|| DEFAULT_LISTEN.into()),
-            root: flags.root.or(file.root).unwrap_or_else(|| DEFAULT_ROOT.into()),
+            root: flags
+                .root
+                .or(file.root)
+                .unwrap_or_else(|| DEFAULT_ROOT.into()),
             run_root: flags
                 .run_root
                 .or(file.run_root)

@@ -3,9 +3,9 @@
 
 use std::path::{Path, PathBuf};
 
+use skiff_integration::Skiffd;
 use skiff_proto::cri::image_service_client::ImageServiceClient;
 use skiff_proto::cri::{AuthConfig, ImageSpec, ImageStatusRequest, PullImageRequest};
-use skiff_integration::Skiffd;
 use tonic::transport::Channel;
 
 pub fn spec(image: &str) -> Option<ImageSpec> {
@@ -77,7 +77,11 @@ impl Overlay {
         let path = dir.path().join("merged");
         std::fs::create_dir(&empty).expect("empty");
         std::fs::create_dir(&path).expect("merged");
-        let mut lowers: Vec<String> = layers.iter().rev().map(|p| p.display().to_string()).collect();
+        let mut lowers: Vec<String> = layers
+            .iter()
+            .rev()
+            .map(|p| p.display().to_string())
+            .collect();
         lowers.push(empty.display().to_string());
         let opts = format!("lowerdir={}", lowers.join(":"));
         nix::mount::mount(
@@ -107,7 +111,9 @@ pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
-        let Ok(rd) = std::fs::read_dir(&d) else { continue };
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
         for e in rd.flatten() {
             let p = e.path();
             if e.file_name().to_string_lossy().starts_with(".tmp-") {

@@ -16,9 +16,9 @@ use skiff_proto::cri::image_service_server::ImageService;
 use skiff_proto::cri::runtime_service_server::RuntimeService;
 use skiff_proto::cri::{
     ImageFsInfoRequest, ImageFsInfoResponse, ImageStatusRequest, ImageStatusResponse,
-    ListImagesRequest, ListImagesResponse, PullImageRequest, PullImageResponse,
-    RemoveImageRequest, RemoveImageResponse, RuntimeConfigRequest, RuntimeConfigResponse,
-    StatusRequest, StatusResponse, VersionRequest, VersionResponse,
+    ListImagesRequest, ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
+    RemoveImageResponse, RuntimeConfigRequest, RuntimeConfigResponse, StatusRequest,
+    StatusResponse, VersionRequest, VersionResponse,
 };
 use tonic::{Request, Response, Status};
 

@@ -4,7 +4,8 @@ use std::collections::HashMap;
 
 use skiff_proto::cri::{
     CgroupDriver, LinuxRuntimeConfiguration, RuntimeCondition, RuntimeConfigResponse,
-    RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest, StatusResponse, VersionResponse,
+    RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest, StatusResponse,
+    VersionResponse,
 };
 
 use super::Cri;

@@ -38,9 +38,19 @@ pub async fn unpack_stream(
         (result, fail)
     });
     while let Some(item) = stream.next().await {
-        let stop = item.is_err();
-        if tx.send(item).await.is_err() || stop {
-            break; // the unpacker stopped (and says why), or the stream failed
+        if let Err(e) = &item {
+            // The client's own digest check fires at the end of the stream; our check below
+            // says more (truncated, or which digest), so that is an end, not a network failure.
+            let verification = e
+                .get_ref()
+                .is_some_and(|inner| inner.is::<oci_client::errors::DigestError>());
+            if !verification {
+                let _ = tx.send(item).await;
+            }
+            break;
+        }
+        if tx.send(item).await.is_err() {
+            break; // the unpacker stopped, and says why
         }
     }
     drop(tx);
@@ -214,7 +224,10 @@ fn decompress_and_unpack(chan: &mut ChannelReader, dest: &Path) -> Result<(Unpac
     // The end-of-archive blocks and any padding after them are part of the diff id.
     io::copy(&mut diff, &mut io::sink())
         .map_err(|e| Error::Corrupt(format!("layer stream after the archive's end: {e}")))?;
-    Ok((stats, format!("sha256:{}", hex::encode(diff.sha.finalize()))))
+    Ok((
+        stats,
+        format!("sha256:{}", hex::encode(diff.sha.finalize())),
+    ))
 }
 
 #[cfg(test)]
@@ -277,18 +290,30 @@ mod tests {
         let mut bad = tar.clone();
         bad[600] ^= 1;
         let (_, r) = run(bad, good.clone()).await;
-        assert!(matches!(r, Err(Error::Corrupt(ref m)) if m.contains("digest mismatch")), "{r:?}");
+        assert!(
+            matches!(r, Err(Error::Corrupt(ref m)) if m.contains("digest mismatch")),
+            "{r:?}"
+        );
         let (_, r) = run(tar[..700].to_vec(), good.clone()).await;
-        assert!(matches!(r, Err(Error::Corrupt(ref m)) if m.contains("truncated")), "{r:?}");
+        assert!(
+            matches!(r, Err(Error::Corrupt(ref m)) if m.contains("truncated")),
+            "{r:?}"
+        );
         let mut longer = tar.clone();
         longer.extend_from_slice(&[0; 512]);
         let (_, r) = run(longer, good.clone()).await;
-        assert!(matches!(r, Err(Error::Corrupt(ref m)) if m.contains("more than")), "{r:?}");
+        assert!(
+            matches!(r, Err(Error::Corrupt(ref m)) if m.contains("more than")),
+            "{r:?}"
+        );
         let wrong_diff = LayerSpec {
             diff_id: sha(b"other"),
             ..good
         };
         let (_, r) = run(tar, wrong_diff).await;
-        assert!(matches!(r, Err(Error::Corrupt(ref m)) if m.contains("config says")), "{r:?}");
+        assert!(
+            matches!(r, Err(Error::Corrupt(ref m)) if m.contains("config says")),
+            "{r:?}"
+        );
     }
 }

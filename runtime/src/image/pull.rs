@@ -110,7 +110,9 @@ fn choose_platform<'a>(image: &ImageRef, entries: &'a [Descriptor]) -> Result<&'
 
 fn parse_manifest(image: &ImageRef, bytes: &[u8]) -> Result<Manifest> {
     let m: Manifest = serde_json::from_slice(bytes).map_err(|e| {
-        Error::Unsupported(format!("manifest of {image} is not a valid image manifest: {e}"))
+        Error::Unsupported(format!(
+            "manifest of {image} is not a valid image manifest: {e}"
+        ))
     })?;
     if m.schema_version != 2 {
         return Err(Error::Unsupported(format!(
@@ -155,9 +157,8 @@ impl Images {
         let (manifest, manifest_digest) = if is_index {
             let entries = top_manifest.manifests.as_deref().unwrap_or(&[]);
             let chosen = choose_platform(&image, entries)?;
-            check_digest(&chosen.digest).map_err(|m| {
-                Error::Unsupported(format!("index of {image}: {m}"))
-            })?;
+            check_digest(&chosen.digest)
+                .map_err(|m| Error::Unsupported(format!("index of {image}: {m}")))?;
             let child = session.fetch_manifest(&chosen.digest).await?;
             let m = parse_manifest(&image, &child.bytes)?;
             keep_blobs.push((child.digest.clone(), child.bytes.clone()));
@@ -198,7 +199,10 @@ impl Images {
 
         let config_bytes = self.fetch_config(&session, &image, config_desc).await?;
         let config: serde_json::Value = serde_json::from_slice(&config_bytes).map_err(|e| {
-            Error::Corrupt(format!("{image}: config {} is not JSON: {e}", config_desc.digest))
+            Error::Corrupt(format!(
+                "{image}: config {} is not JSON: {e}",
+                config_desc.digest
+            ))
         })?;
         let diff_ids: Vec<String> = config
             .pointer("/rootfs/diff_ids")
@@ -408,7 +412,10 @@ mod tests {
              "platform": {"os": "linux", "architecture": arch}},
         ]))
         .unwrap();
-        assert_eq!(choose_platform(&image, &entries).unwrap().digest, "sha256:2");
+        assert_eq!(
+            choose_platform(&image, &entries).unwrap().digest,
+            "sha256:2"
+        );
         let err = choose_platform(&image, &entries[..1]).unwrap_err();
         assert!(err.to_string().contains("linux/s390x-other"), "{err}");
     }

@@ -22,9 +22,9 @@ impl ImageRef {
                 "image reference {s:?} has surrounding white space"
             )));
         }
-        let inner: oci_client::Reference = s.parse().map_err(|e| {
-            Error::InvalidArgument(format!("invalid image reference {s:?}: {e}"))
-        })?;
+        let inner: oci_client::Reference = s
+            .parse()
+            .map_err(|e| Error::InvalidArgument(format!("invalid image reference {s:?}: {e}")))?;
         if inner.repository().bytes().any(|b| b.is_ascii_uppercase()) {
             return Err(Error::InvalidArgument(format!(
                 "invalid image reference {s:?}: repository name must be lowercase"
@@ -103,7 +103,11 @@ pub fn check_digest(d: &str) -> std::result::Result<(), String> {
     let hex = d
         .strip_prefix("sha256:")
         .ok_or_else(|| format!("digest {d:?} is not sha256"))?;
-    if hex.len() == 64 && hex.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)) {
+    if hex.len() == 64
+        && hex
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
+    {
         Ok(())
     } else {
         Err(format!("digest {d:?} is not 64 lower-case hex digits"))

@@ -235,7 +235,9 @@ impl Session {
         size: i64,
         media_type: &str,
     ) -> Result<BoxStream<'static, std::io::Result<Bytes>>> {
-        let i = self.chosen.unwrap_or(self.endpoints.len().saturating_sub(1));
+        let i = self
+            .chosen
+            .unwrap_or(self.endpoints.len().saturating_sub(1));
         let ep = self
             .endpoints
             .get(i)

@@ -105,7 +105,9 @@ impl ImageStore {
                 Ok(r) => {
                     images.insert(r.id.clone(), r);
                 }
-                Err(e) => tracing::error!(record = %path.display(), error = %e, "skipping unreadable image record"),
+                Err(e) => {
+                    tracing::error!(record = %path.display(), error = %e, "skipping unreadable image record")
+                }
             }
         }
         let s = ImageStore {
@@ -280,8 +282,7 @@ impl ImageStore {
         }
         for b in &rec.blobs {
             if !blobs.contains(b) {
-                store::remove_durably(&self.blob_path(b))
-                    .ctx(|| format!("removing blob {b}"))?;
+                store::remove_durably(&self.blob_path(b)).ctx(|| format!("removing blob {b}"))?;
             }
         }
         Ok(Some(rec))
@@ -375,7 +376,10 @@ fn held(idx: &Index) -> (HashSet<String>, HashSet<String>) {
     (layers, blobs)
 }
 
-fn resolve_in<'a>(images: &'a BTreeMap<String, ImageRecord>, spec: &str) -> Option<&'a ImageRecord> {
+fn resolve_in<'a>(
+    images: &'a BTreeMap<String, ImageRecord>,
+    spec: &str,
+) -> Option<&'a ImageRecord> {
     if spec.is_empty() {
         return None;
     }
@@ -411,7 +415,10 @@ mod tests {
             repo_digests: vec![],
             manifest_digest: format!("sha256:{}", "9".repeat(64)),
             blobs: vec![format!("sha256:{}", id.to_string().repeat(64))],
-            chain_ids: chains.iter().map(|c| format!("sha256:{}", c.repeat(64))).collect(),
+            chain_ids: chains
+                .iter()
+                .map(|c| format!("sha256:{}", c.repeat(64)))
+                .collect(),
             size: 1,
             user: String::new(),
             annotations: Default::default(),
@@ -427,8 +434,18 @@ mod tests {
         }
         let a = rec('a', &["1", "2"]);
         let b = rec('b', &["1", "3"]);
-        s.commit_image(a.clone(), Some("docker.io/library/x:latest".into()), "docker.io/library/x@sha256:aa".into()).unwrap();
-        s.commit_image(b.clone(), Some("docker.io/library/x:latest".into()), "docker.io/library/x@sha256:bb".into()).unwrap();
+        s.commit_image(
+            a.clone(),
+            Some("docker.io/library/x:latest".into()),
+            "docker.io/library/x@sha256:aa".into(),
+        )
+        .unwrap();
+        s.commit_image(
+            b.clone(),
+            Some("docker.io/library/x:latest".into()),
+            "docker.io/library/x@sha256:bb".into(),
+        )
+        .unwrap();
         assert_eq!(s.resolve("x").unwrap().id, b.id);
         assert!(s.resolve(&a.id).unwrap().repo_tags.is_empty());
         s.remove(&a.id).unwrap().unwrap();
@@ -441,6 +458,11 @@ mod tests {
         assert!(s.has_layer(&format!("sha256:{}", "3".repeat(64))));
         assert!(s.remove("docker.io/library/x:latest").unwrap().is_some());
         assert!(s.list().is_empty());
-        assert_eq!(fs::read_dir(root.path().join("images/layers")).unwrap().count(), 0);
+        assert_eq!(
+            fs::read_dir(root.path().join("images/layers"))
+                .unwrap()
+                .count(),
+            0
+        );
     }
 }

@@ -299,8 +299,8 @@ impl LayerWriter {
             Err(e) => return Err(Error::io(format!("directory {}", rel.display()), e)),
         }
         let mut cur = PathBuf::new();
-        let mut fd = openat2_in_root(&self.root, Path::new(""), flags)
-            .ctx(|| "opening layer root")?;
+        let mut fd =
+            openat2_in_root(&self.root, Path::new(""), flags).ctx(|| "opening layer root")?;
         for comp in rel.components() {
             let name = comp.as_os_str();
             match stat::mkdirat(Some(fd.as_raw_fd()), name, Mode::from_bits_truncate(0o755)) {
@@ -463,8 +463,12 @@ fn remove_existing(dir: &OwnedFd, name: &OsStr) -> Result<()> {
         let p = PathBuf::from(format!("/proc/self/fd/{}", dir.as_raw_fd())).join(name);
         std::fs::remove_dir_all(&p).ctx(|| "replacing existing directory")?;
     } else {
-        unistd::unlinkat(Some(dir.as_raw_fd()), name, unistd::UnlinkatFlags::NoRemoveDir)
-            .ctx(|| "replacing existing entry")?;
+        unistd::unlinkat(
+            Some(dir.as_raw_fd()),
+            name,
+            unistd::UnlinkatFlags::NoRemoveDir,
+        )
+        .ctx(|| "replacing existing entry")?;
     }
     Ok(())
 }
@@ -599,7 +603,10 @@ mod tests {
         let outer = tempfile::tempdir().unwrap();
         let victim = outer.path().join("victim");
         std::fs::create_dir(&victim).unwrap();
-        for (i, target) in [victim.to_str().unwrap(), "../victim"].into_iter().enumerate() {
+        for (i, target) in [victim.to_str().unwrap(), "../victim"]
+            .into_iter()
+            .enumerate()
+        {
             let dest = outer.path().join(format!("layer{i}"));
             std::fs::create_dir(&dest).unwrap();
             let data = layer(|b| {
@@ -631,7 +638,12 @@ mod tests {
         let dest = outer.path().join("layer");
         std::fs::create_dir(&dest).unwrap();
         let data = layer(|b| {
-            link(b, tar::EntryType::Symlink, "up", outer.path().to_str().unwrap());
+            link(
+                b,
+                tar::EntryType::Symlink,
+                "up",
+                outer.path().to_str().unwrap(),
+            );
             link(b, tar::EntryType::Link, "grab", "up/secret");
         });
         // The target does not exist inside the layer: the entry fails rather than linking out.
@@ -649,7 +661,11 @@ mod tests {
         let a = std::fs::metadata(dest2.join("bin/a")).unwrap();
         let b = std::fs::metadata(dest2.join("bin/b")).unwrap();
         assert_eq!(a.ino(), b.ino());
-        assert_eq!(a.mode() & 0o7777, 0o755, "hardlink header mode must not apply");
+        assert_eq!(
+            a.mode() & 0o7777,
+            0o755,
+            "hardlink header mode must not apply"
+        );
     }
 
     #[test]
