@@ -7,6 +7,7 @@
 pub mod image;
 pub mod registry;
 pub mod skiffd;
+pub mod token;
 
 pub use image::{ImageBuilder, Layer, PushedImage};
 pub use registry::Registry;

@@ -14,18 +14,49 @@ pub struct Registry {
     pub log: PathBuf,
 }
 
+/// How a test registry authenticates clients.
+pub enum Auth<'a> {
+    None,
+    /// HTTP basic auth with one user (htpasswd).
+    Basic(&'a str, &'a str),
+    /// Bearer tokens from a token server.
+    Token(&'a crate::token::TokenServer),
+}
+
+/// How to start a test registry.
+pub struct Options<'a> {
+    pub auth: Auth<'a>,
+    /// Serve HTTPS with a self-signed certificate for 127.0.0.1.
+    pub tls: bool,
+    /// Serve the storage of another registry (push there, pull here).
+    pub share: Option<&'a Registry>,
+}
+
+impl Default for Options<'_> {
+    fn default() -> Self {
+        Options {
+            auth: Auth::None,
+            tls: false,
+            share: None,
+        }
+    }
+}
+
 impl Registry {
     /// Starts an open registry.
     pub fn start() -> Registry {
-        Registry::start_with(None)
+        Registry::start_opts(Options::default())
     }
 
     /// Starts a registry behind HTTP basic auth with one user.
     pub fn start_with_basic_auth(user: &str, password: &str) -> Registry {
-        Registry::start_with(Some((user, password)))
+        Registry::start_opts(Options {
+            auth: Auth::Basic(user, password),
+            ..Default::default()
+        })
     }
 
-    fn start_with(auth: Option<(&str, &str)>) -> Registry {
+    pub fn start_opts(opts: Options<'_>) -> Registry {
         let bin = "/usr/bin/docker-registry";
         assert!(
             Path::new(bin).exists(),
@@ -35,18 +66,50 @@ impl Registry {
         let port = free_port();
         let host = format!("127.0.0.1:{port}");
         let mut auth_yaml = String::new();
-        if let Some((u, p)) = auth {
-            let hash = bcrypt::hash(p, 4).expect("bcrypt");
-            let htpasswd = dir.path().join("htpasswd");
-            fs::write(&htpasswd, format!("{u}:{hash}\n")).expect("htpasswd");
-            auth_yaml = format!(
-                "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
-                htpasswd.display()
+        match opts.auth {
+            Auth::None => {}
+            Auth::Basic(u, p) => {
+                let hash = bcrypt::hash(p, 4).expect("bcrypt");
+                let htpasswd = dir.path().join("htpasswd");
+                fs::write(&htpasswd, format!("{u}:{hash}\n")).expect("htpasswd");
+                auth_yaml = format!(
+                    "auth:\n  htpasswd:\n    realm: skiff-test\n    path: {}\n",
+                    htpasswd.display()
+                );
+            }
+            Auth::Token(t) => {
+                auth_yaml = format!(
+                    "auth:\n  token:\n    realm: {}\n    service: {}\n    issuer: {}\n    rootcertbundle: {}\n",
+                    t.realm,
+                    crate::token::SERVICE,
+                    crate::token::ISSUER,
+                    t.cert_pem.display()
+                );
+            }
+        }
+        let mut tls_yaml = String::new();
+        if opts.tls {
+            let key = rcgen::KeyPair::generate().expect("tls key");
+            let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+                .expect("tls params")
+                .self_signed(&key)
+                .expect("tls cert");
+            let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+            fs::write(&c, cert.pem()).expect("write cert");
+            fs::write(&k, key.serialize_pem()).expect("write key");
+            tls_yaml = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                c.display(),
+                k.display()
             );
         }
+        let data = match opts.share {
+            Some(other) => other.dir.path().join("data"),
+            None => dir.path().join("data"),
+        };
         let config = format!(
-            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{auth_yaml}",
-            dir.path().join("data").display()
+            "version: 0.1\nlog:\n  level: info\n  formatter: text\nstorage:\n  filesystem:\n    rootdirectory: {}\n  delete:\n    enabled: true\nhttp:\n  addr: {host}\n{tls_yaml}{auth_yaml}",
+            data.display()
         );
         let cfg = dir.path().join("config.yml");
         fs::write(&cfg, config).expect("registry config");
