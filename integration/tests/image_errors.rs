@@ -204,3 +204,48 @@ async fn unimplemented_runtime_rpcs_say_so() {
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_cancelled_pull_leaves_no_temporary() {
+    require_root();
+    let reg = Registry::start();
+    let noise: Vec<u8> = (0..8 << 20)
+        .map(|i: u32| (i.wrapping_mul(2654435761) >> 9) as u8)
+        .collect();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .layer(Layer::new().file("noise", &noise, 0o644), Compression::Gzip)
+        .layer(
+            Layer::new().file("noise", &noise[7..], 0o644),
+            Compression::Gzip,
+        )
+        .push(&reg.host, "test/cancel", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    let mut c = d.images().await;
+    // The client gives up after 30 ms (grpc-timeout), as kubelet does when its context ends.
+    let mut req = tonic::Request::new(skiff_proto::cri::PullImageRequest {
+        image: spec(&img.reference),
+        ..Default::default()
+    });
+    req.set_timeout(std::time::Duration::from_millis(30));
+    let e = c.pull_image(req).await.unwrap_err();
+    assert!(
+        matches!(e.code(), Code::Cancelled | Code::DeadlineExceeded),
+        "{e:?}"
+    );
+    // The unpacking threads notice the cut stream and clean up after themselves.
+    let images = d.root.join("images");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !temporaries(&images).is_empty() && std::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        temporaries(&images).is_empty(),
+        "{:?}",
+        temporaries(&images)
+    );
+    assert_eq!(image_count(&d).await, 0);
+    // And the image pulls normally afterwards.
+    assert_eq!(pull(&mut c, &img.reference, None).await.unwrap(), img.id());
+}

@@ -4,6 +4,7 @@
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
@@ -23,21 +24,30 @@ pub struct LayerSpec {
     pub diff_id: String,
 }
 
-/// Streams `stream` through decompression into `dest`, verifying it against `spec`.
-pub async fn unpack_stream(
+/// Streams `stream` through decompression into `dest`, verifying it against `spec`, then hands
+/// the outcome to `finish` (commit or clean up) on the same blocking thread. That thread runs to
+/// its end even when this future is dropped (a cancelled pull): the stream then ends early, the
+/// layer fails verification, and `finish` still cleans up. Setting `cancel` stops the download.
+pub async fn unpack_stream<F>(
     mut stream: BoxStream<'static, io::Result<Bytes>>,
     spec: LayerSpec,
     dest: &Path,
-) -> Result<UnpackStats> {
+    cancel: &AtomicBool,
+    finish: F,
+) -> Result<UnpackStats>
+where
+    F: FnOnce(Result<UnpackStats>) -> Result<UnpackStats> + Send + 'static,
+{
     let (tx, rx) = mpsc::channel::<io::Result<Bytes>>(16);
     let dest = dest.to_path_buf();
     let worker = tokio::task::spawn_blocking(move || {
         let mut chan = ChannelReader::new(rx, spec.size);
-        let fail = chan.failure.clone();
-        let result = unpack_verified(&mut chan, &spec, &dest);
-        (result, fail)
+        finish(unpack_verified(&mut chan, &spec, &dest))
     });
     while let Some(item) = stream.next().await {
+        if cancel.load(Ordering::Relaxed) {
+            break;
+        }
         if let Err(e) = &item {
             // The client's own digest check fires at the end of the stream; our check below
             // says more (truncated, or which digest), so that is an end, not a network failure.
@@ -54,10 +64,9 @@ pub async fn unpack_stream(
         }
     }
     drop(tx);
-    let (result, _) = worker
+    worker
         .await
-        .map_err(|e| Error::Internal(format!("layer unpack task: {e}")))?;
-    result
+        .map_err(|e| Error::Internal(format!("layer unpack task: {e}")))?
 }
 
 /// Reads what the download task sends, hashing and counting it, and refusing more bytes than the
@@ -256,7 +265,7 @@ mod tests {
             .map(|c| Ok(Bytes::copy_from_slice(c)))
             .collect();
         let s = futures_util::stream::iter(chunks).boxed();
-        let r = unpack_stream(s, spec, dir.path()).await;
+        let r = unpack_stream(s, spec, dir.path(), &AtomicBool::new(false), |r| r).await;
         (dir, r)
     }
 

@@ -2,9 +2,11 @@
 //! the layers concurrently (each at most once, however many pulls want it), then record the image.
 
 use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Mutex;
 use std::time::Instant;
 
-use futures_util::{StreamExt, TryStreamExt};
+use futures_util::StreamExt;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 use skiff_proto::cri::AuthConfig;
@@ -16,6 +18,7 @@ use super::registry::{
     MEDIA_OCI_MANIFEST,
 };
 use super::store::ImageRecord;
+use super::unpack::UnpackStats;
 use super::Images;
 use crate::error::{Error, Result};
 
@@ -248,16 +251,34 @@ impl Images {
             })
             .collect();
         let (session_ref, image_ref) = (&session, &image);
+        let cancel = AtomicBool::new(false);
+        let first_error: Mutex<Option<Error>> = Mutex::new(None);
         let jobs: Vec<_> = specs
             .into_iter()
             .map(|(spec, chain, media_type)| {
-                self.ensure_layer(session_ref, image_ref, spec, chain, media_type)
+                let (cancel, first_error) = (&cancel, &first_error);
+                async move {
+                    let r = self
+                        .ensure_layer(session_ref, image_ref, spec, chain, media_type, cancel)
+                        .await;
+                    if let Err(e) = r {
+                        // The first failure stops the other downloads; their own (cancelled)
+                        // failures are not the story.
+                        if !cancel.swap(true, Ordering::Relaxed) {
+                            *first_error.lock().unwrap_or_else(|p| p.into_inner()) = Some(e);
+                        }
+                    }
+                }
             })
             .collect();
+        // Every layer job runs to its end (cleaned up) before the pull answers.
         futures_util::stream::iter(jobs)
             .buffer_unordered(self.cfg.max_concurrent_downloads)
-            .try_collect::<Vec<()>>()
-            .await?;
+            .collect::<Vec<()>>()
+            .await;
+        if let Some(e) = first_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+            return Err(e);
+        }
 
         for (d, b) in &keep_blobs {
             let store = self.store.clone();
@@ -356,34 +377,37 @@ impl Images {
         spec: LayerSpec,
         chain: String,
         media_type: String,
+        cancel: &AtomicBool,
     ) -> Result<()> {
         let lock = self.store.layer_lock(&chain);
         let _held = lock.lock().await;
-        if self.store.has_layer(&chain) {
+        if self.store.has_layer(&chain) || cancel.load(Ordering::Relaxed) {
             return Ok(());
         }
+        let stream = session
+            .fetch_blob(&spec.digest, spec.size as i64, &media_type)
+            .await
+            .map_err(|e| e.context(format!("pulling {image}")))?;
+        let t = Instant::now();
         let tmp = self.store.new_layer_tmp(&chain)?;
-        let result = async {
-            let stream = session
-                .fetch_blob(&spec.digest, spec.size as i64, &media_type)
-                .await?;
-            let t = Instant::now();
-            let stats = unpack_stream(stream, spec.clone(), &tmp).await?;
-            let store = self.store.clone();
-            let (tmp2, chain2) = (tmp.clone(), chain.clone());
-            tokio::task::spawn_blocking(move || store.commit_layer(&tmp2, &chain2))
-                .await
-                .map_err(|e| Error::Internal(format!("layer commit task: {e}")))??;
-            tracing::debug!(layer = %spec.digest, entries = stats.entries, bytes = stats.bytes,
-                ms = t.elapsed().as_millis() as u64, "unpacked layer");
-            Ok::<(), Error>(())
-        }
-        .await;
-        if result.is_err() {
-            let tmp = tmp.clone();
-            let _ = tokio::task::spawn_blocking(move || crate::store::remove_durably(&tmp)).await;
-        }
-        result.map_err(|e| e.context(format!("pulling {image}")))
+        let store = self.store.clone();
+        let (tmp2, chain2) = (tmp.clone(), chain.clone());
+        // Runs on the unpacking thread, whether or not this future is still awaited.
+        let finish = move |unpacked: Result<UnpackStats>| {
+            let committed = unpacked.and_then(|s| store.commit_layer(&tmp2, &chain2).map(|_| s));
+            if committed.is_err() {
+                if let Err(e) = crate::store::remove_durably(&tmp2) {
+                    tracing::warn!(dir = %tmp2.display(), error = %e, "removing failed layer");
+                }
+            }
+            committed
+        };
+        let stats = unpack_stream(stream, spec.clone(), &tmp, cancel, finish)
+            .await
+            .map_err(|e| e.context(format!("pulling {image}")))?;
+        tracing::debug!(layer = %spec.digest, entries = stats.entries, bytes = stats.bytes,
+            ms = t.elapsed().as_millis() as u64, "unpacked layer");
+        Ok(())
     }
 }
 

@@ -195,6 +195,11 @@ impl ImageStore {
         nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&f))
             .ctx(|| format!("syncing {}", tmp.display()))?;
         let dest = self.layer_path(chain_id);
+        if dest.is_dir() {
+            // Another pull committed the same layer first (its lock was released when a
+            // cancelled pull's future was dropped): keep that one.
+            return store::remove_durably(tmp).ctx(|| format!("removing {}", tmp.display()));
+        }
         fs::rename(tmp, &dest).ctx(|| format!("committing layer {chain_id}"))?;
         store::sync_dir(&self.dir.join("layers")).ctx(|| "syncing layers directory")
     }
