@@ -1,8 +1,9 @@
-//! Generates the CRI v1 server and client from `proto/api.proto`. protox parses the .proto files in
+//! Generates the CRI v1 server and client from `proto/api.proto`, and skiff's shim API from
+//! `proto/shim.proto`. protox parses the .proto files in
 //! pure Rust, so building skiff needs no `protoc` on the machine.
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let files = ["proto/api.proto"];
+    let files = ["proto/api.proto", "proto/shim.proto"];
     for f in files {
         println!("cargo:rerun-if-changed={f}");
     }

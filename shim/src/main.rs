@@ -1,10 +1,35 @@
-//! skiff-shim: the per-pod supervisor (one process per pod).
-//!
-//! It will own the pod's namespaces, run the pod's containers from OCI bundles written by `skiffd`,
-//! reap them and record their exits. It owns no policy: `skiffd` decides what runs. Until the pods
-//! work lands this binary only says so and exits non-zero, so nothing mistakes it for a working shim.
+//! skiff-shim: the per-pod supervisor (`pod`) and its single-threaded helpers (`init`, `exec`).
+//! See the library documentation for what each does.
+
+mod container;
+mod exec;
+mod init;
+mod logs;
+mod pod;
+mod process;
+mod rootfs;
+mod selfexe;
+mod supervisor;
+
+use std::path::Path;
+
+fn usage() -> ! {
+    eprintln!(
+        "usage: skiff-shim pod POD.json | init BUNDLE | exec BUNDLE PID -- CMD...\n\
+         skiff-shim is started by skiffd; it is not meant to be run by hand."
+    );
+    std::process::exit(2)
+}
 
 fn main() {
-    eprintln!("skiff-shim: pod supervision is not built yet");
-    std::process::exit(1);
+    let args: Vec<String> = std::env::args().collect();
+    match args.get(1).map(String::as_str) {
+        Some("pod") if args.len() == 3 => pod::main(Path::new(&args[2])),
+        Some("init") if args.len() == 3 => init::main(Path::new(&args[2])),
+        Some("exec") if args.len() >= 6 && args[4] == "--" => {
+            let pid: i32 = args[3].parse().unwrap_or_else(|_| usage());
+            exec::helper_main(Path::new(&args[2]), pid, args[5..].to_vec())
+        }
+        _ => usage(),
+    }
 }

@@ -23,6 +23,8 @@ use nix::sys::stat::{self, FchmodatFlags, Mode, SFlag, UtimensatFlags};
 use nix::sys::time::TimeSpec;
 use nix::unistd::{self, Gid, Uid};
 
+use skiff_shim::fsutil::{clean, mkdir_all_in_root, open_dir, openat2_in_root};
+
 use crate::error::{Error, IoContext, Result};
 
 const WHITEOUT_PREFIX: &str = ".wh.";
@@ -292,31 +294,7 @@ impl LayerWriter {
     /// Opens (creating as needed, mode 0755) the directory `rel` inside the layer, resolving every
     /// component inside it.
     fn dir_in_root(&self, rel: &Path) -> Result<OwnedFd> {
-        let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
-        match openat2_in_root(&self.root, rel, flags) {
-            Ok(fd) => return Ok(fd),
-            Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
-            Err(e) => return Err(Error::io(format!("directory {}", rel.display()), e)),
-        }
-        let mut cur = PathBuf::new();
-        let mut fd =
-            openat2_in_root(&self.root, Path::new(""), flags).ctx(|| "opening layer root")?;
-        for comp in rel.components() {
-            let name = comp.as_os_str();
-            match stat::mkdirat(Some(fd.as_raw_fd()), name, Mode::from_bits_truncate(0o755)) {
-                Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
-                Err(e) => {
-                    return Err(Error::io(
-                        format!("creating directory {}", cur.join(name).display()),
-                        e.into(),
-                    ))
-                }
-            }
-            cur.push(name);
-            fd = openat2_in_root(&self.root, &cur, flags)
-                .ctx(|| format!("directory {}", cur.display()))?;
-        }
-        Ok(fd)
+        mkdir_all_in_root(&self.root, rel).ctx(|| format!("directory {}", rel.display()))
     }
 
     fn finish(&mut self) -> Result<()> {
@@ -331,26 +309,6 @@ impl LayerWriter {
                 .ctx(|| format!("setting times of {}", rel.display()))?;
         }
         Ok(())
-    }
-}
-
-/// Normalises an entry name as if the layer root were `/`: `./a`, `/a` and `../../a` are all `a`.
-/// Returns None for the root itself.
-pub fn clean(p: &Path) -> Option<PathBuf> {
-    let mut out = PathBuf::new();
-    for c in p.components() {
-        match c {
-            Component::Normal(n) => out.push(n),
-            Component::ParentDir => {
-                out.pop();
-            }
-            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
-        }
-    }
-    if out.as_os_str().is_empty() {
-        None
-    } else {
-        Some(out)
     }
 }
 
@@ -487,14 +445,6 @@ fn cstr(s: &OsStr) -> Result<CString> {
     CString::new(s.as_bytes()).map_err(|_| Error::Corrupt("name contains a NUL byte".into()))
 }
 
-fn open_dir(p: &Path) -> io::Result<OwnedFd> {
-    let f = File::open(p)?;
-    if !f.metadata()?.is_dir() {
-        return Err(io::Error::from_raw_os_error(libc::ENOTDIR));
-    }
-    Ok(f.into())
-}
-
 fn open_dir_at(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
     let fd = nix::fcntl::openat(
         Some(dir),
@@ -504,37 +454,6 @@ fn open_dir_at(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
     )?;
     // SAFETY: openat returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
-/// `openat2(root, rel, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`: `rel` is resolved as if
-/// `root` were `/`, so neither `..` nor a symlink (absolute or relative) can leave it.
-pub fn openat2_in_root(root: &OwnedFd, rel: &Path, flags: i32) -> io::Result<OwnedFd> {
-    let path = if rel.as_os_str().is_empty() {
-        CString::new(".")
-    } else {
-        CString::new(rel.as_os_str().as_bytes())
-    }
-    .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
-    // SAFETY: open_how is plain integers, for which all-zero is a valid value.
-    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
-    how.flags = flags as u64;
-    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
-    // SAFETY: `how` is a fully initialised open_how passed with its exact size, `path` is a valid
-    // NUL-terminated string, and the root descriptor is open for the duration of the call.
-    let fd = unsafe {
-        libc::syscall(
-            libc::SYS_openat2,
-            root.as_raw_fd(),
-            path.as_ptr(),
-            &how as *const libc::open_how,
-            std::mem::size_of::<libc::open_how>(),
-        )
-    };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel returned a new descriptor that nothing else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
 }
 
 #[cfg(test)]
@@ -574,13 +493,6 @@ mod tests {
 
     fn unpack(data: Vec<u8>, dest: &Path) -> Result<UnpackStats> {
         unpack_layer(&mut tar::Archive::new(&data[..]), dest)
-    }
-
-    #[test]
-    fn names_are_cleaned_as_if_rooted() {
-        assert_eq!(clean(Path::new("../../etc/x")).unwrap(), Path::new("etc/x"));
-        assert_eq!(clean(Path::new("/a/./b/../c")).unwrap(), Path::new("a/c"));
-        assert!(clean(Path::new("./")).is_none());
     }
 
     #[test]

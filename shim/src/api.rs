@@ -1,0 +1,127 @@
+//! What skiffd and the shim exchange through files: the pod's configuration (written by skiffd,
+//! read by the shim at start), the container rootfs description beside each OCI bundle, and the
+//! container state the shim records (read by skiffd).
+
+use std::collections::BTreeMap;
+use std::io;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::fsutil;
+
+/// The pod's configuration file in its run directory.
+pub const POD_CONFIG: &str = "pod.json";
+/// The shim API socket in the pod's run directory.
+pub const SHIM_SOCKET: &str = "shim.sock";
+/// Directory of pinned namespaces in the pod's run directory.
+pub const NS_DIR: &str = "ns";
+/// The pod's shared /dev/shm mount point in its run directory.
+pub const SHM_DIR: &str = "shm";
+/// Container state, beside `config.json` in the bundle.
+pub const STATE_FILE: &str = "state.json";
+/// Container rootfs layers, beside `config.json` in the bundle.
+pub const ROOTFS_FILE: &str = "rootfs.json";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum NsMode {
+    /// A namespace of the pod's own, pinned under the pod's run directory.
+    Pod,
+    /// The host's.
+    Node,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PidMode {
+    /// One PID namespace for the pod; the shim is its PID 1.
+    Pod,
+    /// A PID namespace per container.
+    Container,
+    /// The host's.
+    Node,
+}
+
+/// Everything the shim needs to create a pod.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodConfig {
+    pub id: String,
+    /// The pod's run directory: pinned namespaces, socket, shm, hosts/resolv.conf/hostname.
+    pub dir: PathBuf,
+    pub network: NsMode,
+    pub ipc: NsMode,
+    pub uts: NsMode,
+    pub pid: PidMode,
+    pub hostname: String,
+    /// Namespaced sysctls (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*).
+    pub sysctls: BTreeMap<String, String>,
+}
+
+impl PodConfig {
+    /// Where namespace `name` (`net`, `ipc`, `uts`, `pid`) of the pod is pinned.
+    pub fn ns_path(&self, name: &str) -> PathBuf {
+        self.dir.join(NS_DIR).join(name)
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.dir.join(SHIM_SOCKET)
+    }
+}
+
+/// The first line the shim prints on stdout once the pod exists: its supervisor's PID, or why
+/// the pod could not be created.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Ready {
+    Pid(i32),
+    Error(String),
+}
+
+/// The container's root filesystem: an overlay of image layers and its own upper directory.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Rootfs {
+    /// The directory holding the layer directories.
+    pub layers_dir: PathBuf,
+    /// Layer directory names inside `layers_dir`, top first.
+    pub lower: Vec<String>,
+    pub upper: PathBuf,
+    pub work: PathBuf,
+}
+
+/// A container's life as the shim saw it. Written crash-safely by the shim; read by skiffd.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct ContainerState {
+    /// Host PID of the main process; 0 before start.
+    pub pid: i32,
+    /// Unix nanoseconds.
+    pub started_at: i64,
+    pub finished_at: i64,
+    pub exited: bool,
+    pub exit_code: i32,
+    /// `Completed`, `Error`, `OOMKilled`, `StartError`.
+    pub reason: String,
+    pub message: String,
+}
+
+impl ContainerState {
+    pub fn read(bundle: &Path) -> io::Result<Option<ContainerState>> {
+        match fsutil::read_json(&bundle.join(STATE_FILE)) {
+            Ok(s) => Ok(Some(s)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn write(&self, bundle: &Path) -> io::Result<()> {
+        fsutil::write_json(&bundle.join(STATE_FILE), self)
+    }
+}
+
+/// Unix time now, in nanoseconds.
+pub fn now_ns() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos() as i64)
+        .unwrap_or(0)
+}

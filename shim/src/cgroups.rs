@@ -1,0 +1,173 @@
+//! Placing processes in cgroups (cgroupfs layout), shared by skiffd and the shim: the container's
+//! init joins its cgroup before it execs, the supervisor reads OOM kills and member PIDs from it,
+//! and skiffd removes it. Limits are applied elsewhere; this only creates, joins, reads, removes.
+//!
+//! On a cgroup v2 host (`/sys/fs/cgroup` is cgroup2) a cgroup is one directory. On v1 and hybrid
+//! hosts it is one directory in each controller hierarchy mounted under `/sys/fs/cgroup`.
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+
+const ROOT: &str = "/sys/fs/cgroup";
+/// v1 hierarchies a container is placed in (those mounted on the host).
+const V1_CONTROLLERS: &[&str] = &[
+    "memory", "cpu,cpuacct", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer",
+    "hugetlb", "net_cls,net_prio", "perf_event",
+];
+
+/// Whether this host mounts the unified (v2) hierarchy at /sys/fs/cgroup.
+pub fn is_v2() -> bool {
+    nix::sys::statfs::statfs(ROOT)
+        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+        .unwrap_or(false)
+}
+
+/// Checks a cgroup path is absolute-or-relative without `..` or empty components, and makes it
+/// relative to the hierarchy roots.
+pub fn clean_path(path: &str) -> Result<PathBuf, String> {
+    let rel = path.trim_start_matches('/');
+    if rel.is_empty() {
+        return Err("cgroup path is empty".into());
+    }
+    for comp in rel.split('/') {
+        if comp.is_empty() || comp == "." || comp == ".." {
+            return Err(format!("cgroup path {path:?} has an empty, . or .. component"));
+        }
+    }
+    Ok(PathBuf::from(rel))
+}
+
+/// The directories that make up cgroup `path` on this host (existing or not).
+pub fn dirs(path: &str) -> Result<Vec<PathBuf>, String> {
+    let rel = clean_path(path)?;
+    if is_v2() {
+        return Ok(vec![Path::new(ROOT).join(rel)]);
+    }
+    let mut out = vec![];
+    for c in V1_CONTROLLERS {
+        let h = Path::new(ROOT).join(c);
+        // cpu and cpuacct are often one hierarchy with two names linking to it.
+        if h.is_dir() && !fs::symlink_metadata(&h).map(|m| m.is_symlink()).unwrap_or(true) {
+            out.push(h.join(&rel));
+        }
+    }
+    Ok(out)
+}
+
+/// Creates cgroup `path` in every hierarchy (cpuset.cpus/mems copied from the parent on v1,
+/// where a new cpuset is otherwise empty and refuses tasks).
+pub fn create(path: &str) -> io::Result<()> {
+    let ds = dirs(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    for d in ds {
+        if d.starts_with(Path::new(ROOT).join("cpuset")) {
+            create_cpuset(&d)?;
+        } else {
+            fs::create_dir_all(&d)?;
+        }
+    }
+    Ok(())
+}
+
+fn create_cpuset(d: &Path) -> io::Result<()> {
+    if d.is_dir() {
+        return Ok(());
+    }
+    if let Some(parent) = d.parent() {
+        if !parent.is_dir() {
+            create_cpuset(parent)?;
+        }
+    }
+    fs::create_dir(d).or_else(|e| {
+        if e.kind() == io::ErrorKind::AlreadyExists {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })?;
+    if let Some(parent) = d.parent() {
+        for f in ["cpuset.cpus", "cpuset.mems"] {
+            let v = fs::read_to_string(parent.join(f))?;
+            let cur = fs::read_to_string(d.join(f)).unwrap_or_default();
+            if cur.trim().is_empty() {
+                fs::write(d.join(f), v.trim())?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Moves process `pid` (0: the caller) into cgroup `path`, creating it as needed.
+pub fn join(path: &str, pid: i32) -> io::Result<()> {
+    create(path)?;
+    let ds = dirs(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    for d in ds {
+        fs::write(d.join("cgroup.procs"), pid.to_string())
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.display())))?;
+    }
+    Ok(())
+}
+
+/// PIDs in cgroup `path` (and its children on v2 is not included: containers have none).
+pub fn pids(path: &str) -> Vec<i32> {
+    let Ok(ds) = dirs(path) else { return vec![] };
+    let file = ds
+        .iter()
+        .find(|d| is_v2() || d.starts_with(Path::new(ROOT).join("pids")) || d.starts_with(Path::new(ROOT).join("memory")))
+        .map(|d| d.join("cgroup.procs"));
+    let Some(file) = file else { return vec![] };
+    fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.trim().parse().ok())
+        .collect()
+}
+
+/// How many processes the kernel's OOM killer killed in cgroup `path`.
+pub fn oom_kills(path: &str) -> u64 {
+    let Ok(ds) = dirs(path) else { return 0 };
+    let (file, key) = if is_v2() {
+        (ds.first().map(|d| d.join("memory.events")), "oom_kill")
+    } else {
+        (
+            ds.iter()
+                .find(|d| d.starts_with(Path::new(ROOT).join("memory")))
+                .map(|d| d.join("memory.oom_control")),
+            "oom_kill",
+        )
+    };
+    let Some(file) = file else { return 0 };
+    fs::read_to_string(file)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .find(|(k, _)| *k == key)
+        .and_then(|(_, v)| v.trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// Removes cgroup `path` from every hierarchy (its processes must be gone). Absent is fine.
+pub fn remove(path: &str) -> io::Result<()> {
+    let ds = dirs(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    for d in ds {
+        match fs::remove_dir(&d) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", d.display()))),
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_must_not_escape() {
+        assert!(clean_path("/a/../b").is_err());
+        assert!(clean_path("a//b").is_err());
+        assert!(clean_path("/").is_err());
+        assert_eq!(clean_path("/skiff/p/c").unwrap(), PathBuf::from("skiff/p/c"));
+    }
+}

@@ -1,0 +1,393 @@
+//! Starting a container and following it: the supervisor runs `skiff-shim init BUNDLE` (single
+//! threaded, from the read-only binary) with the container's stdio and a sync socket on fd 3,
+//! learns the container's host PID from it, and sees EOF once the container process has exec'd
+//! (or an error line if it could not). It then pumps output to the CRI log and records the exit.
+
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::process::CommandExt;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use nix::sys::signal::{kill, Signal};
+use nix::sys::wait::WaitStatus;
+use nix::unistd::Pid;
+use serde::Deserialize;
+use skiff_proto::shim::StartContainerRequest;
+use skiff_shim::api::{now_ns, ContainerState};
+use skiff_shim::cgroups;
+use tokio::io::AsyncBufReadExt;
+use tokio::sync::watch;
+use tonic::Status;
+
+use crate::logs::{self, LogFile};
+use crate::supervisor::State;
+
+/// A started container, as the supervisor tracks it.
+pub struct Container {
+    pub id: String,
+    pub bundle: PathBuf,
+    pub pid: i32,
+    /// cgroupfs path from the spec, if any.
+    pub cgroup: Option<String>,
+    log: Option<Arc<LogFile>>,
+    exited: watch::Receiver<bool>,
+    state: Mutex<ContainerState>,
+}
+
+impl Container {
+    pub fn kill(&self, sig: i32, all: bool) -> Result<(), Status> {
+        if *self.exited.borrow() {
+            return Ok(());
+        }
+        let signal = Signal::try_from(sig)
+            .map_err(|_| Status::invalid_argument(format!("signal {sig} is not a signal")))?;
+        let mut targets = vec![self.pid];
+        if all {
+            if let Some(cg) = &self.cgroup {
+                targets.extend(cgroups::pids(cg));
+            }
+        }
+        for pid in targets {
+            match kill(Pid::from_raw(pid), signal) {
+                Ok(()) | Err(nix::errno::Errno::ESRCH) => {}
+                Err(e) => {
+                    return Err(Status::internal(format!(
+                        "signalling pid {pid} of container {}: {e}",
+                        self.id
+                    )))
+                }
+            }
+        }
+        Ok(())
+    }
+
+    pub fn reopen_log(&self) -> Result<(), Status> {
+        match &self.log {
+            Some(l) => l
+                .reopen()
+                .map_err(|e| Status::internal(format!("reopening the log of {}: {e}", self.id))),
+            None => Err(Status::failed_precondition(format!(
+                "container {} has no log file",
+                self.id
+            ))),
+        }
+    }
+
+    pub fn is_running(&self) -> bool {
+        !*self.exited.borrow()
+    }
+
+    /// Waits until the exit is recorded, at most `limit`.
+    pub async fn wait_exit(&self, limit: Duration) {
+        let mut rx = self.exited.clone();
+        let _ = tokio::time::timeout(limit, rx.wait_for(|e| *e)).await;
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum SyncMsg {
+    Pid(i32),
+    Error(String),
+}
+
+/// Starts the container of `req` and returns its host PID.
+pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32, Status> {
+    if let Ok(c) = state.container(&req.id) {
+        if c.is_running() {
+            return Err(Status::failed_precondition(format!(
+                "container {} is already running",
+                req.id
+            )));
+        }
+    }
+    let bundle = PathBuf::from(&req.bundle);
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
+        Status::invalid_argument(format!("bundle {}: config.json: {e}", bundle.display()))
+    })?;
+    if spec.process().is_none() {
+        return Err(Status::invalid_argument("config.json has no process"));
+    }
+    let cgroup = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+        .map(|p| p.display().to_string());
+    let log = if req.log_path.is_empty() {
+        None
+    } else {
+        Some(LogFile::open(PathBuf::from(&req.log_path).as_path()).map_err(|e| {
+            Status::failed_precondition(format!("opening log {}: {e}", req.log_path))
+        })?)
+    };
+
+    // stdio: a pty for tty containers, pipes otherwise; stdin is /dev/null.
+    let null = std::fs::File::open("/dev/null")
+        .map_err(|e| Status::internal(format!("/dev/null: {e}")))?;
+    let (child_out, child_err, out_src, err_src): (OwnedFd, OwnedFd, OwnedFd, Option<OwnedFd>) =
+        if req.tty {
+            let pty = nix::pty::openpty(None, None)
+                .map_err(|e| Status::internal(format!("openpty: {e}")))?;
+            set_cloexec(&pty.master);
+            let slave2 = pty
+                .slave
+                .try_clone()
+                .map_err(|e| Status::internal(format!("dup: {e}")))?;
+            (pty.slave, slave2, pty.master, None)
+        } else {
+            let (or, ow) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| Status::internal(format!("pipe: {e}")))?;
+            let (er, ew) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| Status::internal(format!("pipe: {e}")))?;
+            (ow, ew, or, Some(er))
+        };
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| Status::internal(format!("socketpair: {e}")))?;
+    let theirs_fd = theirs.as_raw_fd();
+    let mut cmd = Command::new(&state.exe);
+    cmd.arg0("skiff-shim")
+        .arg("init")
+        .arg(&bundle)
+        .stdin(Stdio::from(null))
+        .stdout(Stdio::from(child_out))
+        .stderr(Stdio::from(child_err));
+    // SAFETY: the closure runs between fork and exec and calls only dup2, which is
+    // async-signal-safe; `theirs_fd` stays open in the parent until spawn returns.
+    unsafe {
+        cmd.pre_exec(move || {
+            if libc::dup2(theirs_fd, 3) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
+    drop(theirs);
+    drop(cmd); // closes our copies of the child's stdio ends
+    let _helper = spawned.map_err(|e| {
+        Status::internal(format!("starting the init helper {}: {e}", state.exe.display()))
+    })?;
+
+    ours.set_nonblocking(true)
+        .map_err(|e| Status::internal(format!("sync socket: {e}")))?;
+    let ours = tokio::net::UnixStream::from_std(ours)
+        .map_err(|e| Status::internal(format!("sync socket: {e}")))?;
+    let mut lines = tokio::io::BufReader::new(ours).lines();
+    let mut pid = 0;
+    let mut failure = None;
+    loop {
+        let line = match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+            Ok(Ok(Some(l))) => l,
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) => {
+                failure = Some(format!("reading from init: {e}"));
+                break;
+            }
+            Err(_) => {
+                failure = Some("container init did not finish within 60 s".into());
+                break;
+            }
+        };
+        match serde_json::from_str::<SyncMsg>(&line) {
+            Ok(SyncMsg::Pid(p)) => pid = p,
+            Ok(SyncMsg::Error(e)) => {
+                failure = Some(e);
+                break;
+            }
+            Err(_) => {
+                failure = Some(format!("container init said {line:?}"));
+                break;
+            }
+        }
+    }
+    if failure.is_none() && pid == 0 {
+        failure = Some("container init exited before starting the container".into());
+    }
+    let exit_rx = (pid > 0).then(|| state.wait_for(pid));
+    if let Some(msg) = failure {
+        if pid > 0 {
+            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+        }
+        let st = ContainerState {
+            pid,
+            started_at: 0,
+            finished_at: now_ns(),
+            exited: true,
+            exit_code: 128,
+            reason: "StartError".into(),
+            message: msg.clone(),
+        };
+        let _ = st.write(&bundle);
+        return Err(Status::failed_precondition(format!(
+            "starting container {}: {msg}",
+            req.id
+        )));
+    }
+    let initial = ContainerState {
+        pid,
+        started_at: now_ns(),
+        ..Default::default()
+    };
+    initial
+        .write(&bundle)
+        .map_err(|e| Status::internal(format!("recording start of {}: {e}", req.id)))?;
+
+    // Output pumps.
+    let mut pumps = vec![];
+    if let Some(log) = &log {
+        pumps.push(tokio::spawn(logs::pump(
+            reader(out_src)?,
+            "stdout",
+            log.clone(),
+        )));
+        if let Some(e) = err_src {
+            pumps.push(tokio::spawn(logs::pump(reader(e)?, "stderr", log.clone())));
+        }
+    } else {
+        pumps.push(tokio::spawn(drain(reader(out_src)?)));
+        if let Some(e) = err_src {
+            pumps.push(tokio::spawn(drain(reader(e)?)));
+        }
+    }
+
+    let (exited_tx, exited_rx) = watch::channel(false);
+    let c = Arc::new(Container {
+        id: req.id.clone(),
+        bundle: bundle.clone(),
+        pid,
+        cgroup: cgroup.clone(),
+        log,
+        exited: exited_rx,
+        state: Mutex::new(initial),
+    });
+    state
+        .containers
+        .lock()
+        .unwrap_or_else(|p| p.into_inner())
+        .insert(req.id.clone(), c.clone());
+
+    let Some(exit_rx) = exit_rx else {
+        return Err(Status::internal("no pid"));
+    };
+    tokio::spawn(async move {
+        let status = exit_rx.await.ok();
+        // Output still buffered in the pipes belongs before the exit; a background process that
+        // keeps the pipe open must not hold the exit back for long.
+        for p in pumps {
+            let _ = tokio::time::timeout(Duration::from_secs(2), p).await;
+        }
+        let code = match status {
+            Some(WaitStatus::Exited(_, code)) => code,
+            Some(WaitStatus::Signaled(_, sig, _)) => 128 + sig as i32,
+            _ => 255,
+        };
+        let oom = c.cgroup.as_deref().map(cgroups::oom_kills).unwrap_or(0) > 0;
+        let mut st = c.state.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        st.exited = true;
+        st.exit_code = code;
+        st.finished_at = now_ns();
+        st.reason = if oom {
+            "OOMKilled".into()
+        } else if code == 0 {
+            "Completed".into()
+        } else {
+            "Error".into()
+        };
+        if let Err(e) = st.write(&c.bundle) {
+            eprintln!("skiff-shim: recording exit of {}: {e}", c.id);
+        }
+        *c.state.lock().unwrap_or_else(|p| p.into_inner()) = st;
+        let _ = exited_tx.send(true);
+    });
+    Ok(pid)
+}
+
+fn set_cloexec(fd: &OwnedFd) {
+    // SAFETY: F_SETFD on a descriptor we own, with an integer flag.
+    unsafe {
+        libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+}
+
+fn reader(fd: OwnedFd) -> Result<FdReader, Status> {
+    FdReader::new(fd).map_err(|e| Status::internal(format!("output descriptor: {e}")))
+}
+
+async fn drain(mut r: FdReader) {
+    use tokio::io::AsyncReadExt;
+    let mut buf = vec![0u8; 8192];
+    while let Ok(n) = r.read(&mut buf).await {
+        if n == 0 {
+            break;
+        }
+    }
+}
+
+/// Reads a pipe or pty master through the runtime's epoll, without a thread per stream.
+pub struct FdReader {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+}
+
+impl FdReader {
+    pub fn new(fd: OwnedFd) -> std::io::Result<FdReader> {
+        // SAFETY: fcntl on a descriptor we own, with integer flags.
+        unsafe {
+            let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+            if fl < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+        }
+        // SAFETY: `fd` is an owned, valid descriptor that the AsyncFd keeps and closes; nothing
+        // replaces or closes it while registered.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(fd)? };
+        Ok(FdReader { fd })
+    }
+}
+
+impl tokio::io::AsyncRead for FdReader {
+    fn poll_read(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        loop {
+            let mut guard = match self.fd.poll_read_ready(cx) {
+                std::task::Poll::Ready(Ok(g)) => g,
+                std::task::Poll::Ready(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                std::task::Poll::Pending => return std::task::Poll::Pending,
+            };
+            let unfilled = buf.initialize_unfilled();
+            let res = guard.try_io(|inner| {
+                // SAFETY: reads into the initialised, unfilled part of the buffer, whose length
+                // is passed; the descriptor is open.
+                let n = unsafe {
+                    libc::read(
+                        inner.get_ref().as_raw_fd(),
+                        unfilled.as_mut_ptr().cast(),
+                        unfilled.len(),
+                    )
+                };
+                if n < 0 {
+                    let e = std::io::Error::last_os_error();
+                    // A pty master reads EIO once the slave side is gone: that is its EOF.
+                    if e.raw_os_error() == Some(libc::EIO) {
+                        return Ok(0);
+                    }
+                    Err(e)
+                } else {
+                    Ok(n as usize)
+                }
+            });
+            match res {
+                Ok(Ok(n)) => {
+                    buf.advance(n);
+                    return std::task::Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return std::task::Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+}

@@ -1,0 +1,248 @@
+//! File helpers skiffd and the shim share: crash-safe record writes, and path resolution that
+//! never leaves a root directory (`openat2` with `RESOLVE_IN_ROOT`).
+
+use std::ffi::CString;
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::{Component, Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+/// Prefix of every temporary file or directory on the way to a committed one. Such leftovers of
+/// a crash are never read back, and are removed at start-up by [`remove_temporaries`].
+pub const TMP_PREFIX: &str = ".tmp-";
+
+/// Writes `data` to `path` atomically and durably: a temporary file in the same directory,
+/// fsync, rename over the target, fsync of the directory.
+pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    let dir = path
+        .parent()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record path has no parent"))?;
+    let name = path
+        .file_name()
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record path has no name"))?;
+    let tmp = dir.join(format!(
+        "{TMP_PREFIX}{}-{}",
+        name.to_string_lossy(),
+        rand::random::<u64>()
+    ));
+    let result = (|| {
+        let mut f = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&tmp)?;
+        f.write_all(data)?;
+        f.sync_all()?;
+        fs::rename(&tmp, path)?;
+        sync_dir(dir)
+    })();
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// Serialises `value` as JSON and writes it with [`write_atomic`].
+pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_atomic(path, &data)
+}
+
+/// Reads a JSON record written by [`write_json`].
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> io::Result<T> {
+    let data = fs::read(path)?;
+    serde_json::from_slice(&data).map_err(|e| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("{}: {e}", path.display()),
+        )
+    })
+}
+
+/// fsyncs a directory, making renames and unlinks in it durable.
+pub fn sync_dir(dir: &Path) -> io::Result<()> {
+    File::open(dir)?.sync_all()
+}
+
+/// Removes a file or a whole directory tree and makes the removal durable. Absent is fine.
+pub fn remove_durably(path: &Path) -> io::Result<()> {
+    let res = match fs::symlink_metadata(path) {
+        Ok(m) if m.is_dir() => fs::remove_dir_all(path),
+        Ok(_) => fs::remove_file(path),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(e),
+    };
+    res?;
+    match path.parent() {
+        Some(dir) => sync_dir(dir),
+        None => Ok(()),
+    }
+}
+
+/// Deletes the leftovers (names starting with [`TMP_PREFIX`]) a crash left in `dir`. Returns how
+/// many were removed.
+pub fn remove_temporaries(dir: &Path) -> io::Result<usize> {
+    let mut n = 0;
+    let entries = match fs::read_dir(dir) {
+        Ok(e) => e,
+        Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+        Err(e) => return Err(e),
+    };
+    for entry in entries {
+        let entry = entry?;
+        if entry.file_name().to_string_lossy().starts_with(TMP_PREFIX) {
+            remove_durably(&entry.path())?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
+/// Normalises a path as if `/` were the root: `./a`, `/a` and `../../a` are all `a`.
+/// Returns None for the root itself.
+pub fn clean(p: &Path) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in p.components() {
+        match c {
+            Component::Normal(n) => out.push(n),
+            Component::ParentDir => {
+                out.pop();
+            }
+            Component::CurDir | Component::RootDir | Component::Prefix(_) => {}
+        }
+    }
+    if out.as_os_str().is_empty() {
+        None
+    } else {
+        Some(out)
+    }
+}
+
+/// `openat2(root, rel, flags, RESOLVE_IN_ROOT | RESOLVE_NO_MAGICLINKS)`: `rel` is resolved as if
+/// `root` were `/`, so neither `..` nor a symlink (absolute or relative) can leave it.
+pub fn openat2_in_root(root: &OwnedFd, rel: &Path, flags: i32) -> io::Result<OwnedFd> {
+    let path = if rel.as_os_str().is_empty() {
+        CString::new(".")
+    } else {
+        CString::new(rel.as_os_str().as_bytes())
+    }
+    .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+    // SAFETY: open_how is plain integers, for which all-zero is a valid value.
+    let mut how: libc::open_how = unsafe { std::mem::zeroed() };
+    how.flags = flags as u64;
+    how.resolve = libc::RESOLVE_IN_ROOT | libc::RESOLVE_NO_MAGICLINKS;
+    // SAFETY: `how` is a fully initialised open_how passed with its exact size, `path` is a valid
+    // NUL-terminated string, and the root descriptor is open for the duration of the call.
+    let fd = unsafe {
+        libc::syscall(
+            libc::SYS_openat2,
+            root.as_raw_fd(),
+            path.as_ptr(),
+            &how as *const libc::open_how,
+            std::mem::size_of::<libc::open_how>(),
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel returned a new descriptor that nothing else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
+}
+
+/// Opens (creating as needed, mode 0755) the directory `rel` inside `root`, resolving every
+/// component inside it. Returns an `O_PATH` descriptor.
+pub fn mkdir_all_in_root(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
+    let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
+    match openat2_in_root(root, rel, flags) {
+        Ok(fd) => return Ok(fd),
+        Err(e) if e.raw_os_error() == Some(libc::ENOENT) => {}
+        Err(e) => return Err(e),
+    }
+    let mut cur = PathBuf::new();
+    let mut fd = openat2_in_root(root, Path::new(""), flags)?;
+    for comp in rel.components() {
+        let name = CString::new(comp.as_os_str().as_bytes())
+            .map_err(|_| io::Error::from_raw_os_error(libc::EINVAL))?;
+        // SAFETY: fd is an open directory descriptor and name a valid C string.
+        let rc = unsafe { libc::mkdirat(fd.as_raw_fd(), name.as_ptr(), 0o755) };
+        if rc != 0 {
+            let e = io::Error::last_os_error();
+            if e.raw_os_error() != Some(libc::EEXIST) {
+                return Err(e);
+            }
+        }
+        cur.push(comp);
+        fd = openat2_in_root(root, &cur, flags)?;
+    }
+    Ok(fd)
+}
+
+/// Opens a directory as an owned descriptor (`O_DIRECTORY`, close-on-exec).
+pub fn open_dir(p: &Path) -> io::Result<OwnedFd> {
+    let f = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(p)?;
+    Ok(f.into())
+}
+
+/// `/proc/self/fd/N`: a path naming exactly the object `fd` holds, for calls (mount, setxattr)
+/// that take paths.
+pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
+    PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn atomic_write_replaces_and_leaves_no_temporary() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("rec.json");
+        write_json(&p, &vec![1, 2, 3]).unwrap();
+        write_json(&p, &vec![4]).unwrap();
+        let back: Vec<i32> = read_json(&p).unwrap();
+        assert_eq!(back, vec![4]);
+        let names: Vec<_> = fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name())
+            .collect();
+        assert_eq!(names, vec![std::ffi::OsString::from("rec.json")]);
+    }
+
+    #[test]
+    fn temporaries_are_cleaned() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("{TMP_PREFIX}x")), b"half").unwrap();
+        fs::create_dir(dir.path().join(format!("{TMP_PREFIX}layer"))).unwrap();
+        fs::write(dir.path().join("keep"), b"ok").unwrap();
+        assert_eq!(remove_temporaries(dir.path()).unwrap(), 2);
+        assert!(dir.path().join("keep").exists());
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn names_are_cleaned_as_if_rooted() {
+        assert_eq!(clean(Path::new("../../etc/x")).unwrap(), Path::new("etc/x"));
+        assert_eq!(clean(Path::new("/a/./b/../c")).unwrap(), Path::new("a/c"));
+        assert!(clean(Path::new("./")).is_none());
+    }
+
+    #[test]
+    fn mkdir_all_stays_inside_through_symlinks() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("root");
+        fs::create_dir(&root).unwrap();
+        std::os::unix::fs::symlink("/", root.join("up")).unwrap();
+        let fd = open_dir(&root).unwrap();
+        mkdir_all_in_root(&fd, Path::new("up/made/here")).unwrap();
+        assert!(root.join("made/here").is_dir());
+        assert!(!Path::new("/made").exists());
+    }
+}

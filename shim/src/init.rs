@@ -1,0 +1,114 @@
+//! `skiff-shim init BUNDLE`: turns itself into the container's process. Single-threaded from
+//! its first instruction (a fresh exec of the read-only shim binary), so everything between fork
+//! and exec here is ordinary code.
+//!
+//! Order: join the cgroup → join the pod's pinned namespaces (and create the container's own) →
+//! fork (so the child is inside a joined or new PID namespace) → the parent reports the child's
+//! PID on the sync socket (fd 3) and exits → the child sets up its root filesystem in its own
+//! mount namespace, pivots into it, drops to the configured user and capabilities and execs. A
+//! failure is written to the sync socket as one JSON line; a successful exec closes it.
+
+use std::convert::Infallible;
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::{AsFd, FromRawFd};
+use std::path::Path;
+
+use nix::sched::{setns, unshare, CloneFlags};
+use nix::unistd::{fork, ForkResult};
+use oci_spec::runtime::{LinuxNamespaceType, Spec};
+use skiff_shim::api::{Rootfs, ROOTFS_FILE};
+use skiff_shim::{cgroups, fsutil};
+
+use crate::{process, rootfs};
+
+/// The sync socket every helper inherits as fd 3.
+pub const SYNC_FD: i32 = 3;
+
+pub fn sync_socket() -> File {
+    // SAFETY: fd 3 was set up by the supervisor (dup2 in pre_exec) for exactly this purpose and
+    // nothing else in this process owns it.
+    let f = unsafe { File::from_raw_fd(SYNC_FD) };
+    // SAFETY: F_SETFD on our own descriptor: it must not leak into the container.
+    unsafe {
+        libc::fcntl(SYNC_FD, libc::F_SETFD, libc::FD_CLOEXEC);
+    }
+    f
+}
+
+pub fn report_error(sync: &mut File, msg: &str) {
+    let line = serde_json::json!({ "error": msg }).to_string();
+    let _ = writeln!(sync, "{line}");
+}
+
+pub fn main(bundle: &Path) -> ! {
+    let mut sync = sync_socket();
+    let err = match run(bundle, &mut sync) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
+    report_error(&mut sync, &err);
+    std::process::exit(1)
+}
+
+fn ns_flag(t: LinuxNamespaceType) -> Option<CloneFlags> {
+    Some(match t {
+        LinuxNamespaceType::Pid => CloneFlags::CLONE_NEWPID,
+        LinuxNamespaceType::Network => CloneFlags::CLONE_NEWNET,
+        LinuxNamespaceType::Ipc => CloneFlags::CLONE_NEWIPC,
+        LinuxNamespaceType::Uts => CloneFlags::CLONE_NEWUTS,
+        LinuxNamespaceType::Mount => CloneFlags::CLONE_NEWNS,
+        LinuxNamespaceType::Cgroup => CloneFlags::CLONE_NEWCGROUP,
+        LinuxNamespaceType::User => CloneFlags::CLONE_NEWUSER,
+        _ => return None,
+    })
+}
+
+fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
+    let spec = Spec::load(bundle.join("config.json"))
+        .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
+    let rootfs: Rootfs = fsutil::read_json(&bundle.join(ROOTFS_FILE))
+        .map_err(|e| format!("reading {}/{ROOTFS_FILE}: {e}", bundle.display()))?;
+    let linux = spec
+        .linux()
+        .as_ref()
+        .ok_or("config.json has no linux section")?;
+    if let Some(cg) = linux.cgroups_path() {
+        let cg = cg.display().to_string();
+        cgroups::join(&cg, 0).map_err(|e| format!("joining cgroup {cg}: {e}"))?;
+    }
+
+    let mut new = CloneFlags::CLONE_NEWNS;
+    let mut joins: Vec<(File, CloneFlags, String)> = vec![];
+    for ns in linux.namespaces().iter().flatten() {
+        let Some(flag) = ns_flag(ns.typ()) else {
+            continue;
+        };
+        match ns.path() {
+            Some(p) => {
+                let f = File::open(p).map_err(|e| format!("namespace {}: {e}", p.display()))?;
+                joins.push((f, flag, p.display().to_string()));
+            }
+            None => new |= flag,
+        }
+    }
+    // A user namespace first: the others may belong to it.
+    joins.sort_by_key(|(_, f, _)| *f != CloneFlags::CLONE_NEWUSER);
+    for (f, flag, path) in &joins {
+        setns(f.as_fd(), *flag).map_err(|e| format!("joining namespace {path}: {e}"))?;
+    }
+    unshare(new).map_err(|e| format!("creating the container's namespaces: {e}"))?;
+
+    // SAFETY: this process is single-threaded, so the child may run any code after fork.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => {
+            let line = serde_json::json!({ "pid": child.as_raw() }).to_string();
+            writeln!(sync, "{line}").map_err(|e| format!("reporting the pid: {e}"))?;
+            std::process::exit(0)
+        }
+        Ok(ForkResult::Child) => {}
+        Err(e) => return Err(format!("fork: {e}")),
+    }
+    rootfs::setup(&spec, &rootfs, bundle)?;
+    process::exec(&spec)
+}

@@ -1,0 +1,186 @@
+//! `skiff-shim pod POD.json`: creates the pod's namespaces and pins them, then becomes the pod's
+//! supervisor.
+//!
+//! skiffd runs this (single-threaded at that point) and waits for it to exit: the process
+//! unshares the namespaces the pod owns and forks. The child lives in them (PID 1 of the pod's PID
+//! namespace when there is one), sets them up, pins them by bind-mounting `/proc/self/ns/*` onto
+//! files in the pod directory, and reports back; the parent prints the child's host PID (or the
+//! error) on stdout and exits, leaving the child detached in its own session.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, MsFlags};
+use nix::sched::{unshare, CloneFlags};
+use nix::unistd::{fork, pipe2, setsid, ForkResult};
+use skiff_shim::api::{NsMode, PidMode, PodConfig, Ready, NS_DIR};
+use skiff_shim::fsutil;
+
+use crate::supervisor;
+
+pub fn main(config_path: &Path) -> ! {
+    let cfg: PodConfig = match fsutil::read_json(config_path) {
+        Ok(c) => c,
+        Err(e) => report_and_exit(Ready::Error(format!(
+            "reading pod config {}: {e}",
+            config_path.display()
+        ))),
+    };
+    // Detached from skiffd: its own session, so neither signals to skiffd's group nor skiffd's
+    // exit reach the pod.
+    let _ = setsid();
+    let mut flags = CloneFlags::empty();
+    if cfg.network == NsMode::Pod {
+        flags |= CloneFlags::CLONE_NEWNET;
+    }
+    if cfg.ipc == NsMode::Pod {
+        flags |= CloneFlags::CLONE_NEWIPC;
+    }
+    if cfg.uts == NsMode::Pod {
+        flags |= CloneFlags::CLONE_NEWUTS;
+    }
+    if cfg.pid == PidMode::Pod {
+        flags |= CloneFlags::CLONE_NEWPID;
+    }
+    if let Err(e) = unshare(flags) {
+        report_and_exit(Ready::Error(format!("creating the pod's namespaces: {e}")));
+    }
+    let (r, w) = match pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
+        Ok(p) => p,
+        Err(e) => report_and_exit(Ready::Error(format!("pipe: {e}"))),
+    };
+    // SAFETY: this process is single-threaded (nothing has spawned a thread yet), so the child
+    // may do anything after fork.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => {
+            drop(w);
+            let mut msg = String::new();
+            let _ = File::from(r).read_to_string(&mut msg);
+            if msg.trim() == "ok" {
+                report_and_exit(Ready::Pid(child.as_raw()))
+            }
+            let err = if msg.is_empty() {
+                "the pod supervisor died while setting up the pod".to_string()
+            } else {
+                msg
+            };
+            report_and_exit(Ready::Error(err))
+        }
+        Ok(ForkResult::Child) => {
+            drop(r);
+            detach_stdout();
+            let mut ready = File::from(w);
+            match setup(&cfg) {
+                Ok((listener, exe)) => {
+                    let _ = ready.write_all(b"ok");
+                    drop(ready);
+                    supervisor::run(cfg, listener, exe)
+                }
+                Err(e) => {
+                    let _ = ready.write_all(e.as_bytes());
+                    std::process::exit(1)
+                }
+            }
+        }
+        Err(e) => report_and_exit(Ready::Error(format!("fork: {e}"))),
+    }
+}
+
+fn report_and_exit(r: Ready) -> ! {
+    let ok = matches!(r, Ready::Pid(_));
+    let line = serde_json::to_string(&r).unwrap_or_else(|_| "{\"error\":\"encoding\"}".into());
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+    std::process::exit(if ok { 0 } else { 1 })
+}
+
+/// skiffd reads our stdout to its end: the long-lived child must not hold it open.
+fn detach_stdout() {
+    if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
+        // SAFETY: dup2 onto fds 0 and 1 of this process; `null` stays valid during the call.
+        unsafe {
+            libc::dup2(null.as_raw_fd(), 0);
+            libc::dup2(null.as_raw_fd(), 1);
+        }
+    }
+}
+
+/// Sets the pod's namespaces up and pins them; returns the bound shim API socket and the
+/// read-only binary helpers run from.
+fn setup(cfg: &PodConfig) -> Result<(std::os::unix::net::UnixListener, PathBuf), String> {
+    let exe = crate::selfexe::helper_binary().map_err(|e| e.to_string())?;
+    if cfg.network == NsMode::Pod {
+        loopback_up().map_err(|e| format!("bringing lo up in the pod network: {e}"))?;
+    }
+    if cfg.uts == NsMode::Pod && !cfg.hostname.is_empty() {
+        nix::unistd::sethostname(&cfg.hostname)
+            .map_err(|e| format!("setting hostname {:?}: {e}", cfg.hostname))?;
+    }
+    for (key, value) in &cfg.sysctls {
+        let path = Path::new("/proc/sys").join(key.replace('.', "/"));
+        fs::write(&path, value).map_err(|e| format!("sysctl {key}={value}: {e}"))?;
+    }
+    let ns_dir = cfg.dir.join(NS_DIR);
+    fs::create_dir_all(&ns_dir).map_err(|e| format!("creating {}: {e}", ns_dir.display()))?;
+    let owned = [
+        ("net", cfg.network == NsMode::Pod),
+        ("ipc", cfg.ipc == NsMode::Pod),
+        ("uts", cfg.uts == NsMode::Pod),
+        ("pid", cfg.pid == PidMode::Pod),
+    ];
+    for (name, own) in owned {
+        if own {
+            pin(&format!("/proc/self/ns/{name}"), &cfg.ns_path(name))?;
+        }
+    }
+    let sock = cfg.socket();
+    let _ = fs::remove_file(&sock);
+    let l = std::os::unix::net::UnixListener::bind(&sock)
+        .map_err(|e| format!("binding {}: {e}", sock.display()))?;
+    Ok((l, exe))
+}
+
+/// Bind-mounts namespace file `ns` onto `target` (created empty), keeping the namespace alive
+/// for as long as the mount exists, whatever happens to the processes in it.
+fn pin(ns: &str, target: &Path) -> Result<(), String> {
+    File::create(target).map_err(|e| format!("creating {}: {e}", target.display()))?;
+    mount(
+        Some(ns),
+        target,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| format!("pinning {ns} at {}: {e}", target.display()))
+}
+
+/// `ip link set lo up`, with the SIOCSIFFLAGS ioctl.
+fn loopback_up() -> std::io::Result<()> {
+    // SAFETY: socket() has no memory-safety preconditions; the result is checked.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh socket nobody else owns.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: ifreq is plain data; all-zero is a valid value.
+    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
+    for (i, b) in b"lo".iter().enumerate() {
+        req.ifr_name[i] = *b as libc::c_char;
+    }
+    // SAFETY: SIOCGIFFLAGS reads the flags of the interface named in req into req.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: the union's flags member is the one SIOCGIFFLAGS filled.
+    unsafe {
+        req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
+    }
+    // SAFETY: SIOCSIFFLAGS reads req, a valid ifreq for "lo".
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}

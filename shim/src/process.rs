@@ -1,0 +1,225 @@
+//! The last steps before a container process runs, shared by container init and exec: terminal,
+//! rlimits, OOM score, working directory, user and groups, capabilities, no_new_privs, closing
+//! every inherited descriptor, and exec with the spec's environment.
+
+use std::convert::Infallible;
+use std::ffi::CString;
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use caps::{CapSet, Capability, CapsHashSet};
+use nix::unistd::{Gid, Uid};
+use oci_spec::runtime::{Process, Spec};
+
+type R<T> = Result<T, String>;
+
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+pub fn exec(spec: &Spec) -> R<Infallible> {
+    let process = spec.process().as_ref().ok_or("config.json has no process")?;
+    exec_process(process)
+}
+
+pub fn exec_process(process: &Process) -> R<Infallible> {
+    if process.terminal().unwrap_or(false) {
+        // The pty slave on fds 0-2 becomes our controlling terminal.
+        nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
+        // SAFETY: TIOCSCTTY on fd 0 with an integer argument.
+        if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
+            return Err(format!(
+                "making the pty the controlling terminal: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    for rl in process.rlimits().iter().flatten() {
+        let res = rlimit_resource(&format!("{:?}", rl.typ()))?;
+        let lim = libc::rlimit {
+            rlim_cur: rl.soft(),
+            rlim_max: rl.hard(),
+        };
+        // SAFETY: setrlimit reads a valid rlimit struct.
+        if unsafe { libc::setrlimit(res, &lim) } != 0 {
+            return Err(format!(
+                "setting rlimit {:?} to soft {} hard {}: {}",
+                rl.typ(),
+                rl.soft(),
+                rl.hard(),
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| format!("setting oom_score_adj {adj}: {e}"))?;
+    }
+    let cwd = process.cwd();
+    if !cwd.as_os_str().is_empty() {
+        // Created as root (containerd does too for the image's WorkingDir); entered as the user.
+        std::fs::create_dir_all(cwd).map_err(|e| format!("creating cwd {}: {e}", cwd.display()))?;
+    }
+    let user = process.user();
+    set_user_and_caps(
+        user.uid(),
+        user.gid(),
+        user.additional_gids().as_deref().unwrap_or(&[]),
+        process,
+    )?;
+    if !cwd.as_os_str().is_empty() {
+        std::env::set_current_dir(cwd).map_err(|e| format!("chdir {}: {e}", cwd.display()))?;
+    }
+    if process.no_new_privileges().unwrap_or(false) {
+        // SAFETY: prctl with integer arguments.
+        if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
+            return Err(format!(
+                "no_new_privs: {}",
+                std::io::Error::last_os_error()
+            ));
+        }
+    }
+    close_inherited_fds();
+    let args = process.args().clone().unwrap_or_default();
+    let env = process.env().clone().unwrap_or_default();
+    if args.is_empty() {
+        return Err("the container has no command".into());
+    }
+    let path = resolve(&args[0], &env)?;
+    let cpath = CString::new(path.as_os_str().as_bytes()).map_err(|_| "NUL in command")?;
+    let cargs: Vec<CString> = args
+        .iter()
+        .map(|a| CString::new(a.as_bytes()).map_err(|_| format!("NUL in argument {a:?}")))
+        .collect::<R<_>>()?;
+    let cenv: Vec<CString> = env
+        .iter()
+        .map(|e| CString::new(e.as_bytes()).map_err(|_| format!("NUL in env {e:?}")))
+        .collect::<R<_>>()?;
+    let e = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
+    Err(format!("exec {:?}: {e}", args[0]))
+}
+
+fn rlimit_resource(name: &str) -> R<libc::__rlimit_resource_t> {
+    Ok(match name.to_ascii_uppercase().as_str() {
+        "RLIMITCPU" | "RLIMIT_CPU" => libc::RLIMIT_CPU,
+        "RLIMITFSIZE" | "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,
+        "RLIMITDATA" | "RLIMIT_DATA" => libc::RLIMIT_DATA,
+        "RLIMITSTACK" | "RLIMIT_STACK" => libc::RLIMIT_STACK,
+        "RLIMITCORE" | "RLIMIT_CORE" => libc::RLIMIT_CORE,
+        "RLIMITRSS" | "RLIMIT_RSS" => libc::RLIMIT_RSS,
+        "RLIMITNPROC" | "RLIMIT_NPROC" => libc::RLIMIT_NPROC,
+        "RLIMITNOFILE" | "RLIMIT_NOFILE" => libc::RLIMIT_NOFILE,
+        "RLIMITMEMLOCK" | "RLIMIT_MEMLOCK" => libc::RLIMIT_MEMLOCK,
+        "RLIMITAS" | "RLIMIT_AS" => libc::RLIMIT_AS,
+        "RLIMITLOCKS" | "RLIMIT_LOCKS" => libc::RLIMIT_LOCKS,
+        "RLIMITSIGPENDING" | "RLIMIT_SIGPENDING" => libc::RLIMIT_SIGPENDING,
+        "RLIMITMSGQUEUE" | "RLIMIT_MSGQUEUE" => libc::RLIMIT_MSGQUEUE,
+        "RLIMITNICE" | "RLIMIT_NICE" => libc::RLIMIT_NICE,
+        "RLIMITRTPRIO" | "RLIMIT_RTPRIO" => libc::RLIMIT_RTPRIO,
+        "RLIMITRTTIME" | "RLIMIT_RTTIME" => libc::RLIMIT_RTTIME,
+        other => return Err(format!("unknown rlimit {other}")),
+    })
+}
+
+fn cap_set(names: Option<&oci_spec::runtime::Capabilities>) -> R<CapsHashSet> {
+    let mut out = CapsHashSet::new();
+    for c in names.into_iter().flatten() {
+        let name = format!("CAP_{}", c.to_string().trim_start_matches("CAP_"));
+        let cap: Capability = name
+            .parse()
+            .map_err(|_| format!("capability {name} is unknown to this kernel"))?;
+        out.insert(cap);
+    }
+    Ok(out)
+}
+
+/// Groups, then gid and uid keeping capabilities across the switch, then the spec's capability
+/// sets (bounding first: dropping from it needs the full set we hold as root).
+fn set_user_and_caps(uid: u32, gid: u32, groups: &[u32], process: &Process) -> R<()> {
+    let caps_spec = process.capabilities().as_ref();
+    let bounding = cap_set(caps_spec.and_then(|c| c.bounding().as_ref()))?;
+    let effective = cap_set(caps_spec.and_then(|c| c.effective().as_ref()))?;
+    let permitted = cap_set(caps_spec.and_then(|c| c.permitted().as_ref()))?;
+    let inheritable = cap_set(caps_spec.and_then(|c| c.inheritable().as_ref()))?;
+    let ambient = cap_set(caps_spec.and_then(|c| c.ambient().as_ref()))?;
+    // Only capabilities this kernel knows can be in its bounding set.
+    for cap in caps::runtime::thread_all_supported() {
+        if !bounding.contains(&cap) {
+            caps::drop(None, CapSet::Bounding, cap)
+                .map_err(|e| format!("dropping {cap} from the bounding set: {e}"))?;
+        }
+    }
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
+    }
+    let gids: Vec<Gid> = groups.iter().map(|g| Gid::from_raw(*g)).collect();
+    nix::unistd::setgroups(&gids).map_err(|e| format!("setgroups {groups:?}: {e}"))?;
+    let g = Gid::from_raw(gid);
+    nix::unistd::setresgid(g, g, g).map_err(|e| format!("setgid {gid}: {e}"))?;
+    let u = Uid::from_raw(uid);
+    nix::unistd::setresuid(u, u, u).map_err(|e| format!("setuid {uid}: {e}"))?;
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    }
+    caps::set(None, CapSet::Effective, &effective).map_err(|e| format!("effective caps: {e}"))?;
+    caps::set(None, CapSet::Permitted, &permitted).map_err(|e| format!("permitted caps: {e}"))?;
+    caps::set(None, CapSet::Inheritable, &inheritable)
+        .map_err(|e| format!("inheritable caps: {e}"))?;
+    caps::clear(None, CapSet::Ambient).map_err(|e| format!("ambient caps: {e}"))?;
+    for cap in ambient {
+        caps::raise(None, CapSet::Ambient, cap)
+            .map_err(|e| format!("raising ambient {cap}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Marks every descriptor above 2 close-on-exec: nothing of ours reaches the container
+/// (CVE-2024-21626), and the sync socket closes exactly when exec succeeds.
+fn close_inherited_fds() {
+    // SAFETY: close_range with CLOSE_RANGE_CLOEXEC only changes descriptor flags.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_close_range,
+            3u32,
+            u32::MAX,
+            libc::CLOSE_RANGE_CLOEXEC as u32,
+        )
+    };
+    if rc != 0 {
+        // Older kernels: walk /proc/self/fd.
+        if let Ok(rd) = std::fs::read_dir("/proc/self/fd") {
+            let fds: Vec<i32> = rd
+                .flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|s| s.parse().ok()))
+                .filter(|fd| *fd > 2)
+                .collect();
+            for fd in fds {
+                // SAFETY: F_SETFD with an integer flag on a descriptor number.
+                unsafe {
+                    libc::fcntl(fd, libc::F_SETFD, libc::FD_CLOEXEC);
+                }
+            }
+        }
+    }
+}
+
+/// Finds `cmd` on the container's PATH (from its environment), as execvp would.
+fn resolve(cmd: &str, env: &[String]) -> R<PathBuf> {
+    if cmd.contains('/') {
+        return Ok(PathBuf::from(cmd));
+    }
+    let path = env
+        .iter()
+        .find_map(|e| e.strip_prefix("PATH="))
+        .unwrap_or(DEFAULT_PATH);
+    for dir in path.split(':').filter(|d| !d.is_empty()) {
+        let p = Path::new(dir).join(cmd);
+        if let Ok(m) = std::fs::metadata(&p) {
+            use std::os::unix::fs::PermissionsExt;
+            if m.is_file() && m.permissions().mode() & 0o111 != 0 {
+                return Ok(p);
+            }
+        }
+    }
+    Err(format!("exec: {cmd:?}: executable file not found in $PATH"))
+}

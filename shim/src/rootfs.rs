@@ -1,0 +1,347 @@
+//! The container's root filesystem, built inside its own mount namespace: the overlay of image
+//! layers, the spec's mounts (each target resolved inside the rootfs, never through a symlink out
+//! of it, and mounted through `/proc/self/fd/N`), the standard device nodes, `pivot_root`, masked
+//! and read-only paths.
+
+use std::ffi::CString;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::path::{Path, PathBuf};
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
+use oci_spec::runtime::{Mount, Spec};
+use skiff_shim::api::Rootfs;
+use skiff_shim::fsutil::{self, fd_path, mkdir_all_in_root, openat2_in_root};
+
+type R<T> = Result<T, String>;
+
+/// Device nodes every container gets in its /dev: (name, major, minor).
+const DEFAULT_DEVICES: &[(&str, u64, u64)] = &[
+    ("null", 1, 3),
+    ("zero", 1, 5),
+    ("full", 1, 7),
+    ("random", 1, 8),
+    ("urandom", 1, 9),
+    ("tty", 5, 0),
+];
+
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+    ("ptmx", "pts/ptmx"),
+    ("core", "/proc/kcore"),
+];
+
+pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
+    let root = spec
+        .root()
+        .as_ref()
+        .map(|r| r.path().clone())
+        .ok_or("config.json has no root")?;
+    let root = if root.is_absolute() {
+        root
+    } else {
+        bundle.join(root)
+    };
+    let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+    let rshared = mounts
+        .iter()
+        .any(|m| m.options().iter().flatten().any(|o| o == "rshared"));
+    // Host mount events reach the container (rslave) unless a volume asks for more (rshared:
+    // peer groups copied from the host are kept so that volume stays in the host's group).
+    let prop = if rshared {
+        MsFlags::MS_SHARED
+    } else {
+        MsFlags::MS_SLAVE
+    };
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | prop, None::<&str>)
+        .map_err(|e| format!("setting mount propagation of /: {e}"))?;
+    // pivot_root refuses a shared parent: give the bundle a private mount of its own.
+    mount(
+        Some(bundle),
+        bundle,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("binding bundle {}: {e}", bundle.display()))?;
+    mount(None::<&str>, bundle, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
+        .map_err(|e| format!("making bundle {} private: {e}", bundle.display()))?;
+
+    mount_overlay(layers, &root)?;
+    let rootfd = fsutil::open_dir(&root).map_err(|e| format!("opening rootfs: {e}"))?;
+    for m in &mounts {
+        mount_one(&rootfd, m).map_err(|e| format!("mount {}: {e}", m.destination().display()))?;
+    }
+    populate_dev(&rootfd)?;
+    drop(rootfd);
+    pivot(&root)?;
+    if let Some(linux) = spec.linux() {
+        for p in linux.masked_paths().iter().flatten() {
+            mask(Path::new(p))?;
+        }
+        for p in linux.readonly_paths().iter().flatten() {
+            readonly(Path::new(p))?;
+        }
+    }
+    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+        .map_err(|e| format!("making the rootfs read-only: {e}"))?;
+    }
+    Ok(())
+}
+
+fn mount_overlay(layers: &Rootfs, root: &Path) -> R<()> {
+    std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    // Relative lower directories keep long layer lists inside the one-page option limit.
+    std::env::set_current_dir(&layers.layers_dir)
+        .map_err(|e| format!("entering {}: {e}", layers.layers_dir.display()))?;
+    if layers.lower.is_empty() {
+        return Err("image has no layers".into());
+    }
+    let opts = format!(
+        "lowerdir={},upperdir={},workdir={}",
+        layers.lower.join(":"),
+        layers.upper.display(),
+        layers.work.display()
+    );
+    mount(
+        Some("overlay"),
+        root,
+        Some("overlay"),
+        MsFlags::empty(),
+        Some(opts.as_str()),
+    )
+    .map_err(|e| format!("mounting the overlay rootfs: {e}"))
+}
+
+/// Mount options split the way mount(2) takes them.
+struct Opts {
+    flags: MsFlags,
+    propagation: Option<MsFlags>,
+    data: Vec<String>,
+    bind: bool,
+}
+
+fn parse_opts(m: &Mount) -> Opts {
+    let mut o = Opts {
+        flags: MsFlags::empty(),
+        propagation: None,
+        data: vec![],
+        bind: m.typ().as_deref() == Some("bind"),
+    };
+    for opt in m.options().iter().flatten() {
+        match opt.as_str() {
+            "ro" => o.flags |= MsFlags::MS_RDONLY,
+            "rw" => {}
+            "nosuid" => o.flags |= MsFlags::MS_NOSUID,
+            "nodev" => o.flags |= MsFlags::MS_NODEV,
+            "noexec" => o.flags |= MsFlags::MS_NOEXEC,
+            "relatime" => o.flags |= MsFlags::MS_RELATIME,
+            "strictatime" => o.flags |= MsFlags::MS_STRICTATIME,
+            "noatime" => o.flags |= MsFlags::MS_NOATIME,
+            "bind" => o.bind = true,
+            "rbind" => {
+                o.bind = true;
+                o.flags |= MsFlags::MS_REC;
+            }
+            "private" => o.propagation = Some(MsFlags::MS_PRIVATE),
+            "rprivate" => o.propagation = Some(MsFlags::MS_PRIVATE | MsFlags::MS_REC),
+            "slave" => o.propagation = Some(MsFlags::MS_SLAVE),
+            "rslave" => o.propagation = Some(MsFlags::MS_SLAVE | MsFlags::MS_REC),
+            "shared" => o.propagation = Some(MsFlags::MS_SHARED),
+            "rshared" => o.propagation = Some(MsFlags::MS_SHARED | MsFlags::MS_REC),
+            other => o.data.push(other.to_string()),
+        }
+    }
+    o
+}
+
+fn mount_one(rootfd: &OwnedFd, m: &Mount) -> R<()> {
+    let dest = fsutil::clean(m.destination()).ok_or("destination is the root")?;
+    let o = parse_opts(m);
+    let source = m.source().clone().unwrap_or_else(|| PathBuf::from("none"));
+    let target = if o.bind {
+        let meta = std::fs::metadata(&source)
+            .map_err(|e| format!("source {}: {e}", source.display()))?;
+        make_target(rootfd, &dest, meta.is_dir())?
+    } else {
+        make_target(rootfd, &dest, true)?
+    };
+    let tpath = fd_path(&target);
+    if o.bind {
+        mount(
+            Some(&source),
+            &tpath,
+            None::<&str>,
+            MsFlags::MS_BIND | (o.flags & MsFlags::MS_REC),
+            None::<&str>,
+        )
+        .map_err(|e| format!("binding {}: {e}", source.display()))?;
+        let extra = o.flags & !MsFlags::MS_REC;
+        if !extra.is_empty() {
+            // The new mount now sits at the destination: reopen to name it, not what it covers.
+            let mounted = openat2_in_root(rootfd, &dest, libc::O_PATH | libc::O_CLOEXEC)
+                .map_err(|e| format!("reopening: {e}"))?;
+            mount(
+                None::<&str>,
+                &fd_path(&mounted),
+                None::<&str>,
+                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
+                None::<&str>,
+            )
+            .map_err(|e| format!("remounting with {extra:?}: {e}"))?;
+        }
+    } else {
+        let typ = m.typ().clone().unwrap_or_else(|| "none".into());
+        let data = o.data.join(",");
+        mount(
+            Some(&source),
+            &tpath,
+            Some(typ.as_str()),
+            o.flags,
+            (!data.is_empty()).then_some(data.as_str()),
+        )
+        .map_err(|e| format!("mounting {typ}: {e}"))?;
+    }
+    if let Some(p) = o.propagation {
+        let mounted = openat2_in_root(rootfd, &dest, libc::O_PATH | libc::O_CLOEXEC)
+            .map_err(|e| format!("reopening: {e}"))?;
+        mount(None::<&str>, &fd_path(&mounted), None::<&str>, p, None::<&str>)
+            .map_err(|e| format!("setting propagation {p:?}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Creates the mount point `dest` inside the rootfs (a directory, or an empty file for a file
+/// bind mount) without leaving it, and returns it opened `O_PATH`.
+fn make_target(rootfd: &OwnedFd, dest: &Path, dir: bool) -> R<OwnedFd> {
+    let flags = libc::O_PATH | libc::O_CLOEXEC;
+    if let Ok(fd) = openat2_in_root(rootfd, dest, flags) {
+        return Ok(fd);
+    }
+    let parent = dest.parent().unwrap_or(Path::new(""));
+    let pfd = mkdir_all_in_root(rootfd, parent).map_err(|e| format!("creating parent: {e}"))?;
+    let name = dest.file_name().ok_or("destination has no name")?;
+    let cname = CString::new(name.as_bytes()).map_err(|_| "NUL in destination")?;
+    // mkdirat/openat relative to the resolved parent: `name` is one component, no symlink can
+    // take it elsewhere (O_NOFOLLOW | O_EXCL for files).
+    // SAFETY: pfd is an open directory, cname a valid C string.
+    let rc = unsafe {
+        if dir {
+            libc::mkdirat(pfd.as_raw_fd(), cname.as_ptr(), 0o755)
+        } else {
+            let fd = libc::openat(
+                pfd.as_raw_fd(),
+                cname.as_ptr(),
+                libc::O_CREAT | libc::O_EXCL | libc::O_WRONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+                0o644,
+            );
+            if fd >= 0 {
+                libc::close(fd);
+                0
+            } else {
+                -1
+            }
+        }
+    };
+    if rc != 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EEXIST) {
+            return Err(format!("creating mount point: {e}"));
+        }
+    }
+    openat2_in_root(rootfd, dest, flags).map_err(|e| format!("opening mount point: {e}"))
+}
+
+fn populate_dev(rootfd: &OwnedFd) -> R<()> {
+    let dev = mkdir_all_in_root(rootfd, Path::new("dev")).map_err(|e| format!("/dev: {e}"))?;
+    let dev = fsutil::open_dir(&fd_path(&dev)).map_err(|e| format!("/dev: {e}"))?;
+    for (name, major, minor) in DEFAULT_DEVICES {
+        match mknodat(
+            Some(dev.as_raw_fd()),
+            *name,
+            SFlag::S_IFCHR,
+            Mode::from_bits_truncate(0o666),
+            makedev(*major, *minor),
+        ) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(format!("creating /dev/{name}: {e}")),
+        }
+        // mknod applies the umask; the nodes are world read-writable as on every runtime.
+        let _ = nix::sys::stat::fchmodat(
+            Some(dev.as_raw_fd()),
+            *name,
+            Mode::from_bits_truncate(0o666),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        );
+    }
+    for (name, target) in DEV_LINKS {
+        match nix::unistd::symlinkat(*target, Some(dev.as_raw_fd()), *name) {
+            Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
+            Err(e) => return Err(format!("creating /dev/{name}: {e}")),
+        }
+    }
+    Ok(())
+}
+
+fn pivot(root: &Path) -> R<()> {
+    std::env::set_current_dir(root).map_err(|e| format!("entering rootfs: {e}"))?;
+    nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
+    // The old root is stacked on "."; detach it without telling the host.
+    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| format!("old root propagation: {e}"))?;
+    umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching old root: {e}"))?;
+    std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
+}
+
+/// Hides `p`: /dev/null over a file, an empty read-only tmpfs over a directory.
+fn mask(p: &Path) -> R<()> {
+    let meta = match std::fs::metadata(p) {
+        Ok(m) => m,
+        Err(_) => return Ok(()),
+    };
+    let r = if meta.is_dir() {
+        mount(
+            Some("tmpfs"),
+            p,
+            Some("tmpfs"),
+            MsFlags::MS_RDONLY,
+            None::<&str>,
+        )
+    } else {
+        mount(
+            Some("/dev/null"),
+            p,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+    };
+    r.map_err(|e| format!("masking {}: {e}", p.display()))
+}
+
+fn readonly(p: &Path) -> R<()> {
+    if std::fs::metadata(p).is_err() {
+        return Ok(());
+    }
+    mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
+        .map_err(|e| format!("binding {}: {e}", p.display()))?;
+    mount(
+        None::<&str>,
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making {} read-only: {e}", p.display()))
+}

@@ -1,0 +1,239 @@
+//! The pod supervisor: a single-threaded tokio loop that serves the shim API on the pod's
+//! socket, reaps every child (it is the pod's PID 1, or a child subreaper), and records each
+//! container's exit crash-safely in its state file.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+
+use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+use nix::unistd::Pid;
+use skiff_proto::shim::shim_server::{Shim, ShimServer};
+use skiff_proto::shim::*;
+use skiff_shim::api::PodConfig;
+use tokio::signal::unix::{signal, SignalKind};
+use tokio::sync::{oneshot, Notify};
+use tonic::{Request, Response, Status};
+
+use crate::container::{self, Container};
+
+/// Everything the supervisor tracks.
+pub struct State {
+    pub cfg: PodConfig,
+    /// This binary on its read-only mount: what `init` and `exec` helpers run from.
+    pub exe: PathBuf,
+    pub containers: Mutex<HashMap<String, Arc<Container>>>,
+    /// Processes waited for by PID (container main processes, exec'd commands).
+    pub waiters: Mutex<HashMap<i32, oneshot::Sender<WaitStatus>>>,
+    /// Exits reaped before anyone registered to wait for them.
+    pub early_exits: Mutex<HashMap<i32, WaitStatus>>,
+    pub shutdown: Notify,
+}
+
+impl State {
+    /// Waits for `pid` to exit, whether the reaper has already seen it or not.
+    pub fn wait_for(&self, pid: i32) -> oneshot::Receiver<WaitStatus> {
+        let (tx, rx) = oneshot::channel();
+        let early = self
+            .early_exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+        match early {
+            Some(st) => {
+                let _ = tx.send(st);
+            }
+            None => {
+                self.waiters
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(pid, tx);
+            }
+        }
+        rx
+    }
+
+    fn reaped(&self, pid: i32, st: WaitStatus) {
+        let waiter = self
+            .waiters
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&pid);
+        match waiter {
+            Some(tx) => {
+                let _ = tx.send(st);
+            }
+            None => {
+                let mut early = self.early_exits.lock().unwrap_or_else(|p| p.into_inner());
+                // Helper processes (init and exec parents) are reaped here too and never waited
+                // for; keep the map from growing without bound.
+                if early.len() > 4096 {
+                    early.clear();
+                }
+                early.insert(pid, st);
+            }
+        }
+    }
+
+    pub fn container(&self, id: &str) -> Result<Arc<Container>, Status> {
+        self.containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(id)
+            .cloned()
+            .ok_or_else(|| Status::not_found(format!("container {id} is not running in this pod")))
+    }
+}
+
+pub fn run(cfg: PodConfig, listener: std::os::unix::net::UnixListener, exe: PathBuf) -> ! {
+    // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
+    unsafe {
+        libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
+    }
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("skiff-shim: runtime: {e}");
+            std::process::exit(1);
+        }
+    };
+    let state = Arc::new(State {
+        cfg,
+        exe,
+        containers: Mutex::new(HashMap::new()),
+        waiters: Mutex::new(HashMap::new()),
+        early_exits: Mutex::new(HashMap::new()),
+        shutdown: Notify::new(),
+    });
+    let code = rt.block_on(serve(state, listener));
+    std::process::exit(code)
+}
+
+async fn serve(state: Arc<State>, listener: std::os::unix::net::UnixListener) -> i32 {
+    if let Err(e) = listener.set_nonblocking(true) {
+        eprintln!("skiff-shim: socket: {e}");
+        return 1;
+    }
+    let listener = match tokio::net::UnixListener::from_std(listener) {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("skiff-shim: socket: {e}");
+            return 1;
+        }
+    };
+    let reaper_state = state.clone();
+    tokio::spawn(async move { reap(reaper_state).await });
+    let shutdown_state = state.clone();
+    let svc = ShimServer::new(Api { state: state.clone() });
+    let result = tonic::transport::Server::builder()
+        .add_service(svc)
+        .serve_with_incoming_shutdown(
+            tokio_stream::wrappers::UnixListenerStream::new(listener),
+            async move { shutdown_state.shutdown.notified().await },
+        )
+        .await;
+    let _ = std::fs::remove_file(state.cfg.socket());
+    match result {
+        Ok(()) => 0,
+        Err(e) => {
+            eprintln!("skiff-shim: serving: {e}");
+            1
+        }
+    }
+}
+
+async fn reap(state: Arc<State>) {
+    let mut sigchld = match signal(SignalKind::child()) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("skiff-shim: SIGCHLD handler: {e}");
+            return;
+        }
+    };
+    loop {
+        loop {
+            match waitpid(Pid::from_raw(-1), Some(WaitPidFlag::WNOHANG)) {
+                Ok(WaitStatus::StillAlive) | Err(_) => break,
+                Ok(st) => {
+                    if let Some(pid) = st.pid() {
+                        state.reaped(pid.as_raw(), st);
+                    }
+                }
+            }
+        }
+        if sigchld.recv().await.is_none() {
+            return;
+        }
+    }
+}
+
+struct Api {
+    state: Arc<State>,
+}
+
+#[tonic::async_trait]
+impl Shim for Api {
+    async fn start_container(
+        &self,
+        req: Request<StartContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        let req = req.into_inner();
+        let pid = container::start(&self.state, req).await?;
+        Ok(Response::new(StartContainerResponse { pid }))
+    }
+
+    async fn kill_container(
+        &self,
+        req: Request<KillContainerRequest>,
+    ) -> Result<Response<KillContainerResponse>, Status> {
+        let req = req.into_inner();
+        let c = self.state.container(&req.id)?;
+        c.kill(req.signal, req.all)?;
+        Ok(Response::new(KillContainerResponse {}))
+    }
+
+    async fn exec_sync(
+        &self,
+        req: Request<ExecSyncRequest>,
+    ) -> Result<Response<ExecSyncResponse>, Status> {
+        let req = req.into_inner();
+        let c = self.state.container(&req.id)?;
+        let r = crate::exec::exec_sync(&self.state, &c, req.cmd, req.timeout_ms).await?;
+        Ok(Response::new(r))
+    }
+
+    async fn reopen_log(
+        &self,
+        req: Request<ReopenLogRequest>,
+    ) -> Result<Response<ReopenLogResponse>, Status> {
+        let req = req.into_inner();
+        let c = self.state.container(&req.id)?;
+        c.reopen_log()?;
+        Ok(Response::new(ReopenLogResponse {}))
+    }
+
+    async fn shutdown(
+        &self,
+        _req: Request<ShutdownRequest>,
+    ) -> Result<Response<ShutdownResponse>, Status> {
+        let all: Vec<Arc<Container>> = self
+            .state
+            .containers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect();
+        for c in &all {
+            let _ = c.kill(libc::SIGKILL, true);
+        }
+        for c in &all {
+            c.wait_exit(std::time::Duration::from_secs(10)).await;
+        }
+        self.state.shutdown.notify_one();
+        Ok(Response::new(ShutdownResponse {}))
+    }
+}
