@@ -57,6 +57,8 @@ pub struct FileConfig {
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     /// How many layers of one image download at once.
     pub max_concurrent_downloads: Option<usize>,
+    /// The skiff-shim binary (default: `skiff-shim` beside skiffd).
+    pub shim_binary: Option<PathBuf>,
 }
 
 /// The configuration in force.
@@ -69,6 +71,7 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     pub max_concurrent_downloads: usize,
+    pub shim_binary: Option<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -142,6 +145,7 @@ impl Config {
             insecure_registries: insecure,
             registry_mirrors: file.registry_mirrors,
             max_concurrent_downloads: max,
+            shim_binary: file.shim_binary,
         };
         for (key, p) in [
             ("listen", &cfg.listen),

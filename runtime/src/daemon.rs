@@ -14,7 +14,7 @@ use tokio_stream::wrappers::UnixListenerStream;
 use crate::config::Config;
 use crate::cri::Cri;
 use crate::error::{Error, IoContext, Result};
-use crate::image::Images;
+use crate::node::Node;
 
 /// Largest CRI message accepted or sent (kubelet uses 16 MiB).
 const MAX_MESSAGE: usize = 16 << 20;
@@ -27,11 +27,8 @@ pub async fn run(cfg: Config) -> Result<()> {
         fs::set_permissions(dir, fs::Permissions::from_mode(0o711))
             .ctx(|| format!("setting mode of {}", dir.display()))?;
     }
-    let images = Arc::new(Images::open(cfg.clone())?);
-    let cri = Cri {
-        cfg: cfg.clone(),
-        images,
-    };
+    let node = Node::open(cfg.clone()).await?;
+    let cri = Cri::new(node);
     let listener = bind(&cfg.listen)?;
     tracing::info!(socket = %cfg.listen.display(), root = %cfg.root.display(), "skiffd serving CRI v1");
 

@@ -11,6 +11,9 @@ pub enum Error {
     /// The named thing (image, pod, container) does not exist, here or at the registry.
     #[error("{0}")]
     NotFound(String),
+    /// The name or thing is already taken (a pod or container name reserved by another).
+    #[error("{0}")]
+    AlreadyExists(String),
     /// The registry refused the credentials, or asked for some and none were given.
     #[error("{0}")]
     Unauthenticated(String),
@@ -23,6 +26,9 @@ pub enum Error {
     /// Content did not match its digest or size: corrupt or truncated data.
     #[error("{0}")]
     Corrupt(String),
+    /// A deadline passed (an exec'd command's timeout).
+    #[error("{0}")]
+    DeadlineExceeded(String),
     /// The disk or a quota is full.
     #[error("{0}")]
     ResourceExhausted(String),
@@ -60,10 +66,12 @@ impl Error {
         match self {
             Error::InvalidArgument(m) => Error::InvalidArgument(format!("{what}: {m}")),
             Error::NotFound(m) => Error::NotFound(format!("{what}: {m}")),
+            Error::AlreadyExists(m) => Error::AlreadyExists(format!("{what}: {m}")),
             Error::Unauthenticated(m) => Error::Unauthenticated(format!("{what}: {m}")),
             Error::Unavailable(m) => Error::Unavailable(format!("{what}: {m}")),
             Error::FailedPrecondition(m) => Error::FailedPrecondition(format!("{what}: {m}")),
             Error::Corrupt(m) => Error::Corrupt(format!("{what}: {m}")),
+            Error::DeadlineExceeded(m) => Error::DeadlineExceeded(format!("{what}: {m}")),
             Error::ResourceExhausted(m) => Error::ResourceExhausted(format!("{what}: {m}")),
             Error::Unsupported(m) => Error::Unsupported(format!("{what}: {m}")),
             Error::Io { context, source } => Error::Io {

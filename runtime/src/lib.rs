@@ -1,12 +1,16 @@
 //! skiff-runtime: the daemon `skiffd`.
 //!
-//! Owns the CRI v1 gRPC server (`cri`), images (`image`: registry client, layer unpack, store),
-//! durable records (`store`) and configuration. It does not run container processes: that is the
-//! per-pod `skiff-shim`'s job. See `shared/design.md` for the whole picture.
+//! Owns the CRI v1 gRPC server (`cri`, one module per RPC), images (`image`: registry client, layer
+//! unpack, store), pods (`pod`: records, pod files, launching the shim), containers (`container`:
+//! records, OCI spec, user resolution), durable records (`store`) and configuration. It does not
+//! run container processes: that is the per-pod `skiff-shim`'s job. See `shared/design.md`.
 
 pub mod config;
+pub mod container;
 pub mod cri;
 pub mod daemon;
 pub mod error;
 pub mod image;
+pub mod node;
+pub mod pod;
 pub mod store;

@@ -2,12 +2,25 @@
 //! validates the request, calls the owner (`image`, …) and maps errors through [`status`].
 //! RuntimeService RPCs that are not built yet keep the generated default: `Unimplemented`.
 
+pub mod container_create;
+pub mod container_exec_sync;
+pub mod container_list;
+pub mod container_log_reopen;
+pub mod container_remove;
+pub mod container_start;
+pub mod container_status;
+pub mod container_stop;
 pub mod image_fs_info;
 pub mod image_list;
 pub mod image_pull;
 pub mod image_remove;
 pub mod image_status;
 pub mod runtime_info;
+pub mod sandbox_list;
+pub mod sandbox_remove;
+pub mod sandbox_run;
+pub mod sandbox_status;
+pub mod sandbox_stop;
 pub mod status;
 
 use std::sync::Arc;
@@ -15,22 +28,41 @@ use std::sync::Arc;
 use skiff_proto::cri::image_service_server::ImageService;
 use skiff_proto::cri::runtime_service_server::RuntimeService;
 use skiff_proto::cri::{
+    CreateContainerRequest, CreateContainerResponse, ExecSyncRequest, ExecSyncResponse,
     ImageFsInfoRequest, ImageFsInfoResponse, ImageStatusRequest, ImageStatusResponse,
-    ListImagesRequest, ListImagesResponse, PullImageRequest, PullImageResponse, RemoveImageRequest,
-    RemoveImageResponse, RuntimeConfigRequest, RuntimeConfigResponse, StatusRequest,
-    StatusResponse, VersionRequest, VersionResponse,
+    ListContainersRequest, ListContainersResponse, ListImagesRequest, ListImagesResponse,
+    ListPodSandboxRequest, ListPodSandboxResponse, PodSandboxStatusRequest,
+    PodSandboxStatusResponse, PullImageRequest, PullImageResponse, RemoveContainerRequest,
+    RemoveContainerResponse, RemoveImageRequest, RemoveImageResponse, RemovePodSandboxRequest,
+    RemovePodSandboxResponse, ReopenContainerLogRequest, ReopenContainerLogResponse,
+    RunPodSandboxRequest, RunPodSandboxResponse, RuntimeConfigRequest, RuntimeConfigResponse,
+    StartContainerRequest, StartContainerResponse, StatusRequest, StatusResponse,
+    StopContainerRequest, StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse,
+    VersionRequest, VersionResponse, ContainerStatusRequest, ContainerStatusResponse,
 };
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
 use crate::error::{Error, Result};
 use crate::image::Images;
+use crate::node::Node;
 
 /// Shared state behind both services.
 #[derive(Clone)]
 pub struct Cri {
     pub cfg: Arc<Config>,
     pub images: Arc<Images>,
+    pub node: Arc<Node>,
+}
+
+impl Cri {
+    pub fn new(node: Arc<Node>) -> Cri {
+        Cri {
+            cfg: node.cfg.clone(),
+            images: node.images.clone(),
+            node,
+        }
+    }
 }
 
 /// skiff has one runtime handler, the default (empty name); any other is refused.
@@ -48,27 +80,113 @@ fn reply<T>(r: Result<T>) -> std::result::Result<Response<T>, Status> {
     r.map(Response::new).map_err(status::to_status)
 }
 
+/// Like [`reply`], logging failures of calls that change state.
+fn reply_logged<T>(rpc: &str, r: Result<T>) -> std::result::Result<Response<T>, Status> {
+    if let Err(e) = &r {
+        tracing::warn!(rpc, error = %e, "CRI call failed");
+    }
+    reply(r)
+}
+
+type R<T> = std::result::Result<Response<T>, Status>;
+
 #[tonic::async_trait]
 impl RuntimeService for Cri {
-    async fn version(
-        &self,
-        _req: Request<VersionRequest>,
-    ) -> std::result::Result<Response<VersionResponse>, Status> {
+    async fn version(&self, _req: Request<VersionRequest>) -> R<VersionResponse> {
         Ok(Response::new(runtime_info::version()))
     }
 
-    async fn status(
-        &self,
-        req: Request<StatusRequest>,
-    ) -> std::result::Result<Response<StatusResponse>, Status> {
+    async fn status(&self, req: Request<StatusRequest>) -> R<StatusResponse> {
         Ok(Response::new(runtime_info::status(self, req.get_ref())))
     }
 
-    async fn runtime_config(
-        &self,
-        _req: Request<RuntimeConfigRequest>,
-    ) -> std::result::Result<Response<RuntimeConfigResponse>, Status> {
+    async fn runtime_config(&self, _req: Request<RuntimeConfigRequest>) -> R<RuntimeConfigResponse> {
         Ok(Response::new(runtime_info::runtime_config()))
+    }
+
+    async fn run_pod_sandbox(&self, req: Request<RunPodSandboxRequest>) -> R<RunPodSandboxResponse> {
+        reply_logged(
+            "RunPodSandbox",
+            sandbox_run::run_pod_sandbox(&self.node, req.into_inner()).await,
+        )
+    }
+
+    async fn stop_pod_sandbox(&self, req: Request<StopPodSandboxRequest>) -> R<StopPodSandboxResponse> {
+        reply_logged(
+            "StopPodSandbox",
+            sandbox_stop::stop_pod_sandbox(&self.node, req.into_inner()).await,
+        )
+    }
+
+    async fn remove_pod_sandbox(
+        &self,
+        req: Request<RemovePodSandboxRequest>,
+    ) -> R<RemovePodSandboxResponse> {
+        reply_logged(
+            "RemovePodSandbox",
+            sandbox_remove::remove_pod_sandbox(&self.node, req.into_inner()).await,
+        )
+    }
+
+    async fn pod_sandbox_status(
+        &self,
+        req: Request<PodSandboxStatusRequest>,
+    ) -> R<PodSandboxStatusResponse> {
+        reply(sandbox_status::pod_sandbox_status(&self.node, req.into_inner()).await)
+    }
+
+    async fn list_pod_sandbox(&self, req: Request<ListPodSandboxRequest>) -> R<ListPodSandboxResponse> {
+        reply(sandbox_list::list_pod_sandbox(&self.node, req.into_inner()))
+    }
+
+    async fn create_container(&self, req: Request<CreateContainerRequest>) -> R<CreateContainerResponse> {
+        reply_logged(
+            "CreateContainer",
+            container_create::create_container(&self.node, req.into_inner()).await,
+        )
+    }
+
+    async fn start_container(&self, req: Request<StartContainerRequest>) -> R<StartContainerResponse> {
+        reply_logged(
+            "StartContainer",
+            container_start::start_container(&self.node, req.into_inner()).await,
+        )
+    }
+
+    async fn stop_container(&self, req: Request<StopContainerRequest>) -> R<StopContainerResponse> {
+        reply_logged(
+            "StopContainer",
+            container_stop::stop_container(&self.node, req.into_inner()).await,
+        )
+    }
+
+    async fn remove_container(&self, req: Request<RemoveContainerRequest>) -> R<RemoveContainerResponse> {
+        reply_logged(
+            "RemoveContainer",
+            container_remove::remove_container(&self.node, req.into_inner()).await,
+        )
+    }
+
+    async fn list_containers(&self, req: Request<ListContainersRequest>) -> R<ListContainersResponse> {
+        reply(container_list::list_containers(&self.node, req.into_inner()))
+    }
+
+    async fn container_status(&self, req: Request<ContainerStatusRequest>) -> R<ContainerStatusResponse> {
+        reply(container_status::container_status(&self.node, req.into_inner()).await)
+    }
+
+    async fn reopen_container_log(
+        &self,
+        req: Request<ReopenContainerLogRequest>,
+    ) -> R<ReopenContainerLogResponse> {
+        reply_logged(
+            "ReopenContainerLog",
+            container_log_reopen::reopen_container_log(&self.node, req.into_inner()).await,
+        )
+    }
+
+    async fn exec_sync(&self, req: Request<ExecSyncRequest>) -> R<ExecSyncResponse> {
+        reply(container_exec_sync::exec_sync(&self.node, req.into_inner()).await)
     }
 }
 

@@ -67,15 +67,7 @@ pub struct Pin<'a> {
 
 impl Drop for Pin<'_> {
     fn drop(&mut self) {
-        let mut idx = self.store.lock();
-        for id in &self.ids {
-            if let Some(n) = idx.pinned.get_mut(id) {
-                *n -= 1;
-                if *n == 0 {
-                    idx.pinned.remove(id);
-                }
-            }
-        }
+        self.store.release(&self.ids);
     }
 }
 
@@ -118,7 +110,6 @@ impl ImageStore {
             }),
             layer_locks: Mutex::new(HashMap::new()),
         };
-        s.collect_orphans()?;
         Ok(s)
     }
 
@@ -162,11 +153,29 @@ impl ImageStore {
     /// Holds `ids` (chain ids and blob digests) out of garbage collection until dropped.
     pub fn pin(&self, ids: impl IntoIterator<Item = String>) -> Pin<'_> {
         let ids: Vec<String> = ids.into_iter().collect();
+        self.hold(&ids);
+        Pin { store: self, ids }
+    }
+
+    /// Holds `ids` out of garbage collection until [`ImageStore::release`]d (containers hold
+    /// their layers for as long as they exist).
+    pub fn hold(&self, ids: &[String]) {
         let mut idx = self.lock();
-        for id in &ids {
+        for id in ids {
             *idx.pinned.entry(id.clone()).or_insert(0) += 1;
         }
-        Pin { store: self, ids }
+    }
+
+    pub fn release(&self, ids: &[String]) {
+        let mut idx = self.lock();
+        for id in ids {
+            if let Some(n) = idx.pinned.get_mut(id) {
+                *n -= 1;
+                if *n == 0 {
+                    idx.pinned.remove(id);
+                }
+            }
+        }
     }
 
     /// The lock that serialises work on one layer, so concurrent pulls unpack it once.
@@ -309,8 +318,9 @@ impl ImageStore {
         store::remove_durably(&doomed).ctx(|| format!("removing layer {chain_id}"))
     }
 
-    /// Deletes layers and blobs that no record references and no pull holds.
-    fn collect_orphans(&self) -> Result<()> {
+    /// Deletes layers and blobs that no record references and nothing holds. skiffd calls it
+    /// once at start, after containers have taken hold of their layers.
+    pub fn collect_orphans(&self) -> Result<()> {
         let idx = self.lock();
         let (layers, blobs) = held(&idx);
         let layers_hex: HashSet<&str> = layers.iter().map(|c| digest_hex(c)).collect();
@@ -459,6 +469,7 @@ mod tests {
         // Reopening keeps b and collects nothing it holds.
         drop(s);
         let s = ImageStore::open(root.path()).unwrap();
+        s.collect_orphans().unwrap();
         assert_eq!(s.list().len(), 1);
         assert!(s.has_layer(&format!("sha256:{}", "3".repeat(64))));
         assert!(s.remove("docker.io/library/x:latest").unwrap().is_some());

@@ -1,0 +1,172 @@
+//! CRI request builders and waits shared by the pod and container tests.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use skiff_proto::cri::image_service_client::ImageServiceClient;
+use skiff_proto::cri::runtime_service_client::RuntimeServiceClient;
+use skiff_proto::cri::*;
+use tonic::transport::Channel;
+
+pub type Rt = RuntimeServiceClient<Channel>;
+pub type Img = ImageServiceClient<Channel>;
+
+/// A pod config with a unique uid, its own log directory and the given namespace modes.
+pub fn pod_config(name: &str, log_dir: &str) -> PodSandboxConfig {
+    PodSandboxConfig {
+        metadata: Some(PodSandboxMetadata {
+            name: name.into(),
+            uid: format!("uid-{name}-{}", std::process::id()),
+            namespace: "default".into(),
+            attempt: 0,
+        }),
+        hostname: name.into(),
+        log_directory: log_dir.into(),
+        dns_config: Some(DnsConfig {
+            servers: vec!["10.96.0.10".into()],
+            searches: vec!["default.svc.cluster.local".into()],
+            options: vec!["ndots:5".into()],
+        }),
+        labels: HashMap::from([("app".to_string(), name.to_string())]),
+        linux: Some(LinuxPodSandboxConfig::default()),
+        ..Default::default()
+    }
+}
+
+pub fn with_namespaces(mut c: PodSandboxConfig, network: NamespaceMode, pid: NamespaceMode, ipc: NamespaceMode) -> PodSandboxConfig {
+    let linux = c.linux.get_or_insert_with(Default::default);
+    let sc = linux.security_context.get_or_insert_with(Default::default);
+    sc.namespace_options = Some(NamespaceOption {
+        network: network as i32,
+        pid: pid as i32,
+        ipc: ipc as i32,
+        ..Default::default()
+    });
+    c
+}
+
+pub fn container_config(name: &str, image: &str, cmd: &[&str]) -> ContainerConfig {
+    ContainerConfig {
+        metadata: Some(ContainerMetadata {
+            name: name.into(),
+            attempt: 0,
+        }),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        command: cmd.iter().map(|s| s.to_string()).collect(),
+        log_path: format!("{name}/0.log"),
+        labels: HashMap::from([("c".to_string(), name.to_string())]),
+        ..Default::default()
+    }
+}
+
+pub async fn run_pod(rt: &mut Rt, cfg: &PodSandboxConfig) -> String {
+    rt.run_pod_sandbox(RunPodSandboxRequest {
+        config: Some(cfg.clone()),
+        runtime_handler: String::new(),
+    })
+    .await
+    .expect("RunPodSandbox")
+    .into_inner()
+    .pod_sandbox_id
+}
+
+pub async fn create(rt: &mut Rt, pod: &str, pod_cfg: &PodSandboxConfig, cfg: ContainerConfig) -> Result<String, tonic::Status> {
+    rt.create_container(CreateContainerRequest {
+        pod_sandbox_id: pod.into(),
+        config: Some(cfg),
+        sandbox_config: Some(pod_cfg.clone()),
+    })
+    .await
+    .map(|r| r.into_inner().container_id)
+}
+
+pub async fn start(rt: &mut Rt, id: &str) -> Result<(), tonic::Status> {
+    rt.start_container(StartContainerRequest {
+        container_id: id.into(),
+    })
+    .await
+    .map(|_| ())
+}
+
+/// Creates and starts; panics on failure.
+pub async fn run(rt: &mut Rt, pod: &str, pod_cfg: &PodSandboxConfig, cfg: ContainerConfig) -> String {
+    let id = create(rt, pod, pod_cfg, cfg).await.expect("CreateContainer");
+    start(rt, &id).await.expect("StartContainer");
+    id
+}
+
+pub async fn status(rt: &mut Rt, id: &str) -> ContainerStatus {
+    rt.container_status(ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .expect("ContainerStatus")
+    .into_inner()
+    .status
+    .expect("status")
+}
+
+/// Waits until the container has exited and returns its status.
+pub async fn wait_exited(rt: &mut Rt, id: &str, limit: Duration) -> ContainerStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        let s = status(rt, id).await;
+        if s.state == ContainerState::ContainerExited as i32 {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "container {id} still {:?} after {limit:?}", s.state);
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+pub async fn exec(rt: &mut Rt, id: &str, cmd: &[&str], timeout: i64) -> Result<ExecSyncResponse, tonic::Status> {
+    rt.exec_sync(ExecSyncRequest {
+        container_id: id.into(),
+        cmd: cmd.iter().map(|s| s.to_string()).collect(),
+        timeout,
+    })
+    .await
+    .map(|r| r.into_inner())
+}
+
+/// Runs `sh -c script` in the container and returns its stdout, asserting exit code 0.
+pub async fn sh(rt: &mut Rt, id: &str, script: &str) -> String {
+    let r = exec(rt, id, &["sh", "-c", script], 10).await.expect("ExecSync");
+    assert_eq!(r.exit_code, 0, "{script}: stderr {}", String::from_utf8_lossy(&r.stderr));
+    String::from_utf8_lossy(&r.stdout).into_owned()
+}
+
+/// The content of each record of a CRI log file: (stream, tag, content).
+pub fn log_records(path: &std::path::Path) -> Vec<(String, String, String)> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| {
+            let mut it = l.splitn(4, ' ');
+            let _ts = it.next();
+            (
+                it.next().unwrap_or("").to_string(),
+                it.next().unwrap_or("").to_string(),
+                it.next().unwrap_or("").to_string(),
+            )
+        })
+        .collect()
+}
+
+pub async fn pull(img: &mut Img, reference: &str) -> String {
+    img.pull_image(PullImageRequest {
+        image: Some(ImageSpec {
+            image: reference.into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("PullImage")
+    .into_inner()
+    .image_ref
+}

@@ -1,0 +1,474 @@
+//! CreateContainer, StartContainer, StopContainer, RemoveContainer, ExecSync and
+//! ReopenContainerLog: what skiffd decides and records; the pod's shim runs the processes.
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use skiff_proto::cri::{ContainerConfig, PodSandboxConfig};
+use skiff_proto::shim::{
+    ExecSyncRequest, ExecSyncResponse, KillContainerRequest, ReopenLogRequest,
+    StartContainerRequest,
+};
+use skiff_shim::api::{ContainerState, Rootfs, ROOTFS_FILE};
+use skiff_shim::{cgroups, fsutil};
+
+use super::spec::{self, ImageConfig, PodContext, SpecInput};
+use super::{user, ContainerRecord};
+use crate::error::{Error, IoContext, Result};
+use crate::node::Node;
+use crate::pod::lifecycle::pod_namespaces;
+use crate::pod::{shim_client, PodRecord, PodState};
+use crate::store;
+
+/// Checks `log_path` stays inside `log_directory` and returns the absolute path, creating its
+/// parent directories inside the log directory (never through a symlink out of it).
+fn log_file(log_directory: &str, log_path: &str) -> Result<String> {
+    if log_path.is_empty() {
+        return Ok(String::new());
+    }
+    if log_directory.is_empty() {
+        return Err(Error::InvalidArgument(format!(
+            "log_path: {log_path:?} given but the pod has no log_directory"
+        )));
+    }
+    let rel = Path::new(log_path);
+    if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+        return Err(Error::InvalidArgument(format!(
+            "log_path: {log_path:?} must be a relative path without . or .. components"
+        )));
+    }
+    let dir = Path::new(log_directory);
+    if !dir.is_absolute() {
+        return Err(Error::InvalidArgument(format!(
+            "sandbox log_directory: {log_directory:?} is not absolute"
+        )));
+    }
+    std::fs::create_dir_all(dir).ctx(|| format!("creating log directory {log_directory}"))?;
+    let root = fsutil::open_dir(dir).ctx(|| format!("opening log directory {log_directory}"))?;
+    if let Some(parent) = rel.parent().filter(|p| !p.as_os_str().is_empty()) {
+        let fd = fsutil::mkdir_all_in_root(&root, parent)
+            .ctx(|| format!("creating the directory of log_path {log_path:?}"))?;
+        // The directory resolved inside the log directory must be the one the path names.
+        let real = std::fs::read_link(fsutil::fd_path(&fd)).unwrap_or_default();
+        if real != dir.join(parent) {
+            return Err(Error::InvalidArgument(format!(
+                "log_path: {log_path:?} leaves the log directory through a symlink"
+            )));
+        }
+    }
+    Ok(dir.join(rel).display().to_string())
+}
+
+fn parse_signal(s: &str) -> i32 {
+    let s = s.trim();
+    if s.is_empty() {
+        return libc::SIGTERM;
+    }
+    if let Ok(n) = s.parse::<i32>() {
+        return n;
+    }
+    let name = s.to_ascii_uppercase();
+    let name = if name.starts_with("SIG") {
+        name
+    } else {
+        format!("SIG{name}")
+    };
+    name.parse::<nix::sys::signal::Signal>()
+        .map(|s| s as i32)
+        .unwrap_or(libc::SIGTERM)
+}
+
+impl Node {
+    fn ready_pod(&self, id: &str) -> Result<PodRecord> {
+        let pod = self.pods.find(id)?;
+        if pod.state != PodState::Ready {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {} is not ready",
+                pod.id
+            )));
+        }
+        Ok(pod)
+    }
+
+    /// CreateContainer: writes the bundle and the record; nothing runs yet.
+    pub async fn create_container(
+        &self,
+        pod_id: &str,
+        cfg: ContainerConfig,
+        _sandbox: Option<PodSandboxConfig>,
+    ) -> Result<String> {
+        let pod = self.ready_pod(pod_id)?;
+        let pod_cfg = pod.config()?;
+        let meta = cfg
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("config.metadata: is required".into()))?;
+        if meta.name.is_empty() {
+            return Err(Error::InvalidArgument("config.metadata.name: is empty".into()));
+        }
+        let image_name = cfg
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .filter(|s| !s.is_empty())
+            .ok_or_else(|| Error::InvalidArgument("config.image.image: is empty".into()))?;
+        let image = self.images.store.resolve(&image_name).ok_or_else(|| {
+            Error::NotFound(format!("image {image_name} not found: pull it first"))
+        })?;
+        let config_json: serde_json::Value = self
+            .images
+            .store
+            .read_blob(&image.id)?
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| Error::Internal(format!("image {} has no readable config", image.id)))?;
+        let img_cfg = ImageConfig::from_json(&config_json);
+        let stop_signal = config_json["config"]["StopSignal"]
+            .as_str()
+            .unwrap_or("")
+            .to_string();
+        let log_path = log_file(&pod_cfg.log_directory, &cfg.log_path)?;
+        let ns = pod_namespaces(&pod_cfg)?;
+
+        // The user: the request's, else the image's, resolved in the image's /etc files.
+        let layers: Vec<PathBuf> = image
+            .chain_ids
+            .iter()
+            .rev()
+            .map(|c| self.images.store.layer_path(c))
+            .collect();
+        let sc = cfg
+            .linux
+            .as_ref()
+            .and_then(|l| l.security_context.clone())
+            .unwrap_or_default();
+        let user_spec = if let Some(u) = &sc.run_as_user {
+            if u.value < 0 || u.value > u32::MAX as i64 {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.security_context.run_as_user: {} is out of range",
+                    u.value
+                )));
+            }
+            u.value.to_string()
+        } else if !sc.run_as_username.is_empty() {
+            sc.run_as_username.clone()
+        } else {
+            image.user.clone()
+        };
+        let group = match &sc.run_as_group {
+            Some(g) if g.value < 0 || g.value > u32::MAX as i64 => {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.security_context.run_as_group: {} is out of range",
+                    g.value
+                )))
+            }
+            Some(g) => Some(g.value as u32),
+            None => None,
+        };
+        let mut extra = vec![];
+        for g in &sc.supplemental_groups {
+            if *g < 0 || *g > u32::MAX as i64 {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.security_context.supplemental_groups: {g} is out of range"
+                )));
+            }
+            extra.push(*g as u32);
+        }
+        let resolved = user::resolve(&layers, &user_spec, group, &extra)
+            .map_err(|e| e.context("linux.security_context / image user"))?;
+        let (user_mounts, mount_records) = spec::user_mounts(&cfg)?;
+
+        let _creating = self.containers.create_lock.lock().await;
+        if let Some(other) = self.containers.of_pod(&pod.id).into_iter().find(|c| {
+            c.config()
+                .ok()
+                .and_then(|c| c.metadata)
+                .is_some_and(|m| m.name == meta.name && m.attempt == meta.attempt)
+        }) {
+            return Err(Error::AlreadyExists(format!(
+                "container name {} (attempt {}) is reserved for container {} in pod {}",
+                meta.name, meta.attempt, other.id, pod.id
+            )));
+        }
+        let id = hex::encode(rand::random::<[u8; 32]>());
+        let bundle = self.cfg.run_root.join("containers").join(&id);
+        let data_dir = self.containers.data_dir(&id);
+        let cgroup = format!("{}/{}", pod.cgroup.trim_end_matches('/'), &id);
+        let hostname = std::fs::read_to_string(pod.run_dir.join(crate::pod::files::HOSTNAME))
+            .unwrap_or_default()
+            .trim()
+            .to_string();
+        let pctx = PodContext {
+            run_dir: &pod.run_dir,
+            network: ns.network,
+            ipc: ns.ipc,
+            pid: ns.pid,
+            hostname: &hostname,
+        };
+        let oci = spec::build(SpecInput {
+            cfg: &cfg,
+            image: &img_cfg,
+            pod: &pctx,
+            user: &resolved,
+            rootfs: bundle.join("rootfs"),
+            cgroup: cgroup.clone(),
+            user_mounts,
+        })?;
+        let image_ref = image
+            .repo_digests
+            .first()
+            .cloned()
+            .unwrap_or_else(|| image.id.clone());
+        let rec = ContainerRecord {
+            id: id.clone(),
+            pod_id: pod.id.clone(),
+            config_pb: ContainerRecord::encode_config(&cfg),
+            image_id: image.id.clone(),
+            image_name,
+            image_ref,
+            chain_ids: image.chain_ids.clone(),
+            created_at: skiff_shim::api::now_ns(),
+            bundle: bundle.clone(),
+            data_dir: data_dir.clone(),
+            log_path,
+            cgroup,
+            stop_signal,
+            uid: resolved.uid,
+            gid: resolved.gid,
+            groups: resolved.groups.clone(),
+            mounts: mount_records,
+            started: false,
+        };
+        let made = (|| -> Result<()> {
+            for d in [data_dir.join("upper"), data_dir.join("work"), bundle.join("rootfs")] {
+                std::fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
+            }
+            let rootfs = Rootfs {
+                layers_dir: self.images.store.dir().join("layers"),
+                lower: image
+                    .chain_ids
+                    .iter()
+                    .rev()
+                    .map(|c| crate::image::reference::digest_hex(c).to_string())
+                    .collect(),
+                upper: data_dir.join("upper"),
+                work: data_dir.join("work"),
+            };
+            store::write_json(&bundle.join(ROOTFS_FILE), &rootfs)
+                .ctx(|| format!("writing {}/{ROOTFS_FILE}", bundle.display()))?;
+            let json = serde_json::to_vec_pretty(&oci)
+                .map_err(|e| Error::Internal(format!("encoding config.json: {e}")))?;
+            store::write_atomic(&bundle.join("config.json"), &json)
+                .ctx(|| format!("writing {}/config.json", bundle.display()))?;
+            self.images.store.hold(&rec.chain_ids);
+            if let Err(e) = self.containers.save(&rec) {
+                self.images.store.release(&rec.chain_ids);
+                return Err(e);
+            }
+            Ok(())
+        })();
+        if let Err(e) = made {
+            let _ = store::remove_durably(&bundle);
+            let _ = store::remove_durably(&data_dir);
+            return Err(e);
+        }
+        tracing::info!(container = %id, pod = %pod.id, name = %meta.name, "container created");
+        Ok(id)
+    }
+
+    /// StartContainer: asks the pod's shim to run it.
+    pub async fn start_container(&self, id: &str) -> Result<()> {
+        let mut rec = self.containers.find(id)?;
+        let st = rec.state();
+        if rec.started || st.pid != 0 || st.exited {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} was already started (a container starts once)",
+                rec.id
+            )));
+        }
+        let pod = self.ready_pod(&rec.pod_id)?;
+        let cfg = rec.config()?;
+        let mut shim = shim_client::connect(&pod.id, &pod.socket()).await?;
+        let r = shim
+            .start_container(StartContainerRequest {
+                id: rec.id.clone(),
+                bundle: rec.bundle.display().to_string(),
+                log_path: rec.log_path.clone(),
+                tty: cfg.tty,
+                stdin: cfg.stdin,
+                stdin_once: cfg.stdin_once,
+            })
+            .await;
+        rec.started = true;
+        self.containers.save(&rec)?;
+        let pid = r.map_err(|s| shim_client::shim_error(&pod.id, s))?.into_inner().pid;
+        tracing::info!(container = %rec.id, pid, "container started");
+        Ok(())
+    }
+
+    /// StopContainer: the stop signal, then SIGKILL to every process after `timeout` seconds.
+    /// Stopping a container that does not run succeeds.
+    pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
+        let rec = self.containers.find(id)?;
+        let st = rec.state();
+        if st.pid == 0 || st.exited {
+            return Ok(());
+        }
+        let pod = self.pods.find(&rec.pod_id)?;
+        let mut shim = shim_client::connect(&pod.id, &pod.socket()).await?;
+        if timeout > 0 {
+            let sig = parse_signal(&rec.stop_signal);
+            match shim
+                .kill_container(KillContainerRequest {
+                    id: rec.id.clone(),
+                    signal: sig,
+                    all: false,
+                })
+                .await
+            {
+                Ok(_) => {}
+                Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+                Err(s) => return Err(shim_client::shim_error(&pod.id, s)),
+            }
+            if wait_exit(&rec, Duration::from_secs(timeout as u64)).await {
+                return Ok(());
+            }
+        }
+        match shim
+            .kill_container(KillContainerRequest {
+                id: rec.id.clone(),
+                signal: libc::SIGKILL,
+                all: true,
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
+            Err(s) => return Err(shim_client::shim_error(&pod.id, s)),
+        }
+        if !wait_exit(&rec, Duration::from_secs(10)).await {
+            return Err(Error::Internal(format!(
+                "container {} did not exit 10 s after SIGKILL",
+                rec.id
+            )));
+        }
+        Ok(())
+    }
+
+    /// RemoveContainer: stops it if it runs, then removes its cgroup, bundle, data and record.
+    /// Removing an unknown container succeeds.
+    pub async fn remove_container(&self, id: &str) -> Result<()> {
+        let rec = match self.containers.find(id) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        let st = rec.state();
+        if st.pid > 0 && !st.exited {
+            self.stop_container(&rec.id, 0).await?;
+        }
+        let cg = rec.cgroup.clone();
+        let mut removed = Ok(());
+        for _ in 0..50 {
+            removed = cgroups::remove(&cg);
+            if removed.is_ok() {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        removed.ctx(|| format!("removing cgroup {cg}"))?;
+        store::remove_durably(&rec.bundle).ctx(|| format!("removing {}", rec.bundle.display()))?;
+        self.containers.delete(&rec.id)?;
+        self.images.store.release(&rec.chain_ids);
+        tracing::info!(container = %rec.id, "container removed");
+        Ok(())
+    }
+
+    pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: i64) -> Result<ExecSyncResponse> {
+        if cmd.is_empty() {
+            return Err(Error::InvalidArgument("cmd: is empty".into()));
+        }
+        if timeout < 0 {
+            return Err(Error::InvalidArgument(format!("timeout: {timeout} is negative")));
+        }
+        let rec = self.containers.find(id)?;
+        let st = rec.state();
+        if st.pid == 0 || st.exited {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        let pod = self.pods.find(&rec.pod_id)?;
+        let mut shim = shim_client::connect(&pod.id, &pod.socket()).await?;
+        let r = shim
+            .exec_sync(ExecSyncRequest {
+                id: rec.id.clone(),
+                cmd: cmd.clone(),
+                timeout_ms: timeout.saturating_mul(1000),
+            })
+            .await
+            .map_err(|s| shim_client::shim_error(&pod.id, s))?
+            .into_inner();
+        if r.timed_out {
+            return Err(Error::DeadlineExceeded(format!(
+                "command {cmd:?} in container {} timed out after {timeout} s",
+                rec.id
+            )));
+        }
+        Ok(r)
+    }
+
+    pub async fn reopen_log(&self, id: &str) -> Result<()> {
+        let rec = self.containers.find(id)?;
+        let st = rec.state();
+        if st.pid == 0 || st.exited {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        let pod = self.pods.find(&rec.pod_id)?;
+        let mut shim = shim_client::connect(&pod.id, &pod.socket()).await?;
+        shim.reopen_log(ReopenLogRequest { id: rec.id.clone() })
+            .await
+            .map_err(|s| shim_client::shim_error(&pod.id, s))?;
+        Ok(())
+    }
+}
+
+/// Polls the container's state file until it records an exit, at most `limit`.
+async fn wait_exit(rec: &ContainerRecord, limit: Duration) -> bool {
+    let deadline = Instant::now() + limit;
+    loop {
+        let st: ContainerState = rec.state();
+        if st.exited {
+            return true;
+        }
+        if Instant::now() >= deadline {
+            return false;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn log_paths_stay_inside_the_log_directory() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().to_str().unwrap();
+        assert_eq!(log_file(dir, "c/0.log").unwrap(), format!("{dir}/c/0.log"));
+        for bad in ["../x.log", "/abs.log", "a/../../x", "./x"] {
+            assert!(log_file(dir, bad).is_err(), "{bad}");
+        }
+        std::os::unix::fs::symlink("/tmp", d.path().join("out")).unwrap();
+        assert!(log_file(dir, "out/x.log").is_err());
+        assert_eq!(log_file(dir, "").unwrap(), "");
+        assert_eq!(parse_signal("SIGUSR1"), libc::SIGUSR1);
+        assert_eq!(parse_signal("USR1"), libc::SIGUSR1);
+        assert_eq!(parse_signal("9"), 9);
+        assert_eq!(parse_signal(""), libc::SIGTERM);
+    }
+}

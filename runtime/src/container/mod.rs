@@ -1,0 +1,230 @@
+//! Containers: records under `<root>/containers/<id>/container.json` (with the container's
+//! overlay upper and work directories beside), bundles under `<run-root>/containers/<id>/`
+//! (`config.json`, `rootfs.json`, and the `state.json` the shim keeps), the OCI spec built from
+//! the image and the request (`spec`), and the life cycle (`lifecycle`).
+
+pub mod lifecycle;
+pub mod spec;
+pub mod user;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Mutex, MutexGuard};
+
+use base64::Engine;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use skiff_proto::cri::ContainerConfig;
+use skiff_shim::api::ContainerState;
+
+use crate::error::{Error, IoContext, Result};
+use crate::image::Images;
+use crate::store;
+
+/// A bind mount as the container got it, for ContainerStatus.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct MountRecord {
+    pub container_path: String,
+    pub host_path: String,
+    pub readonly: bool,
+    pub propagation: i32,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ContainerRecord {
+    pub id: String,
+    pub pod_id: String,
+    /// The request's ContainerConfig, protobuf-encoded then base64.
+    pub config_pb: String,
+    pub image_id: String,
+    /// The image as the request named it.
+    pub image_name: String,
+    /// A digest reference of the image (or its id).
+    pub image_ref: String,
+    pub chain_ids: Vec<String>,
+    pub created_at: i64,
+    pub bundle: PathBuf,
+    /// Holds the overlay's upper and work directories.
+    pub data_dir: PathBuf,
+    pub log_path: String,
+    pub cgroup: String,
+    pub stop_signal: String,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub mounts: Vec<MountRecord>,
+    /// Set once StartContainer succeeded: a container whose run state vanished with a reboot is
+    /// then known to have run.
+    pub started: bool,
+}
+
+impl ContainerRecord {
+    pub fn config(&self) -> Result<ContainerConfig> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&self.config_pb)
+            .map_err(|e| Error::Internal(format!("container {} record: {e}", self.id)))?;
+        ContainerConfig::decode(raw.as_slice())
+            .map_err(|e| Error::Internal(format!("container {} record: {e}", self.id)))
+    }
+
+    pub fn encode_config(c: &ContainerConfig) -> String {
+        base64::engine::general_purpose::STANDARD.encode(c.encode_to_vec())
+    }
+
+    /// The container's state as its shim recorded it, with what a lost record means.
+    pub fn state(&self) -> ContainerState {
+        match ContainerState::read(&self.bundle) {
+            Ok(Some(mut s)) => {
+                if !s.exited && s.pid > 0 && !process_alive(s.pid, s.started_at) {
+                    s.exited = true;
+                    s.exit_code = 255;
+                    s.reason = "Unknown".into();
+                    s.message = "the container's processes are gone and no exit was recorded (its pod's shim died)".into();
+                }
+                s
+            }
+            Ok(None) if self.started => ContainerState {
+                exited: true,
+                exit_code: 255,
+                reason: "Unknown".into(),
+                message: "the container's run state was lost (node reboot)".into(),
+                ..Default::default()
+            },
+            Ok(None) => ContainerState::default(),
+            Err(e) => ContainerState {
+                exited: true,
+                exit_code: 255,
+                reason: "Unknown".into(),
+                message: format!("reading the container state: {e}"),
+                ..Default::default()
+            },
+        }
+    }
+}
+
+/// Whether `pid` still runs (a zombie or a reused PID younger than the container does not).
+fn process_alive(pid: i32, started_at_ns: i64) -> bool {
+    let Ok(stat) = fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    let Some(after) = stat.rsplit_once(") ").map(|(_, a)| a) else {
+        return false;
+    };
+    let fields: Vec<&str> = after.split_whitespace().collect();
+    if fields.first() == Some(&"Z") {
+        return false;
+    }
+    // Field 22 (starttime, in clock ticks since boot) is index 19 after the comm.
+    let (Some(start_ticks), Ok(uptime)) = (
+        fields.get(19).and_then(|s| s.parse::<f64>().ok()),
+        fs::read_to_string("/proc/uptime"),
+    ) else {
+        return true;
+    };
+    // SAFETY: sysconf with a constant name.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    let up: f64 = uptime
+        .split_whitespace()
+        .next()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(0.0);
+    let now = skiff_shim::api::now_ns() as f64 / 1e9;
+    let proc_start = now - up + start_ticks / hz;
+    // Started more than 5 s after the container did: a reused PID.
+    proc_start <= started_at_ns as f64 / 1e9 + 5.0
+}
+
+pub struct Containers {
+    dir: PathBuf,
+    map: Mutex<BTreeMap<String, ContainerRecord>>,
+    /// Serialises creation so name reservation and insertion are one step.
+    pub create_lock: tokio::sync::Mutex<()>,
+}
+
+impl Containers {
+    /// Loads the records and takes hold of their layers in the image store.
+    pub fn open(root: &Path, images: &Images) -> Result<Containers> {
+        let dir = root.join("containers");
+        fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        let mut map = BTreeMap::new();
+        for e in fs::read_dir(&dir).ctx(|| format!("reading {}", dir.display()))? {
+            let e = e.ctx(|| "reading container records")?;
+            let p = e.path().join("container.json");
+            match store::read_json::<ContainerRecord>(&p) {
+                Ok(r) => {
+                    images.store.hold(&r.chain_ids);
+                    map.insert(r.id.clone(), r);
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    // Creation was interrupted before its record was written.
+                    let _ = store::remove_durably(&e.path());
+                }
+                Err(err) => tracing::error!(record = %p.display(), error = %err, "skipping unreadable container record"),
+            }
+        }
+        Ok(Containers {
+            dir,
+            map: Mutex::new(map),
+            create_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ContainerRecord>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    pub fn data_dir(&self, id: &str) -> PathBuf {
+        self.dir.join(id)
+    }
+
+    pub fn save(&self, r: &ContainerRecord) -> Result<()> {
+        let d = self.dir.join(&r.id);
+        fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
+        store::write_json(&d.join("container.json"), r)
+            .ctx(|| format!("writing container record {}", r.id))?;
+        self.lock().insert(r.id.clone(), r.clone());
+        Ok(())
+    }
+
+    /// Removes the record (first, so a crash leaves no record pointing at half-removed data)
+    /// and then the data directory.
+    pub fn delete(&self, id: &str) -> Result<()> {
+        let d = self.dir.join(id);
+        store::remove_durably(&d.join("container.json"))
+            .ctx(|| format!("removing container record {id}"))?;
+        self.lock().remove(id);
+        store::remove_durably(&d).ctx(|| format!("removing {}", d.display()))
+    }
+
+    /// The container `id` names: the full id or a unique prefix of it.
+    pub fn find(&self, id: &str) -> Result<ContainerRecord> {
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("container_id: is empty".into()));
+        }
+        let m = self.lock();
+        if let Some(r) = m.get(id) {
+            return Ok(r.clone());
+        }
+        let hits: Vec<&ContainerRecord> = m.values().filter(|r| r.id.starts_with(id)).collect();
+        match hits.len() {
+            1 => Ok(hits[0].clone()),
+            0 => Err(Error::NotFound(format!("container {id} not found"))),
+            _ => Err(Error::InvalidArgument(format!(
+                "container id prefix {id} is ambiguous"
+            ))),
+        }
+    }
+
+    pub fn list(&self) -> Vec<ContainerRecord> {
+        self.lock().values().cloned().collect()
+    }
+
+    pub fn of_pod(&self, pod_id: &str) -> Vec<ContainerRecord> {
+        self.lock()
+            .values()
+            .filter(|r| r.pod_id == pod_id)
+            .cloned()
+            .collect()
+    }
+}

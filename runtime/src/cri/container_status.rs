@@ -1,0 +1,110 @@
+//! ContainerStatus, and the CRI views of a container record that ListContainers shares.
+
+use std::collections::HashMap;
+
+use skiff_proto::cri::{
+    Container, ContainerState, ContainerStatus, ContainerStatusRequest, ContainerStatusResponse,
+    ContainerUser, ImageSpec, LinuxContainerUser, Mount,
+};
+use skiff_shim::api::ContainerState as ShimState;
+
+use crate::container::ContainerRecord;
+use crate::error::Result;
+use crate::node::Node;
+
+pub fn cri_state(s: &ShimState) -> ContainerState {
+    if s.exited {
+        ContainerState::ContainerExited
+    } else if s.pid > 0 {
+        ContainerState::ContainerRunning
+    } else {
+        ContainerState::ContainerCreated
+    }
+}
+
+fn image_spec(r: &ContainerRecord) -> ImageSpec {
+    ImageSpec {
+        image: r.image_name.clone(),
+        ..Default::default()
+    }
+}
+
+pub fn to_cri_container(r: &ContainerRecord, s: &ShimState) -> Result<Container> {
+    let c = r.config()?;
+    Ok(Container {
+        id: r.id.clone(),
+        pod_sandbox_id: r.pod_id.clone(),
+        metadata: c.metadata.clone(),
+        image: Some(image_spec(r)),
+        image_ref: r.image_ref.clone(),
+        state: cri_state(s) as i32,
+        created_at: r.created_at,
+        labels: c.labels.clone(),
+        annotations: c.annotations.clone(),
+        image_id: r.image_id.clone(),
+    })
+}
+
+pub async fn container_status(
+    node: &Node,
+    req: ContainerStatusRequest,
+) -> Result<ContainerStatusResponse> {
+    let r = node.containers.find(&req.container_id)?;
+    let c = r.config()?;
+    let s = r.state();
+    let status = ContainerStatus {
+        id: r.id.clone(),
+        metadata: c.metadata.clone(),
+        state: cri_state(&s) as i32,
+        created_at: r.created_at,
+        started_at: s.started_at,
+        finished_at: s.finished_at,
+        exit_code: s.exit_code,
+        image: Some(image_spec(&r)),
+        image_ref: r.image_ref.clone(),
+        reason: s.reason.clone(),
+        message: s.message.clone(),
+        labels: c.labels.clone(),
+        annotations: c.annotations.clone(),
+        mounts: r
+            .mounts
+            .iter()
+            .map(|m| Mount {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.clone(),
+                readonly: m.readonly,
+                propagation: m.propagation,
+                ..Default::default()
+            })
+            .collect(),
+        log_path: r.log_path.clone(),
+        resources: None,
+        image_id: r.image_id.clone(),
+        user: Some(ContainerUser {
+            linux: Some(LinuxContainerUser {
+                uid: r.uid as i64,
+                gid: r.gid as i64,
+                supplemental_groups: r.groups.iter().map(|g| *g as i64).collect(),
+            }),
+        }),
+    };
+    let mut info = HashMap::new();
+    if req.verbose {
+        let spec: serde_json::Value = std::fs::read(r.bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let v = serde_json::json!({
+            "sandboxID": r.pod_id,
+            "pid": s.pid,
+            "bundle": r.bundle,
+            "cgroup": r.cgroup,
+            "runtimeSpec": spec,
+        });
+        info.insert("info".to_string(), v.to_string());
+    }
+    Ok(ContainerStatusResponse {
+        status: Some(status),
+        info,
+    })
+}

@@ -1,0 +1,79 @@
+//! PodSandboxStatus, and the CRI views of a pod record that ListPodSandbox shares.
+
+use std::collections::HashMap;
+
+use skiff_proto::cri::{
+    LinuxPodSandboxStatus, Namespace, NamespaceOption, PodSandbox, PodSandboxNetworkStatus,
+    PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
+};
+
+use crate::error::Result;
+use crate::node::Node;
+use crate::pod::{PodRecord, PodState};
+
+pub fn cri_state(r: &PodRecord) -> PodSandboxState {
+    match r.state {
+        PodState::Ready => PodSandboxState::SandboxReady,
+        PodState::Creating | PodState::NotReady => PodSandboxState::SandboxNotready,
+    }
+}
+
+pub fn to_cri_pod(r: &PodRecord) -> Result<PodSandbox> {
+    let c = r.config()?;
+    Ok(PodSandbox {
+        id: r.id.clone(),
+        metadata: c.metadata.clone(),
+        state: cri_state(r) as i32,
+        created_at: r.created_at,
+        labels: c.labels.clone(),
+        annotations: c.annotations.clone(),
+        runtime_handler: r.runtime_handler.clone(),
+    })
+}
+
+pub async fn pod_sandbox_status(
+    node: &Node,
+    req: PodSandboxStatusRequest,
+) -> Result<PodSandboxStatusResponse> {
+    let r = node.pods.find(&req.pod_sandbox_id)?;
+    let c = r.config()?;
+    let ns: NamespaceOption = c
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let status = PodSandboxStatus {
+        id: r.id.clone(),
+        metadata: c.metadata.clone(),
+        state: cri_state(&r) as i32,
+        created_at: r.created_at,
+        // Pod IPs come with CNI networking, not built yet.
+        network: Some(PodSandboxNetworkStatus::default()),
+        linux: Some(LinuxPodSandboxStatus {
+            namespaces: Some(Namespace { options: Some(ns) }),
+        }),
+        labels: c.labels.clone(),
+        annotations: c.annotations.clone(),
+        runtime_handler: r.runtime_handler.clone(),
+    };
+    let mut info = HashMap::new();
+    if req.verbose {
+        let v = serde_json::json!({
+            "pid": r.shim_pid,
+            "runDir": r.run_dir,
+            "cgroup": r.cgroup,
+            "config": serde_json::json!({
+                "hostname": c.hostname,
+                "logDirectory": c.log_directory,
+            }),
+        });
+        info.insert("info".to_string(), v.to_string());
+    }
+    Ok(PodSandboxStatusResponse {
+        status: Some(status),
+        info,
+        containers_statuses: vec![],
+        timestamp: 0,
+    })
+}

@@ -1,0 +1,52 @@
+//! The daemon's state: configuration, images, pods, containers and the shim launcher. The CRI
+//! services share one [`Node`]; the pod and container life cycles are `impl Node` blocks in
+//! `pod::lifecycle` and `container::lifecycle`, since each needs the other (removing a pod removes
+//! its containers; creating a container needs its pod and image).
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use crate::config::Config;
+use crate::container::Containers;
+use crate::error::{IoContext, Result};
+use crate::image::Images;
+use crate::pod::launch::{self, Detached, Launcher};
+use crate::pod::Pods;
+
+pub struct Node {
+    pub cfg: Arc<Config>,
+    pub images: Arc<Images>,
+    pub pods: Pods,
+    pub containers: Containers,
+    pub launcher: Box<dyn Launcher>,
+    /// The read-only mount of the shim binary pods run from.
+    pub shim: PathBuf,
+}
+
+impl Node {
+    /// Opens every store, recovers pods and containers left by an earlier skiffd, and collects
+    /// image data nothing references.
+    pub async fn open(cfg: Arc<Config>) -> Result<Arc<Node>> {
+        for dir in [cfg.run_root.join("pods"), cfg.run_root.join("containers")] {
+            std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        }
+        let images = Arc::new(Images::open(cfg.clone())?);
+        let pods = Pods::open(&cfg.root)?;
+        let containers = Containers::open(&cfg.root, &images)?;
+        images.store.collect_orphans()?;
+        let source = launch::locate_shim(cfg.shim_binary.as_deref())?;
+        let shim = launch::mount_shim_readonly(&cfg.run_root, &source)?;
+        let node = Arc::new(Node {
+            cfg,
+            images,
+            pods,
+            containers,
+            launcher: Box::new(Detached {
+                binary: shim.clone(),
+            }),
+            shim,
+        });
+        node.recover_pods().await;
+        Ok(node)
+    }
+}

@@ -1,0 +1,396 @@
+//! RunPodSandbox, StopPodSandbox and RemovePodSandbox as one life cycle: a pod is recorded as
+//! `Creating` before anything is made, so a crash at any step is undone at the next start, and
+//! every failure tears down what was made and leaves nothing behind.
+
+use std::path::Path;
+use std::time::Duration;
+
+use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use skiff_proto::cri::{NamespaceMode, PodSandboxConfig};
+use skiff_proto::shim::ShutdownRequest;
+use skiff_shim::api::{NsMode, PidMode, PodConfig, NS_DIR, POD_CONFIG, SHM_DIR};
+use skiff_shim::cgroups;
+
+use super::{files, shim_client, PodRecord, PodState};
+use crate::error::{Error, IoContext, Result};
+use crate::node::Node;
+use crate::store;
+
+/// The namespace modes a pod asked for, checked.
+pub struct PodNamespaces {
+    pub network: NsMode,
+    pub ipc: NsMode,
+    pub pid: PidMode,
+}
+
+pub fn pod_namespaces(config: &PodSandboxConfig) -> Result<PodNamespaces> {
+    let ns = config
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.namespace_options.clone())
+        .unwrap_or_default();
+    let two = |field: &str, m: NamespaceMode| match m {
+        NamespaceMode::Pod => Ok(NsMode::Pod),
+        NamespaceMode::Node => Ok(NsMode::Node),
+        other => Err(Error::InvalidArgument(format!(
+            "linux.security_context.namespace_options.{field}: {} is not valid for a pod",
+            other.as_str_name()
+        ))),
+    };
+    let pid = match ns.pid() {
+        NamespaceMode::Pod => PidMode::Pod,
+        NamespaceMode::Container => PidMode::Container,
+        NamespaceMode::Node => PidMode::Node,
+        NamespaceMode::Target => {
+            return Err(Error::InvalidArgument(
+                "linux.security_context.namespace_options.pid: TARGET is not valid for a pod"
+                    .into(),
+            ))
+        }
+    };
+    if let Some(u) = &ns.userns_options {
+        if u.mode() == NamespaceMode::Pod {
+            return Err(Error::FailedPrecondition(
+                "linux.security_context.namespace_options.userns_options: user namespaces \
+                 (hostUsers: false) are not supported by this skiff yet"
+                    .into(),
+            ));
+        }
+    }
+    Ok(PodNamespaces {
+        network: two("network", ns.network())?,
+        ipc: two("ipc", ns.ipc())?,
+        pid,
+    })
+}
+
+/// Accepts only sysctls namespaced by a namespace the pod owns.
+pub fn check_sysctl(key: &str, value: &str, ns: &PodNamespaces) -> Result<()> {
+    let bad = |why: &str| {
+        Err(Error::InvalidArgument(format!(
+            "linux.sysctls[{key:?}]: {why}"
+        )))
+    };
+    if key.is_empty() || key.contains('/') || key.contains("..") || value.contains('\n') {
+        return bad("is not a sysctl name");
+    }
+    let ipc = matches!(
+        key,
+        "kernel.shmmax"
+            | "kernel.shmall"
+            | "kernel.shmmni"
+            | "kernel.shm_rmid_forced"
+            | "kernel.msgmax"
+            | "kernel.msgmnb"
+            | "kernel.msgmni"
+            | "kernel.sem"
+    ) || key.starts_with("fs.mqueue.");
+    if ipc {
+        if ns.ipc != NsMode::Pod {
+            return bad("is an IPC sysctl and the pod uses the host's IPC namespace");
+        }
+    } else if key.starts_with("net.") {
+        if ns.network != NsMode::Pod {
+            return bad("is a network sysctl and the pod uses the host's network");
+        }
+    } else {
+        return bad("is not a namespaced sysctl: it would change the whole node");
+    }
+    if !Path::new("/proc/sys").join(key.replace('.', "/")).exists() {
+        return bad("does not exist on this kernel");
+    }
+    Ok(())
+}
+
+impl Node {
+    /// RunPodSandbox: returns the new pod's id.
+    pub async fn run_pod(&self, config: PodSandboxConfig, handler: &str) -> Result<String> {
+        let meta = config
+            .metadata
+            .clone()
+            .ok_or_else(|| Error::InvalidArgument("config.metadata: is required".into()))?;
+        for (f, v) in [
+            ("name", &meta.name),
+            ("namespace", &meta.namespace),
+            ("uid", &meta.uid),
+        ] {
+            if v.is_empty() {
+                return Err(Error::InvalidArgument(format!(
+                    "config.metadata.{f}: is empty"
+                )));
+            }
+        }
+        crate::cri::check_runtime_handler(handler)?;
+        let ns = pod_namespaces(&config)?;
+        let linux = config.linux.clone().unwrap_or_default();
+        for (k, v) in &linux.sysctls {
+            check_sysctl(k, v, &ns)?;
+        }
+        let id = hex::encode(rand::random::<[u8; 32]>());
+        let (cgroup, owns_cgroup) = if linux.cgroup_parent.is_empty() {
+            (format!("/skiff/pod-{}", &id[..16]), true)
+        } else {
+            cgroups::clean_path(&linux.cgroup_parent).map_err(|e| {
+                Error::InvalidArgument(format!("linux.cgroup_parent: {e}"))
+            })?;
+            (linux.cgroup_parent.clone(), false)
+        };
+        let hostname = if ns.network == NsMode::Node {
+            nix::unistd::gethostname()
+                .ctx(|| "reading the node's hostname")?
+                .to_string_lossy()
+                .into_owned()
+        } else if config.hostname.is_empty() {
+            meta.name.clone()
+        } else {
+            config.hostname.clone()
+        };
+        if hostname.len() > 64 {
+            return Err(Error::InvalidArgument(format!(
+                "config.hostname: {hostname:?} is longer than 64 bytes"
+            )));
+        }
+
+        let _creating = self.pods.create_lock.lock().await;
+        if let Some(other) = self.pods.list().into_iter().find(|p| {
+            p.config().ok().and_then(|c| c.metadata).is_some_and(|m| {
+                m.name == meta.name
+                    && m.namespace == meta.namespace
+                    && m.uid == meta.uid
+                    && m.attempt == meta.attempt
+            })
+        }) {
+            return Err(Error::AlreadyExists(format!(
+                "pod sandbox name {}_{}_{}_{} is reserved for pod sandbox {}",
+                meta.name, meta.namespace, meta.uid, meta.attempt, other.id
+            )));
+        }
+        let mut rec = PodRecord {
+            id: id.clone(),
+            config_pb: PodRecord::encode_config(&config),
+            runtime_handler: handler.to_string(),
+            created_at: skiff_shim::api::now_ns(),
+            state: PodState::Creating,
+            shim_pid: 0,
+            run_dir: self.cfg.run_root.join("pods").join(&id),
+            cgroup,
+            owns_cgroup,
+        };
+        self.pods.save(&rec)?;
+        let pod_cfg = PodConfig {
+            id: id.clone(),
+            dir: rec.run_dir.clone(),
+            network: ns.network,
+            ipc: ns.ipc,
+            uts: ns.network,
+            pid: ns.pid,
+            hostname: hostname.clone(),
+            sysctls: linux.sysctls.clone().into_iter().collect(),
+        };
+        match self.make_pod(&rec, &pod_cfg, &config).await {
+            Ok(pid) => {
+                rec.shim_pid = pid;
+                rec.state = PodState::Ready;
+                if let Err(e) = self.pods.save(&rec) {
+                    self.teardown(&rec).await;
+                    let _ = self.pods.delete(&id);
+                    return Err(e);
+                }
+                tracing::info!(pod = %id, name = %meta.name, namespace = %meta.namespace, shim_pid = pid, "pod sandbox running");
+                Ok(id)
+            }
+            Err(e) => {
+                self.teardown(&rec).await;
+                if let Err(e2) = self.pods.delete(&id) {
+                    tracing::error!(pod = %id, error = %e2, "removing the record of a failed pod");
+                }
+                Err(e)
+            }
+        }
+    }
+
+    async fn make_pod(&self, rec: &PodRecord, pod: &PodConfig, config: &PodSandboxConfig) -> Result<i32> {
+        let dir = &rec.run_dir;
+        std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        std::fs::create_dir_all(dir.join(NS_DIR)).ctx(|| format!("creating {}/ns", dir.display()))?;
+        files::write(
+            dir,
+            &pod.hostname,
+            config.dns_config.as_ref(),
+            pod.network == NsMode::Node,
+        )?;
+        if pod.ipc == NsMode::Pod {
+            let shm = dir.join(SHM_DIR);
+            std::fs::create_dir_all(&shm).ctx(|| format!("creating {}", shm.display()))?;
+            mount(
+                Some("shm"),
+                &shm,
+                Some("tmpfs"),
+                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                Some("mode=1777,size=65536k"),
+            )
+            .ctx(|| format!("mounting the pod's /dev/shm at {}", shm.display()))?;
+        }
+        if rec.owns_cgroup {
+            cgroups::create(&rec.cgroup).ctx(|| format!("creating cgroup {}", rec.cgroup))?;
+        }
+        let cfg_path = dir.join(POD_CONFIG);
+        store::write_json(&cfg_path, pod).ctx(|| format!("writing {}", cfg_path.display()))?;
+        let log = dir.join("shim.log");
+        let id = rec.id.clone();
+        let launcher_result = {
+            let launcher = &self.launcher;
+            tokio::task::block_in_place(|| launcher.launch(&id, &cfg_path, &log))
+        };
+        launcher_result
+    }
+
+    /// StopPodSandbox: stops every container (forcibly), then the shim; idempotent.
+    pub async fn stop_pod(&self, id: &str) -> Result<()> {
+        let mut rec = self.pods.find(id)?;
+        for c in self.containers.of_pod(&rec.id) {
+            self.stop_container(&c.id, 0).await?;
+        }
+        if rec.shim_pid > 0 {
+            self.stop_shim(&rec).await;
+        }
+        if rec.state != PodState::NotReady || rec.shim_pid != 0 {
+            rec.state = PodState::NotReady;
+            rec.shim_pid = 0;
+            self.pods.save(&rec)?;
+            tracing::info!(pod = %rec.id, "pod sandbox stopped");
+        }
+        Ok(())
+    }
+
+    /// RemovePodSandbox: stops the pod if needed, removes its containers and everything of it.
+    /// Removing an unknown pod succeeds (it may be gone already).
+    pub async fn remove_pod(&self, id: &str) -> Result<()> {
+        let rec = match self.pods.find(id) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
+        self.stop_pod(&rec.id).await?;
+        for c in self.containers.of_pod(&rec.id) {
+            self.remove_container(&c.id).await?;
+        }
+        self.teardown(&rec).await;
+        self.pods.delete(&rec.id)?;
+        tracing::info!(pod = %rec.id, "pod sandbox removed");
+        Ok(())
+    }
+
+    /// Asks the shim to kill what is left and exit; kills it if it does not answer.
+    async fn stop_shim(&self, rec: &PodRecord) {
+        let asked = async {
+            let mut c = shim_client::connect(&rec.id, &rec.socket()).await?;
+            c.shutdown(ShutdownRequest {})
+                .await
+                .map_err(|s| shim_client::shim_error(&rec.id, s))
+        };
+        if let Err(e) = tokio::time::timeout(Duration::from_secs(15), asked)
+            .await
+            .unwrap_or_else(|_| Err(Error::Internal("shim shutdown timed out".into())))
+        {
+            tracing::warn!(pod = %rec.id, error = %e, "shim did not shut down; killing it");
+        }
+        if rec.shim_pid > 0 && is_our_shim(rec.shim_pid) {
+            let pid = nix::unistd::Pid::from_raw(rec.shim_pid);
+            for _ in 0..100 {
+                if !is_our_shim(rec.shim_pid) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            for _ in 0..250 {
+                if !is_our_shim(rec.shim_pid) {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+    }
+
+    /// Undoes everything `run_pod` made, whatever state it reached. Best effort, logged.
+    pub async fn teardown(&self, rec: &PodRecord) {
+        if rec.shim_pid > 0 && is_our_shim(rec.shim_pid) {
+            self.stop_shim(rec).await;
+        }
+        let dir = rec.run_dir.clone();
+        for name in ["net", "ipc", "uts", "pid"] {
+            let p = dir.join(NS_DIR).join(name);
+            unmount_all(&p);
+        }
+        unmount_all(&dir.join(SHM_DIR));
+        if let Err(e) = store::remove_durably(&dir) {
+            tracing::error!(pod = %rec.id, dir = %dir.display(), error = %e, "removing pod run directory");
+        }
+        if rec.owns_cgroup {
+            let cg = rec.cgroup.clone();
+            let mut last = Ok(());
+            for _ in 0..50 {
+                last = cgroups::remove(&cg);
+                if last.is_ok() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+            if let Err(e) = last {
+                tracing::error!(pod = %rec.id, cgroup = %cg, error = %e, "removing pod cgroup");
+            }
+        }
+    }
+
+    /// After a restart: pods caught mid-creation are undone; ready pods whose shim is gone are
+    /// NotReady.
+    pub async fn recover_pods(&self) {
+        for rec in self.pods.list() {
+            match rec.state {
+                PodState::Creating => {
+                    tracing::info!(pod = %rec.id, "undoing a pod creation a crash interrupted");
+                    self.teardown(&rec).await;
+                    let _ = self.pods.delete(&rec.id);
+                }
+                PodState::Ready => {
+                    let alive = rec.shim_pid > 0
+                        && is_our_shim(rec.shim_pid)
+                        && shim_client::connect(&rec.id, &rec.socket()).await.is_ok();
+                    if !alive {
+                        tracing::warn!(pod = %rec.id, "pod's shim is gone: marking it not ready");
+                        let mut r = rec.clone();
+                        r.state = PodState::NotReady;
+                        r.shim_pid = 0;
+                        let _ = self.pods.save(&r);
+                    }
+                }
+                PodState::NotReady => {}
+            }
+        }
+    }
+}
+
+/// Whether `pid` is a running skiff-shim (and not a reused PID).
+pub fn is_our_shim(pid: i32) -> bool {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .map(|c| {
+            let first = c.split(|b| *b == 0).next().unwrap_or(&[]);
+            let exe = String::from_utf8_lossy(first);
+            exe.ends_with("skiff-shim")
+                && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                    .map(|s| !s.contains(") Z "))
+                    .unwrap_or(false)
+        })
+        .unwrap_or(false)
+}
+
+/// Detaches every mount stacked at `p` (absent or unmounted is fine).
+pub fn unmount_all(p: &Path) {
+    for _ in 0..8 {
+        if umount2(p, MntFlags::MNT_DETACH).is_err() {
+            break;
+        }
+    }
+}

@@ -1,0 +1,151 @@
+//! Pod sandboxes: their records under `<root>/pods/<id>/pod.json`, their run directories under
+//! `<run-root>/pods/<id>/` (pinned namespaces, shim socket, /dev/shm, hosts, resolv.conf,
+//! hostname), and their life cycle (`create`, `stop`, `remove`). The pod's processes belong to
+//! its `skiff-shim`, started through the [`launch`] seam.
+
+pub mod files;
+pub mod launch;
+pub mod lifecycle;
+pub mod shim_client;
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use base64::Engine;
+use prost::Message;
+use serde::{Deserialize, Serialize};
+use skiff_proto::cri::PodSandboxConfig;
+
+use crate::error::{Error, IoContext, Result};
+use crate::store;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum PodState {
+    /// Being created: a crash leaves it to be torn down at start.
+    Creating,
+    Ready,
+    NotReady,
+}
+
+/// A pod as recorded on disk.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct PodRecord {
+    pub id: String,
+    /// The request's PodSandboxConfig, protobuf-encoded then base64.
+    pub config_pb: String,
+    pub runtime_handler: String,
+    pub created_at: i64,
+    pub state: PodState,
+    /// Host PID of the pod's supervisor (0 when none runs).
+    pub shim_pid: i32,
+    pub run_dir: PathBuf,
+    /// cgroupfs path under which the pod's containers get theirs.
+    pub cgroup: String,
+    /// Whether skiff created `cgroup` (and so removes it), rather than kubelet.
+    pub owns_cgroup: bool,
+}
+
+impl PodRecord {
+    pub fn config(&self) -> Result<PodSandboxConfig> {
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(&self.config_pb)
+            .map_err(|e| Error::Internal(format!("pod {} record: {e}", self.id)))?;
+        PodSandboxConfig::decode(raw.as_slice())
+            .map_err(|e| Error::Internal(format!("pod {} record: {e}", self.id)))
+    }
+
+    pub fn encode_config(c: &PodSandboxConfig) -> String {
+        base64::engine::general_purpose::STANDARD.encode(c.encode_to_vec())
+    }
+
+    pub fn socket(&self) -> PathBuf {
+        self.run_dir.join(skiff_shim::api::SHIM_SOCKET)
+    }
+}
+
+/// The pods skiffd knows, in memory and on disk.
+pub struct Pods {
+    dir: PathBuf,
+    map: Mutex<BTreeMap<String, PodRecord>>,
+    /// Serialises creation so name reservation and insertion are one step.
+    pub create_lock: tokio::sync::Mutex<()>,
+}
+
+impl Pods {
+    pub fn open(root: &Path) -> Result<Pods> {
+        let dir = root.join("pods");
+        fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        let mut map = BTreeMap::new();
+        for e in fs::read_dir(&dir).ctx(|| format!("reading {}", dir.display()))? {
+            let e = e.ctx(|| "reading pod records")?;
+            let p = e.path().join("pod.json");
+            match store::read_json::<PodRecord>(&p) {
+                Ok(r) => {
+                    map.insert(r.id.clone(), r);
+                }
+                Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+                    // A directory whose record was never written or already removed.
+                    let _ = store::remove_durably(&e.path());
+                }
+                Err(err) => tracing::error!(record = %p.display(), error = %err, "skipping unreadable pod record"),
+            }
+        }
+        Ok(Pods {
+            dir,
+            map: Mutex::new(map),
+            create_lock: tokio::sync::Mutex::new(()),
+        })
+    }
+
+    fn lock(&self) -> MutexGuard<'_, BTreeMap<String, PodRecord>> {
+        self.map.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Writes the record durably, then makes it visible.
+    pub fn save(&self, r: &PodRecord) -> Result<()> {
+        let d = self.dir.join(&r.id);
+        fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
+        store::write_json(&d.join("pod.json"), r)
+            .ctx(|| format!("writing pod record {}", r.id))?;
+        self.lock().insert(r.id.clone(), r.clone());
+        Ok(())
+    }
+
+    pub fn delete(&self, id: &str) -> Result<()> {
+        store::remove_durably(&self.dir.join(id)).ctx(|| format!("removing pod record {id}"))?;
+        self.lock().remove(id);
+        Ok(())
+    }
+
+    pub fn get(&self, id: &str) -> Option<PodRecord> {
+        self.lock().get(id).cloned()
+    }
+
+    /// The pod `id` names: the full id, or a unique prefix of it (as crictl abbreviates).
+    pub fn find(&self, id: &str) -> Result<PodRecord> {
+        if id.is_empty() {
+            return Err(Error::InvalidArgument("pod_sandbox_id: is empty".into()));
+        }
+        let m = self.lock();
+        if let Some(r) = m.get(id) {
+            return Ok(r.clone());
+        }
+        let hits: Vec<&PodRecord> = m.values().filter(|r| r.id.starts_with(id)).collect();
+        match hits.len() {
+            1 => Ok(hits[0].clone()),
+            0 => Err(Error::NotFound(format!("pod sandbox {id} not found"))),
+            _ => Err(Error::InvalidArgument(format!(
+                "pod sandbox id prefix {id} is ambiguous"
+            ))),
+        }
+    }
+
+    pub fn list(&self) -> Vec<PodRecord> {
+        self.lock().values().cloned().collect()
+    }
+}
+
+/// Shared pod state for the CRI layer.
+pub type SharedPods = Arc<Pods>;
