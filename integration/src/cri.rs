@@ -33,7 +33,12 @@ pub fn pod_config(name: &str, log_dir: &str) -> PodSandboxConfig {
     }
 }
 
-pub fn with_namespaces(mut c: PodSandboxConfig, network: NamespaceMode, pid: NamespaceMode, ipc: NamespaceMode) -> PodSandboxConfig {
+pub fn with_namespaces(
+    mut c: PodSandboxConfig,
+    network: NamespaceMode,
+    pid: NamespaceMode,
+    ipc: NamespaceMode,
+) -> PodSandboxConfig {
     let linux = c.linux.get_or_insert_with(Default::default);
     let sc = linux.security_context.get_or_insert_with(Default::default);
     sc.namespace_options = Some(NamespaceOption {
@@ -73,7 +78,12 @@ pub async fn run_pod(rt: &mut Rt, cfg: &PodSandboxConfig) -> String {
     .pod_sandbox_id
 }
 
-pub async fn create(rt: &mut Rt, pod: &str, pod_cfg: &PodSandboxConfig, cfg: ContainerConfig) -> Result<String, tonic::Status> {
+pub async fn create(
+    rt: &mut Rt,
+    pod: &str,
+    pod_cfg: &PodSandboxConfig,
+    cfg: ContainerConfig,
+) -> Result<String, tonic::Status> {
     rt.create_container(CreateContainerRequest {
         pod_sandbox_id: pod.into(),
         config: Some(cfg),
@@ -92,8 +102,15 @@ pub async fn start(rt: &mut Rt, id: &str) -> Result<(), tonic::Status> {
 }
 
 /// Creates and starts; panics on failure.
-pub async fn run(rt: &mut Rt, pod: &str, pod_cfg: &PodSandboxConfig, cfg: ContainerConfig) -> String {
-    let id = create(rt, pod, pod_cfg, cfg).await.expect("CreateContainer");
+pub async fn run(
+    rt: &mut Rt,
+    pod: &str,
+    pod_cfg: &PodSandboxConfig,
+    cfg: ContainerConfig,
+) -> String {
+    let id = create(rt, pod, pod_cfg, cfg)
+        .await
+        .expect("CreateContainer");
     start(rt, &id).await.expect("StartContainer");
     id
 }
@@ -118,12 +135,21 @@ pub async fn wait_exited(rt: &mut Rt, id: &str, limit: Duration) -> ContainerSta
         if s.state == ContainerState::ContainerExited as i32 {
             return s;
         }
-        assert!(Instant::now() < deadline, "container {id} still {:?} after {limit:?}", s.state);
+        assert!(
+            Instant::now() < deadline,
+            "container {id} still {:?} after {limit:?}",
+            s.state
+        );
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
 }
 
-pub async fn exec(rt: &mut Rt, id: &str, cmd: &[&str], timeout: i64) -> Result<ExecSyncResponse, tonic::Status> {
+pub async fn exec(
+    rt: &mut Rt,
+    id: &str,
+    cmd: &[&str],
+    timeout: i64,
+) -> Result<ExecSyncResponse, tonic::Status> {
     rt.exec_sync(ExecSyncRequest {
         container_id: id.into(),
         cmd: cmd.iter().map(|s| s.to_string()).collect(),
@@ -135,8 +161,15 @@ pub async fn exec(rt: &mut Rt, id: &str, cmd: &[&str], timeout: i64) -> Result<E
 
 /// Runs `sh -c script` in the container and returns its stdout, asserting exit code 0.
 pub async fn sh(rt: &mut Rt, id: &str, script: &str) -> String {
-    let r = exec(rt, id, &["sh", "-c", script], 10).await.expect("ExecSync");
-    assert_eq!(r.exit_code, 0, "{script}: stderr {}", String::from_utf8_lossy(&r.stderr));
+    let r = exec(rt, id, &["sh", "-c", script], 10)
+        .await
+        .expect("ExecSync");
+    assert_eq!(
+        r.exit_code,
+        0,
+        "{script}: stderr {}",
+        String::from_utf8_lossy(&r.stderr)
+    );
     String::from_utf8_lossy(&r.stdout).into_owned()
 }
 

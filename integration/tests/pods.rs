@@ -44,15 +44,353 @@ async fn a_container_runs_and_exits_with_its_code_and_output() {
     let mut e = env().await;
     let pcfg = pod_config("smoke", e.logs.path().to_str().unwrap());
     let pod = run_pod(&mut e.rt, &pcfg).await;
-    let mut c = container_config("echo", &e.image, &["sh", "-c", "echo out; echo err >&2; exit 3"]);
-    c.envs.push(KeyValue { key: "X".into(), value: "1".into() });
+    let mut c = container_config(
+        "echo",
+        &e.image,
+        &["sh", "-c", "echo out; echo err >&2; exit 3"],
+    );
+    c.envs.push(KeyValue {
+        key: "X".into(),
+        value: "1".into(),
+    });
     let id = run(&mut e.rt, &pod, &pcfg, c).await;
     let s = wait_exited(&mut e.rt, &id, Duration::from_secs(10)).await;
     assert_eq!(s.exit_code, 3);
     assert_eq!(s.reason, "Error");
     assert!(s.started_at > 0 && s.finished_at >= s.started_at);
     let recs = log_records(&e.logs.path().join("echo/0.log"));
-    assert!(recs.contains(&("stdout".into(), "F".into(), "out".into())), "{recs:?}");
-    assert!(recs.contains(&("stderr".into(), "F".into(), "err".into())), "{recs:?}");
+    assert!(
+        recs.contains(&("stdout".into(), "F".into(), "out".into())),
+        "{recs:?}"
+    );
+    assert!(
+        recs.contains(&("stderr".into(), "F".into(), "err".into())),
+        "{recs:?}"
+    );
     drop(e.d);
+}
+
+async fn pid_of(rt: &mut Rt, id: &str) -> i32 {
+    let r = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+    info["pid"].as_i64().unwrap() as i32
+}
+
+fn proc_status(pid: i32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap()
+}
+
+fn ns_of(pid: i32, ns: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn args_env_user_and_working_dir_from_image_and_request() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox().dir("home", 0o755), Compression::Gzip)
+        .config("User", "app".into())
+        .config("WorkingDir", "/home/app".into())
+        .config(
+            "Env",
+            serde_json::json!(["PATH=/bin", "A=image", "B=image"]),
+        )
+        .config("Entrypoint", serde_json::json!(["sh", "-c"]))
+        .config("Cmd", serde_json::json!(["echo default"]))
+        .push(&reg.host, "test/user", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("user", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+
+    // The image's entrypoint with the request's args; image env overridden by the request.
+    let mut c = container_config("who", &img.reference, &[]);
+    c.args = vec!["echo \"$A $B\"; id -u; id -g; id -G; pwd; sleep 30".into()];
+    c.envs = vec![KeyValue {
+        key: "A".into(),
+        value: "request".into(),
+    }];
+    let id = run(&mut rt, &pod, &pcfg, c).await;
+    let pid = pid_of(&mut rt, &id).await;
+    // The kernel's view of the process, from the host.
+    assert_eq!(
+        proc_status(pid, "Uid").split_whitespace().next(),
+        Some("1000")
+    );
+    assert_eq!(
+        proc_status(pid, "Gid").split_whitespace().next(),
+        Some("1000")
+    );
+    assert_eq!(proc_status(pid, "Groups"), "2000");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let out: Vec<String> = log_records(&logs.path().join("who/0.log"))
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(
+        out,
+        vec!["request image", "1000", "1000", "1000 2000", "/home/app"]
+    );
+    let s = status(&mut rt, &id).await;
+    let u = s.user.unwrap().linux.unwrap();
+    assert_eq!(
+        (u.uid, u.gid, u.supplemental_groups),
+        (1000, 1000, vec![2000])
+    );
+
+    // run_as_user/run_as_group and working_dir from the request win.
+    let mut c = container_config("root", &img.reference, &["sh", "-c", "id -u; id -g; pwd"]);
+    c.working_dir = "/tmp/made".into();
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_user: Some(Int64Value { value: 0 }),
+            run_as_group: Some(Int64Value { value: 42 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, &pcfg, c).await;
+    assert_eq!(
+        wait_exited(&mut rt, &id, Duration::from_secs(10))
+            .await
+            .exit_code,
+        0
+    );
+    let out: Vec<String> = log_records(&logs.path().join("root/0.log"))
+        .into_iter()
+        .map(|r| r.2)
+        .collect();
+    assert_eq!(out, vec!["0", "42", "/tmp/made"]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pid_namespace_modes() {
+    let mut e = env().await;
+    let logs = e.logs.path().to_str().unwrap().to_string();
+    // POD: one PID namespace, the shim is its PID 1, containers see each other.
+    let pcfg = with_namespaces(
+        pod_config("pidpod", &logs),
+        NamespaceMode::Pod,
+        NamespaceMode::Pod,
+        NamespaceMode::Pod,
+    );
+    let pod = run_pod(&mut e.rt, &pcfg).await;
+    let a = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("a", &e.image, &["sleep", "1001"]),
+    )
+    .await;
+    let b = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("b", &e.image, &["sleep", "1002"]),
+    )
+    .await;
+    let seen = sh(&mut e.rt, &b, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
+    assert!(seen.contains("sleep 1001"), "{seen}");
+    let pid1 = sh(&mut e.rt, &a, "tr '\\0' ' ' < /proc/1/cmdline").await;
+    assert!(
+        pid1.contains("skiff-shim"),
+        "PID 1 of the pod is its shim: {pid1}"
+    );
+    let (pa, pb) = (pid_of(&mut e.rt, &a).await, pid_of(&mut e.rt, &b).await);
+    assert_eq!(ns_of(pa, "pid"), ns_of(pb, "pid"));
+    assert_ne!(ns_of(pa, "pid"), ns_of(std::process::id() as i32, "pid"));
+    for ns in ["net", "ipc", "uts"] {
+        assert_eq!(ns_of(pa, ns), ns_of(pb, ns), "{ns} shared in the pod");
+        assert_ne!(
+            ns_of(pa, ns),
+            ns_of(std::process::id() as i32, ns),
+            "{ns} is the pod's own"
+        );
+    }
+    assert_ne!(
+        ns_of(pa, "mnt"),
+        ns_of(pb, "mnt"),
+        "each container has its own mounts"
+    );
+
+    // CONTAINER: each container its own PID namespace; it is PID 1 there.
+    let pcfg = with_namespaces(
+        pod_config("pidctr", &logs),
+        NamespaceMode::Pod,
+        NamespaceMode::Container,
+        NamespaceMode::Pod,
+    );
+    let pod = run_pod(&mut e.rt, &pcfg).await;
+    let a = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("a", &e.image, &["sleep", "1003"]),
+    )
+    .await;
+    let b = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("b", &e.image, &["sleep", "1004"]),
+    )
+    .await;
+    let seen = sh(&mut e.rt, &b, "cat /proc/[0-9]*/cmdline | tr '\\0' ' '").await;
+    assert!(!seen.contains("sleep 1003"), "{seen}");
+    assert!(seen.contains("sleep 1004"), "{seen}");
+    let pid1 = sh(&mut e.rt, &a, "tr '\\0' ' ' < /proc/1/cmdline").await;
+    assert!(pid1.contains("sleep 1003"), "{pid1}");
+    let (pa, pb) = (pid_of(&mut e.rt, &a).await, pid_of(&mut e.rt, &b).await);
+    assert_ne!(ns_of(pa, "pid"), ns_of(pb, "pid"));
+
+    // NODE: host PID, network, IPC namespaces.
+    let pcfg = with_namespaces(
+        pod_config("node", &logs),
+        NamespaceMode::Node,
+        NamespaceMode::Node,
+        NamespaceMode::Node,
+    );
+    let pod = run_pod(&mut e.rt, &pcfg).await;
+    let a = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("a", &e.image, &["sleep", "1005"]),
+    )
+    .await;
+    let pa = pid_of(&mut e.rt, &a).await;
+    let me = std::process::id() as i32;
+    for ns in ["pid", "net", "ipc", "uts"] {
+        assert_eq!(ns_of(pa, ns), ns_of(me, ns), "{ns} is the host's");
+    }
+    let host = nix::unistd::gethostname().unwrap();
+    assert_eq!(
+        sh(&mut e.rt, &a, "hostname").await.trim(),
+        host.to_str().unwrap()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostname_resolv_conf_hosts_loopback_sysctls_and_shm() {
+    let mut e = env().await;
+    let mut pcfg = pod_config("files", e.logs.path().to_str().unwrap());
+    pcfg.hostname = "web-0".into();
+    pcfg.linux.as_mut().unwrap().sysctls = [
+        (
+            "net.ipv4.ip_unprivileged_port_start".to_string(),
+            "0".to_string(),
+        ),
+        ("kernel.shm_rmid_forced".to_string(), "1".to_string()),
+    ]
+    .into();
+    let pod = run_pod(&mut e.rt, &pcfg).await;
+    let a = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("a", &e.image, &["sleep", "100"]),
+    )
+    .await;
+    let b = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("b", &e.image, &["sleep", "100"]),
+    )
+    .await;
+    assert_eq!(sh(&mut e.rt, &a, "hostname").await.trim(), "web-0");
+    assert_eq!(sh(&mut e.rt, &a, "cat /etc/hostname").await.trim(), "web-0");
+    assert_eq!(
+        sh(&mut e.rt, &a, "cat /etc/resolv.conf").await,
+        "search default.svc.cluster.local\nnameserver 10.96.0.10\noptions ndots:5\n"
+    );
+    assert!(sh(&mut e.rt, &a, "cat /etc/hosts")
+        .await
+        .contains("localhost"));
+    assert_eq!(
+        sh(&mut e.rt, &a, "cat /sys/class/net/lo/operstate")
+            .await
+            .trim(),
+        "unknown"
+    );
+    let flags = sh(&mut e.rt, &a, "cat /sys/class/net/lo/flags").await;
+    let flags = u32::from_str_radix(flags.trim().trim_start_matches("0x"), 16).unwrap();
+    assert_eq!(flags & 1, 1, "lo is up");
+    assert_eq!(
+        sh(
+            &mut e.rt,
+            &a,
+            "cat /proc/sys/net/ipv4/ip_unprivileged_port_start"
+        )
+        .await
+        .trim(),
+        "0"
+    );
+    assert_eq!(
+        sh(&mut e.rt, &a, "cat /proc/sys/kernel/shm_rmid_forced")
+            .await
+            .trim(),
+        "1"
+    );
+    // The host's values are untouched.
+    assert_ne!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_unprivileged_port_start")
+            .unwrap()
+            .trim(),
+        "0"
+    );
+    // /dev/shm is shared by the pod's containers.
+    sh(&mut e.rt, &a, "echo shared > /dev/shm/x").await;
+    assert_eq!(sh(&mut e.rt, &b, "cat /dev/shm/x").await.trim(), "shared");
+
+    // A sysctl that is not namespaced is refused, naming it; nothing is left.
+    let mut bad = pod_config("badsysctl", e.logs.path().to_str().unwrap());
+    bad.linux.as_mut().unwrap().sysctls = [("kernel.panic".to_string(), "1".to_string())].into();
+    let err =
+        e.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(bad),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("kernel.panic"), "{}", err.message());
+    let pods =
+        e.rt.list_pod_sandbox(ListPodSandboxRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+    assert_eq!(pods.len(), 1);
+    // The same name/namespace/uid/attempt is refused while the first pod exists.
+    let err =
+        e.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pcfg.clone()),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
+    assert!(err.message().contains(&pod), "{}", err.message());
 }

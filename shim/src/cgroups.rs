@@ -12,8 +12,18 @@ use std::path::{Path, PathBuf};
 const ROOT: &str = "/sys/fs/cgroup";
 /// v1 hierarchies a container is placed in (those mounted on the host).
 const V1_CONTROLLERS: &[&str] = &[
-    "memory", "cpu,cpuacct", "cpu", "cpuacct", "pids", "cpuset", "blkio", "devices", "freezer",
-    "hugetlb", "net_cls,net_prio", "perf_event",
+    "memory",
+    "cpu,cpuacct",
+    "cpu",
+    "cpuacct",
+    "pids",
+    "cpuset",
+    "blkio",
+    "devices",
+    "freezer",
+    "hugetlb",
+    "net_cls,net_prio",
+    "perf_event",
 ];
 
 /// Whether this host mounts the unified (v2) hierarchy at /sys/fs/cgroup.
@@ -32,7 +42,9 @@ pub fn clean_path(path: &str) -> Result<PathBuf, String> {
     }
     for comp in rel.split('/') {
         if comp.is_empty() || comp == "." || comp == ".." {
-            return Err(format!("cgroup path {path:?} has an empty, . or .. component"));
+            return Err(format!(
+                "cgroup path {path:?} has an empty, . or .. component"
+            ));
         }
     }
     Ok(PathBuf::from(rel))
@@ -48,7 +60,11 @@ pub fn dirs(path: &str) -> Result<Vec<PathBuf>, String> {
     for c in V1_CONTROLLERS {
         let h = Path::new(ROOT).join(c);
         // cpu and cpuacct are often one hierarchy with two names linking to it.
-        if h.is_dir() && !fs::symlink_metadata(&h).map(|m| m.is_symlink()).unwrap_or(true) {
+        if h.is_dir()
+            && !fs::symlink_metadata(&h)
+                .map(|m| m.is_symlink())
+                .unwrap_or(true)
+        {
             out.push(h.join(&rel));
         }
     }
@@ -113,7 +129,11 @@ pub fn pids(path: &str) -> Vec<i32> {
     let Ok(ds) = dirs(path) else { return vec![] };
     let file = ds
         .iter()
-        .find(|d| is_v2() || d.starts_with(Path::new(ROOT).join("pids")) || d.starts_with(Path::new(ROOT).join("memory")))
+        .find(|d| {
+            is_v2()
+                || d.starts_with(Path::new(ROOT).join("pids"))
+                || d.starts_with(Path::new(ROOT).join("memory"))
+        })
         .map(|d| d.join("cgroup.procs"));
     let Some(file) = file else { return vec![] };
     fs::read_to_string(file)
@@ -168,6 +188,9 @@ mod tests {
         assert!(clean_path("/a/../b").is_err());
         assert!(clean_path("a//b").is_err());
         assert!(clean_path("/").is_err());
-        assert_eq!(clean_path("/skiff/p/c").unwrap(), PathBuf::from("skiff/p/c"));
+        assert_eq!(
+            clean_path("/skiff/p/c").unwrap(),
+            PathBuf::from("skiff/p/c")
+        );
     }
 }

@@ -28,7 +28,10 @@ use crate::supervisor::State;
 pub struct Container {
     pub id: String,
     pub bundle: PathBuf,
+    /// The main process in the supervisor's PID namespace.
     pub pid: i32,
+    /// The main process in the host's PID namespace (what /proc paths need).
+    pub host_pid: i32,
     /// cgroupfs path from the spec, if any.
     pub cgroup: Option<String>,
     log: Option<Arc<LogFile>>,
@@ -87,13 +90,16 @@ impl Container {
 }
 
 #[derive(Deserialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "snake_case")]
 enum SyncMsg {
+    /// The container process in the supervisor's PID namespace (for waitpid and kill).
     Pid(i32),
+    /// The same process as the host's PID namespace numbers it (for /proc and skiffd).
+    HostPid(i32),
     Error(String),
 }
 
-/// Starts the container of `req` and returns its host PID.
+/// Starts the container of `req` and returns its PID in the host's namespace.
 pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32, Status> {
     if let Ok(c) = state.container(&req.id) {
         if c.is_running() {
@@ -118,9 +124,11 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
     let log = if req.log_path.is_empty() {
         None
     } else {
-        Some(LogFile::open(PathBuf::from(&req.log_path).as_path()).map_err(|e| {
-            Status::failed_precondition(format!("opening log {}: {e}", req.log_path))
-        })?)
+        Some(
+            LogFile::open(PathBuf::from(&req.log_path).as_path()).map_err(|e| {
+                Status::failed_precondition(format!("opening log {}: {e}", req.log_path))
+            })?,
+        )
     };
 
     // stdio: a pty for tty containers, pipes otherwise; stdin is /dev/null.
@@ -167,7 +175,10 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
     drop(theirs);
     drop(cmd); // closes our copies of the child's stdio ends
     let _helper = spawned.map_err(|e| {
-        Status::internal(format!("starting the init helper {}: {e}", state.exe.display()))
+        Status::internal(format!(
+            "starting the init helper {}: {e}",
+            state.exe.display()
+        ))
     })?;
 
     ours.set_nonblocking(true)
@@ -176,6 +187,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         .map_err(|e| Status::internal(format!("sync socket: {e}")))?;
     let mut lines = tokio::io::BufReader::new(ours).lines();
     let mut pid = 0;
+    let mut host_pid = 0;
     let mut failure = None;
     loop {
         let line = match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
@@ -192,6 +204,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         };
         match serde_json::from_str::<SyncMsg>(&line) {
             Ok(SyncMsg::Pid(p)) => pid = p,
+            Ok(SyncMsg::HostPid(p)) => host_pid = p,
             Ok(SyncMsg::Error(e)) => {
                 failure = Some(e);
                 break;
@@ -202,7 +215,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
             }
         }
     }
-    if failure.is_none() && pid == 0 {
+    if failure.is_none() && (pid == 0 || host_pid == 0) {
         failure = Some("container init exited before starting the container".into());
     }
     let exit_rx = (pid > 0).then(|| state.wait_for(pid));
@@ -211,7 +224,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
         }
         let st = ContainerState {
-            pid,
+            pid: host_pid,
             started_at: 0,
             finished_at: now_ns(),
             exited: true,
@@ -226,7 +239,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         )));
     }
     let initial = ContainerState {
-        pid,
+        pid: host_pid,
         started_at: now_ns(),
         ..Default::default()
     };
@@ -257,6 +270,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         id: req.id.clone(),
         bundle: bundle.clone(),
         pid,
+        host_pid,
         cgroup: cgroup.clone(),
         log,
         exited: exited_rx,
@@ -271,6 +285,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
     let Some(exit_rx) = exit_rx else {
         return Err(Status::internal("no pid"));
     };
+    let reported = c.host_pid;
     tokio::spawn(async move {
         let status = exit_rx.await.ok();
         // Output still buffered in the pipes belongs before the exit; a background process that
@@ -301,7 +316,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         *c.state.lock().unwrap_or_else(|p| p.into_inner()) = st;
         let _ = exited_tx.send(true);
     });
-    Ok(pid)
+    Ok(reported)
 }
 
 fn set_cloexec(fd: &OwnedFd) {

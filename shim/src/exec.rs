@@ -8,7 +8,6 @@
 
 use std::convert::Infallible;
 use std::fs::File;
-use std::io::Write;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -27,7 +26,7 @@ use tokio::io::{AsyncBufReadExt, AsyncReadExt};
 use tonic::Status;
 
 use crate::container::Container;
-use crate::init::{report_error, sync_socket};
+use crate::init::{report_error, send, sync_socket};
 use crate::supervisor::State;
 
 /// Most output kept per stream; the rest is read and dropped.
@@ -59,7 +58,7 @@ pub async fn exec_sync(
         .arg0("skiff-shim")
         .arg("exec")
         .arg(&c.bundle)
-        .arg(c.pid.to_string())
+        .arg(c.host_pid.to_string())
         .arg("--")
         .args(&cmd)
         .stdin(Stdio::from(null))
@@ -89,6 +88,9 @@ pub async fn exec_sync(
     let mut pid = 0;
     while let Ok(Some(line)) = lines.next_line().await {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if v.get("host_pid").is_some() {
+            continue;
+        }
         if let Some(p) = v.get("pid").and_then(|p| p.as_i64()) {
             pid = p as i32;
         } else if let Some(e) = v.get("error").and_then(|e| e.as_str()) {
@@ -169,7 +171,8 @@ async fn wait_output(t: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
     }
 }
 
-/// The helper side: `skiff-shim exec BUNDLE PID -- ARGS…`.
+/// The helper side: `skiff-shim exec BUNDLE HOST_PID -- ARGS…` (the host's PID of the
+/// container's main process: the helper reads its namespaces from the host's /proc).
 pub fn helper_main(bundle: &Path, pid: i32, args: Vec<String>) -> ! {
     let mut sync = sync_socket();
     let err = match helper(bundle, pid, args, &mut sync) {
@@ -180,13 +183,15 @@ pub fn helper_main(bundle: &Path, pid: i32, args: Vec<String>) -> ! {
     std::process::exit(1)
 }
 
-fn helper(bundle: &Path, pid: i32, args: Vec<String>, sync: &mut File) -> Result<Infallible, String> {
+fn helper(
+    bundle: &Path,
+    pid: i32,
+    args: Vec<String>,
+    sync: &mut File,
+) -> Result<Infallible, String> {
     let spec = Spec::load(bundle.join("config.json"))
         .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
-    let mut process = spec
-        .process()
-        .clone()
-        .ok_or("config.json has no process")?;
+    let mut process = spec.process().clone().ok_or("config.json has no process")?;
     process.set_args(Some(args));
     process.set_terminal(Some(false));
     // Open every namespace before entering any: after the mount namespace, /proc is the
@@ -208,20 +213,29 @@ fn helper(bundle: &Path, pid: i32, args: Vec<String>, sync: &mut File) -> Result
             continue;
         }
         let f = File::open(&p).map_err(|e| format!("container process {pid}: {p}: {e}"))?;
-        nss.push((f, flag, name));
+        let desc = format!(
+            "{name} namespace ({:?} from {:?})",
+            std::fs::read_link(&p).ok(),
+            std::fs::read_link(&mine).ok()
+        );
+        nss.push((f, flag, desc));
     }
-    if let Some(cg) = spec.linux().as_ref().and_then(|l| l.cgroups_path().as_ref()) {
+    if let Some(cg) = spec
+        .linux()
+        .as_ref()
+        .and_then(|l| l.cgroups_path().as_ref())
+    {
         let cg = cg.display().to_string();
         cgroups::join(&cg, 0).map_err(|e| format!("joining cgroup {cg}: {e}"))?;
     }
     for (f, flag, name) in &nss {
-        setns(f.as_fd(), *flag).map_err(|e| format!("joining {name} namespace: {e}"))?;
+        setns(f.as_fd(), *flag).map_err(|e| format!("joining {name}: {e}"))?;
     }
     // SAFETY: this helper is single-threaded.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => {
-            let line = serde_json::json!({ "pid": child.as_raw() }).to_string();
-            writeln!(sync, "{line}").map_err(|e| format!("reporting the pid: {e}"))?;
+            send(sync, serde_json::json!({ "pid": child.as_raw() }))
+                .map_err(|e| format!("reporting the pid: {e}"))?;
             std::process::exit(0)
         }
         Ok(ForkResult::Child) => {}

@@ -36,9 +36,30 @@ pub fn sync_socket() -> File {
     f
 }
 
+/// Sends one JSON message on the sync socket as one line in one write, so the lines of the
+/// helper's two processes never interleave.
+pub fn send(sync: &mut File, msg: serde_json::Value) -> std::io::Result<()> {
+    let mut line = msg.to_string();
+    line.push('\n');
+    sync.write_all(line.as_bytes())
+}
+
 pub fn report_error(sync: &mut File, msg: &str) {
-    let line = serde_json::json!({ "error": msg }).to_string();
-    let _ = writeln!(sync, "{line}");
+    let _ = send(sync, serde_json::json!({ "error": msg }));
+}
+
+/// Reports this process's PID as the host sees it. The fork above returned our PID in the
+/// supervisor's PID namespace (the pod's, when it has one): right for waitpid and kill there,
+/// wrong for anyone reading the host's /proc. The host's procfs, still mounted at /proc until
+/// pivot_root, resolves `self` in the host's namespace.
+pub fn report_host_pid(sync: &mut File) -> Result<(), String> {
+    let me = std::fs::read_link("/proc/self").map_err(|e| format!("reading /proc/self: {e}"))?;
+    let host: i32 = me
+        .to_string_lossy()
+        .parse()
+        .map_err(|_| format!("/proc/self is {}", me.display()))?;
+    send(sync, serde_json::json!({ "host_pid": host }))
+        .map_err(|e| format!("reporting the host pid: {e}"))
 }
 
 pub fn main(bundle: &Path) -> ! {
@@ -102,13 +123,14 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
     // SAFETY: this process is single-threaded, so the child may run any code after fork.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => {
-            let line = serde_json::json!({ "pid": child.as_raw() }).to_string();
-            writeln!(sync, "{line}").map_err(|e| format!("reporting the pid: {e}"))?;
+            send(sync, serde_json::json!({ "pid": child.as_raw() }))
+                .map_err(|e| format!("reporting the pid: {e}"))?;
             std::process::exit(0)
         }
         Ok(ForkResult::Child) => {}
         Err(e) => return Err(format!("fork: {e}")),
     }
+    report_host_pid(sync)?;
     rootfs::setup(&spec, &rootfs, bundle)?;
     process::exec(&spec)
 }

@@ -138,7 +138,10 @@ mod tests {
             timestamp(1_795_000_000_123_456_789),
             "2026-11-18T11:06:40.123456789Z"
         );
-        assert_eq!(timestamp(951_782_400_000_000_001), "2000-02-29T00:00:00.000000001Z");
+        assert_eq!(
+            timestamp(951_782_400_000_000_001),
+            "2000-02-29T00:00:00.000000001Z"
+        );
     }
 
     #[tokio::test]
@@ -156,7 +159,11 @@ mod tests {
             .map(|l| {
                 let mut it = l.splitn(4, ' ');
                 let _ts = it.next().unwrap();
-                (it.next().unwrap(), it.next().unwrap(), it.next().unwrap_or(""))
+                (
+                    it.next().unwrap(),
+                    it.next().unwrap(),
+                    it.next().unwrap_or(""),
+                )
             })
             .collect();
         assert_eq!(recs[0], ("stdout", "F", "one"));

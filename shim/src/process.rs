@@ -16,7 +16,10 @@ type R<T> = Result<T, String>;
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
 pub fn exec(spec: &Spec) -> R<Infallible> {
-    let process = spec.process().as_ref().ok_or("config.json has no process")?;
+    let process = spec
+        .process()
+        .as_ref()
+        .ok_or("config.json has no process")?;
     exec_process(process)
 }
 
@@ -71,10 +74,7 @@ pub fn exec_process(process: &Process) -> R<Infallible> {
     if process.no_new_privileges().unwrap_or(false) {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
-            return Err(format!(
-                "no_new_privs: {}",
-                std::io::Error::last_os_error()
-            ));
+            return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
         }
     }
     close_inherited_fds();

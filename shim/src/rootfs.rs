@@ -57,8 +57,14 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
     } else {
         MsFlags::MS_SLAVE
     };
-    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | prop, None::<&str>)
-        .map_err(|e| format!("setting mount propagation of /: {e}"))?;
+    mount(
+        None::<&str>,
+        "/",
+        None::<&str>,
+        MsFlags::MS_REC | prop,
+        None::<&str>,
+    )
+    .map_err(|e| format!("setting mount propagation of /: {e}"))?;
     // pivot_root refuses a shared parent: give the bundle a private mount of its own.
     mount(
         Some(bundle),
@@ -68,8 +74,14 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
         None::<&str>,
     )
     .map_err(|e| format!("binding bundle {}: {e}", bundle.display()))?;
-    mount(None::<&str>, bundle, None::<&str>, MsFlags::MS_PRIVATE, None::<&str>)
-        .map_err(|e| format!("making bundle {} private: {e}", bundle.display()))?;
+    mount(
+        None::<&str>,
+        bundle,
+        None::<&str>,
+        MsFlags::MS_PRIVATE,
+        None::<&str>,
+    )
+    .map_err(|e| format!("making bundle {} private: {e}", bundle.display()))?;
 
     mount_overlay(layers, &root)?;
     let rootfd = fsutil::open_dir(&root).map_err(|e| format!("opening rootfs: {e}"))?;
@@ -87,7 +99,12 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
             readonly(Path::new(p))?;
         }
     }
-    if spec.root().as_ref().and_then(|r| r.readonly()).unwrap_or(false) {
+    if spec
+        .root()
+        .as_ref()
+        .and_then(|r| r.readonly())
+        .unwrap_or(false)
+    {
         mount(
             None::<&str>,
             "/",
@@ -171,8 +188,8 @@ fn mount_one(rootfd: &OwnedFd, m: &Mount) -> R<()> {
     let o = parse_opts(m);
     let source = m.source().clone().unwrap_or_else(|| PathBuf::from("none"));
     let target = if o.bind {
-        let meta = std::fs::metadata(&source)
-            .map_err(|e| format!("source {}: {e}", source.display()))?;
+        let meta =
+            std::fs::metadata(&source).map_err(|e| format!("source {}: {e}", source.display()))?;
         make_target(rootfd, &dest, meta.is_dir())?
     } else {
         make_target(rootfd, &dest, true)?
@@ -216,8 +233,14 @@ fn mount_one(rootfd: &OwnedFd, m: &Mount) -> R<()> {
     if let Some(p) = o.propagation {
         let mounted = openat2_in_root(rootfd, &dest, libc::O_PATH | libc::O_CLOEXEC)
             .map_err(|e| format!("reopening: {e}"))?;
-        mount(None::<&str>, &fd_path(&mounted), None::<&str>, p, None::<&str>)
-            .map_err(|e| format!("setting propagation {p:?}: {e}"))?;
+        mount(
+            None::<&str>,
+            &fd_path(&mounted),
+            None::<&str>,
+            p,
+            None::<&str>,
+        )
+        .map_err(|e| format!("setting propagation {p:?}: {e}"))?;
     }
     Ok(())
 }
@@ -298,8 +321,14 @@ fn pivot(root: &Path) -> R<()> {
     std::env::set_current_dir(root).map_err(|e| format!("entering rootfs: {e}"))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     // The old root is stacked on "."; detach it without telling the host.
-    mount(None::<&str>, ".", None::<&str>, MsFlags::MS_SLAVE | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| format!("old root propagation: {e}"))?;
+    mount(
+        None::<&str>,
+        ".",
+        None::<&str>,
+        MsFlags::MS_SLAVE | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("old root propagation: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching old root: {e}"))?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
 }
@@ -334,8 +363,14 @@ fn readonly(p: &Path) -> R<()> {
     if std::fs::metadata(p).is_err() {
         return Ok(());
     }
-    mount(Some(p), p, None::<&str>, MsFlags::MS_BIND | MsFlags::MS_REC, None::<&str>)
-        .map_err(|e| format!("binding {}: {e}", p.display()))?;
+    mount(
+        Some(p),
+        p,
+        None::<&str>,
+        MsFlags::MS_BIND | MsFlags::MS_REC,
+        None::<&str>,
+    )
+    .map_err(|e| format!("binding {}: {e}", p.display()))?;
     mount(
         None::<&str>,
         p,

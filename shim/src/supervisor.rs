@@ -127,7 +127,9 @@ async fn serve(state: Arc<State>, listener: std::os::unix::net::UnixListener) ->
     let reaper_state = state.clone();
     tokio::spawn(async move { reap(reaper_state).await });
     let shutdown_state = state.clone();
-    let svc = ShimServer::new(Api { state: state.clone() });
+    let svc = ShimServer::new(Api {
+        state: state.clone(),
+    });
     let result = tonic::transport::Server::builder()
         .add_service(svc)
         .serve_with_incoming_shutdown(

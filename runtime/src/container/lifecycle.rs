@@ -32,7 +32,11 @@ fn log_file(log_directory: &str, log_path: &str) -> Result<String> {
         )));
     }
     let rel = Path::new(log_path);
-    if rel.is_absolute() || rel.components().any(|c| !matches!(c, std::path::Component::Normal(_))) {
+    if rel.is_absolute()
+        || rel
+            .components()
+            .any(|c| !matches!(c, std::path::Component::Normal(_)))
+    {
         return Err(Error::InvalidArgument(format!(
             "log_path: {log_path:?} must be a relative path without . or .. components"
         )));
@@ -104,7 +108,9 @@ impl Node {
             .clone()
             .ok_or_else(|| Error::InvalidArgument("config.metadata: is required".into()))?;
         if meta.name.is_empty() {
-            return Err(Error::InvalidArgument("config.metadata.name: is empty".into()));
+            return Err(Error::InvalidArgument(
+                "config.metadata.name: is empty".into(),
+            ));
         }
         let image_name = cfg
             .image
@@ -239,7 +245,11 @@ impl Node {
             started: false,
         };
         let made = (|| -> Result<()> {
-            for d in [data_dir.join("upper"), data_dir.join("work"), bundle.join("rootfs")] {
+            for d in [
+                data_dir.join("upper"),
+                data_dir.join("work"),
+                bundle.join("rootfs"),
+            ] {
                 std::fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
             }
             let rootfs = Rootfs {
@@ -300,7 +310,10 @@ impl Node {
             .await;
         rec.started = true;
         self.containers.save(&rec)?;
-        let pid = r.map_err(|s| shim_client::shim_error(&pod.id, s))?.into_inner().pid;
+        let pid = r
+            .map_err(|s| shim_client::shim_error(&pod.id, s))?
+            .into_inner()
+            .pid;
         tracing::info!(container = %rec.id, pid, "container started");
         Ok(())
     }
@@ -383,12 +396,19 @@ impl Node {
         Ok(())
     }
 
-    pub async fn exec_sync(&self, id: &str, cmd: Vec<String>, timeout: i64) -> Result<ExecSyncResponse> {
+    pub async fn exec_sync(
+        &self,
+        id: &str,
+        cmd: Vec<String>,
+        timeout: i64,
+    ) -> Result<ExecSyncResponse> {
         if cmd.is_empty() {
             return Err(Error::InvalidArgument("cmd: is empty".into()));
         }
         if timeout < 0 {
-            return Err(Error::InvalidArgument(format!("timeout: {timeout} is negative")));
+            return Err(Error::InvalidArgument(format!(
+                "timeout: {timeout} is negative"
+            )));
         }
         let rec = self.containers.find(id)?;
         let st = rec.state();

@@ -160,7 +160,9 @@ impl Containers {
                     // Creation was interrupted before its record was written.
                     let _ = store::remove_durably(&e.path());
                 }
-                Err(err) => tracing::error!(record = %p.display(), error = %err, "skipping unreadable container record"),
+                Err(err) => {
+                    tracing::error!(record = %p.display(), error = %err, "skipping unreadable container record")
+                }
             }
         }
         Ok(Containers {

@@ -6,9 +6,8 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder,
-    LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
+    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use skiff_proto::cri::{ContainerConfig, MountPropagation, NamespaceMode};
 use skiff_shim::api::{NsMode, PidMode, SHM_DIR};
@@ -130,7 +129,10 @@ pub fn env(cfg: &ContainerConfig, img: &ImageConfig) -> Vec<String> {
     let mut out: Vec<String> = vec![];
     let mut set = |kv: String| {
         let key = kv.split('=').next().unwrap_or("").to_string();
-        match out.iter().position(|e| e.split('=').next() == Some(key.as_str())) {
+        match out
+            .iter()
+            .position(|e| e.split('=').next() == Some(key.as_str()))
+        {
             Some(i) => out[i] = kv,
             None => out.push(kv),
         }
@@ -150,9 +152,8 @@ pub fn env(cfg: &ContainerConfig, img: &ImageConfig) -> Vec<String> {
 fn cap(name: &str, field: &str) -> Result<Capability> {
     let n = name.trim().to_ascii_uppercase();
     let n = n.strip_prefix("CAP_").unwrap_or(&n);
-    Capability::from_str(n).map_err(|_| {
-        Error::InvalidArgument(format!("{field}: {name:?} is not a capability"))
-    })
+    Capability::from_str(n)
+        .map_err(|_| Error::InvalidArgument(format!("{field}: {name:?} is not a capability")))
 }
 
 /// The default set with the request's additions and drops (`ALL` in either).
@@ -164,27 +165,44 @@ pub fn capabilities(cfg: &ContainerConfig) -> Result<HashSet<Capability>> {
         .map(|c| cap(c, "default"))
         .collect::<Result<_>>()?;
     if let Some(w) = wanted {
-        let all_caps = || -> HashSet<Capability> {
-            all_capabilities()
-        };
-        if w.add_capabilities.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+        let all_caps = || -> HashSet<Capability> { all_capabilities() };
+        if w.add_capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("ALL"))
+        {
             set = all_caps();
         } else {
             for c in &w.add_capabilities {
-                set.insert(cap(c, "linux.security_context.capabilities.add_capabilities")?);
+                set.insert(cap(
+                    c,
+                    "linux.security_context.capabilities.add_capabilities",
+                )?);
             }
         }
-        if w.drop_capabilities.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+        if w.drop_capabilities
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case("ALL"))
+        {
             set.clear();
             // "drop ALL, add X" keeps X.
-            if !w.add_capabilities.iter().any(|c| c.eq_ignore_ascii_case("ALL")) {
+            if !w
+                .add_capabilities
+                .iter()
+                .any(|c| c.eq_ignore_ascii_case("ALL"))
+            {
                 for c in &w.add_capabilities {
-                    set.insert(cap(c, "linux.security_context.capabilities.add_capabilities")?);
+                    set.insert(cap(
+                        c,
+                        "linux.security_context.capabilities.add_capabilities",
+                    )?);
                 }
             }
         } else {
             for c in &w.drop_capabilities {
-                set.remove(&cap(c, "linux.security_context.capabilities.drop_capabilities")?);
+                set.remove(&cap(
+                    c,
+                    "linux.security_context.capabilities.drop_capabilities",
+                )?);
             }
         }
     }
@@ -194,13 +212,47 @@ pub fn capabilities(cfg: &ContainerConfig) -> Result<HashSet<Capability>> {
 fn all_capabilities() -> HashSet<Capability> {
     // Every capability name the kernel's capability.h defines, that oci-spec knows.
     [
-        "AUDIT_CONTROL", "AUDIT_READ", "AUDIT_WRITE", "BLOCK_SUSPEND", "BPF",
-        "CHECKPOINT_RESTORE", "CHOWN", "DAC_OVERRIDE", "DAC_READ_SEARCH", "FOWNER", "FSETID",
-        "IPC_LOCK", "IPC_OWNER", "KILL", "LEASE", "LINUX_IMMUTABLE", "MAC_ADMIN",
-        "MAC_OVERRIDE", "MKNOD", "NET_ADMIN", "NET_BIND_SERVICE", "NET_BROADCAST", "NET_RAW",
-        "PERFMON", "SETGID", "SETFCAP", "SETPCAP", "SETUID", "SYS_ADMIN", "SYS_BOOT",
-        "SYS_CHROOT", "SYS_MODULE", "SYS_NICE", "SYS_PACCT", "SYS_PTRACE", "SYS_RAWIO",
-        "SYS_RESOURCE", "SYS_TIME", "SYS_TTY_CONFIG", "SYSLOG", "WAKE_ALARM",
+        "AUDIT_CONTROL",
+        "AUDIT_READ",
+        "AUDIT_WRITE",
+        "BLOCK_SUSPEND",
+        "BPF",
+        "CHECKPOINT_RESTORE",
+        "CHOWN",
+        "DAC_OVERRIDE",
+        "DAC_READ_SEARCH",
+        "FOWNER",
+        "FSETID",
+        "IPC_LOCK",
+        "IPC_OWNER",
+        "KILL",
+        "LEASE",
+        "LINUX_IMMUTABLE",
+        "MAC_ADMIN",
+        "MAC_OVERRIDE",
+        "MKNOD",
+        "NET_ADMIN",
+        "NET_BIND_SERVICE",
+        "NET_BROADCAST",
+        "NET_RAW",
+        "PERFMON",
+        "SETGID",
+        "SETFCAP",
+        "SETPCAP",
+        "SETUID",
+        "SYS_ADMIN",
+        "SYS_BOOT",
+        "SYS_CHROOT",
+        "SYS_MODULE",
+        "SYS_NICE",
+        "SYS_PACCT",
+        "SYS_PTRACE",
+        "SYS_RAWIO",
+        "SYS_RESOURCE",
+        "SYS_TIME",
+        "SYS_TTY_CONFIG",
+        "SYSLOG",
+        "WAKE_ALARM",
     ]
     .iter()
     .filter_map(|c| Capability::from_str(c).ok())
@@ -371,17 +423,39 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
             "/dev/pts",
             "devpts",
             "devpts",
-            &["nosuid", "noexec", "newinstance", "ptmxmode=0666", "mode=0620", "gid=5"],
+            &[
+                "nosuid",
+                "noexec",
+                "newinstance",
+                "ptmxmode=0666",
+                "mode=0620",
+                "gid=5",
+            ],
         )?,
-        mount("/dev/mqueue", "mqueue", "mqueue", &["nosuid", "noexec", "nodev"])?,
-        mount("/sys", "sysfs", "sysfs", &["nosuid", "noexec", "nodev", "ro"])?,
+        mount(
+            "/dev/mqueue",
+            "mqueue",
+            "mqueue",
+            &["nosuid", "noexec", "nodev"],
+        )?,
+        mount(
+            "/sys",
+            "sysfs",
+            "sysfs",
+            &["nosuid", "noexec", "nodev", "ro"],
+        )?,
     ];
     let shm = if pod.ipc == NsMode::Pod {
         path(SHM_DIR)
     } else {
         "/dev/shm".to_string()
     };
-    mounts.push(mount("/dev/shm", "bind", &shm, &["rbind", "nosuid", "nodev", "noexec"])?);
+    mounts.push(mount(
+        "/dev/shm",
+        "bind",
+        &shm,
+        &["rbind", "nosuid", "nodev", "noexec"],
+    )?);
     let volume_paths: HashSet<String> = user_mounts
         .iter()
         .map(|m| m.destination().display().to_string())
@@ -472,7 +546,9 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use skiff_proto::cri::{Capability as CriCaps, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext};
+    use skiff_proto::cri::{
+        Capability as CriCaps, KeyValue, LinuxContainerConfig, LinuxContainerSecurityContext,
+    };
 
     fn cfg_with_caps(add: &[&str], drop: &[&str]) -> ContainerConfig {
         ContainerConfig {
@@ -515,8 +591,14 @@ mod tests {
         };
         let c = ContainerConfig {
             envs: vec![
-                KeyValue { key: "A".into(), value: "2".into() },
-                KeyValue { key: "B".into(), value: "x=y".into() },
+                KeyValue {
+                    key: "A".into(),
+                    value: "2".into(),
+                },
+                KeyValue {
+                    key: "B".into(),
+                    value: "x=y".into(),
+                },
             ],
             ..Default::default()
         };
@@ -530,7 +612,10 @@ mod tests {
         let s = capabilities(&cfg_with_caps(&["SYS_ADMIN"], &["NET_RAW"])).unwrap();
         assert!(s.contains(&Capability::SysAdmin) && !s.contains(&Capability::NetRaw));
         let s = capabilities(&cfg_with_caps(&["NET_BIND_SERVICE"], &["ALL"])).unwrap();
-        assert_eq!(s.into_iter().collect::<Vec<_>>(), vec![Capability::NetBindService]);
+        assert_eq!(
+            s.into_iter().collect::<Vec<_>>(),
+            vec![Capability::NetBindService]
+        );
         let e = capabilities(&cfg_with_caps(&["NOT_A_CAP"], &[])).unwrap_err();
         assert!(e.to_string().contains("NOT_A_CAP"));
     }

@@ -57,7 +57,8 @@ fn xattr_is_y(p: &Path, name: &str) -> bool {
     };
     let mut buf = [0u8; 2];
     // SAFETY: valid C strings and a buffer of buf.len() bytes.
-    let n = unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
+    let n =
+        unsafe { libc::lgetxattr(cp.as_ptr(), cn.as_ptr(), buf.as_mut_ptr().cast(), buf.len()) };
     n == 1 && buf[0] == b'y'
 }
 
@@ -113,8 +114,12 @@ pub fn resolve(
     group_override: Option<u32>,
     extra_groups: &[u32],
 ) -> Result<ResolvedUser> {
-    let pw = image_file(layers, "/etc/passwd").map(|t| passwd(&t)).unwrap_or_default();
-    let gr = image_file(layers, "/etc/group").map(|t| groups(&t)).unwrap_or_default();
+    let pw = image_file(layers, "/etc/passwd")
+        .map(|t| passwd(&t))
+        .unwrap_or_default();
+    let gr = image_file(layers, "/etc/group")
+        .map(|t| groups(&t))
+        .unwrap_or_default();
     let (u, g) = match user.split_once(':') {
         Some((u, g)) => (u, Some(g)),
         None => (user, None),
@@ -128,9 +133,7 @@ pub fn resolve(
         }
     } else {
         let e = pw.iter().find(|e| e.name == u).ok_or_else(|| {
-            Error::InvalidArgument(format!(
-                "user {u:?} is not in the image's /etc/passwd"
-            ))
+            Error::InvalidArgument(format!("user {u:?} is not in the image's /etc/passwd"))
         })?;
         (e.uid, e.gid, Some(e.name.clone()))
     };
@@ -191,11 +194,22 @@ mod tests {
         let layers = vec![top.path().to_path_buf(), bottom.path().to_path_buf()];
         assert_eq!(
             resolve(&layers, "app", None, &[3000]).unwrap(),
-            ResolvedUser { uid: 1000, gid: 1000, groups: vec![2000, 3000] }
+            ResolvedUser {
+                uid: 1000,
+                gid: 1000,
+                groups: vec![2000, 3000]
+            }
         );
         assert_eq!(resolve(&layers, "", None, &[]).unwrap().uid, 0);
         assert_eq!(resolve(&layers, "1000:extra", None, &[]).unwrap().gid, 2000);
-        assert_eq!(resolve(&layers, "4242", Some(7), &[]).unwrap(), ResolvedUser { uid: 4242, gid: 7, groups: vec![] });
+        assert_eq!(
+            resolve(&layers, "4242", Some(7), &[]).unwrap(),
+            ResolvedUser {
+                uid: 4242,
+                gid: 7,
+                groups: vec![]
+            }
+        );
         assert!(resolve(&layers, "nobody-here", None, &[]).is_err());
         // A whiteout in the top layer hides the file.
         std::fs::create_dir_all(top.path().join("etc")).unwrap();

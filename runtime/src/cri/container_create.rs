@@ -5,7 +5,10 @@ use skiff_proto::cri::{CreateContainerRequest, CreateContainerResponse};
 use crate::error::{Error, Result};
 use crate::node::Node;
 
-pub async fn create_container(node: &Node, req: CreateContainerRequest) -> Result<CreateContainerResponse> {
+pub async fn create_container(
+    node: &Node,
+    req: CreateContainerRequest,
+) -> Result<CreateContainerResponse> {
     let config = req
         .config
         .ok_or_else(|| Error::InvalidArgument("config: is required".into()))?;

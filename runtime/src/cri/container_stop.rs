@@ -5,7 +5,10 @@ use skiff_proto::cri::{StopContainerRequest, StopContainerResponse};
 use crate::error::{Error, Result};
 use crate::node::Node;
 
-pub async fn stop_container(node: &Node, req: StopContainerRequest) -> Result<StopContainerResponse> {
+pub async fn stop_container(
+    node: &Node,
+    req: StopContainerRequest,
+) -> Result<StopContainerResponse> {
     if req.timeout < 0 {
         return Err(Error::InvalidArgument(format!(
             "timeout: {} is negative",

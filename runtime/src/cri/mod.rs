@@ -28,17 +28,18 @@ use std::sync::Arc;
 use skiff_proto::cri::image_service_server::ImageService;
 use skiff_proto::cri::runtime_service_server::RuntimeService;
 use skiff_proto::cri::{
-    CreateContainerRequest, CreateContainerResponse, ExecSyncRequest, ExecSyncResponse,
-    ImageFsInfoRequest, ImageFsInfoResponse, ImageStatusRequest, ImageStatusResponse,
-    ListContainersRequest, ListContainersResponse, ListImagesRequest, ListImagesResponse,
-    ListPodSandboxRequest, ListPodSandboxResponse, PodSandboxStatusRequest,
-    PodSandboxStatusResponse, PullImageRequest, PullImageResponse, RemoveContainerRequest,
-    RemoveContainerResponse, RemoveImageRequest, RemoveImageResponse, RemovePodSandboxRequest,
-    RemovePodSandboxResponse, ReopenContainerLogRequest, ReopenContainerLogResponse,
-    RunPodSandboxRequest, RunPodSandboxResponse, RuntimeConfigRequest, RuntimeConfigResponse,
-    StartContainerRequest, StartContainerResponse, StatusRequest, StatusResponse,
-    StopContainerRequest, StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse,
-    VersionRequest, VersionResponse, ContainerStatusRequest, ContainerStatusResponse,
+    ContainerStatusRequest, ContainerStatusResponse, CreateContainerRequest,
+    CreateContainerResponse, ExecSyncRequest, ExecSyncResponse, ImageFsInfoRequest,
+    ImageFsInfoResponse, ImageStatusRequest, ImageStatusResponse, ListContainersRequest,
+    ListContainersResponse, ListImagesRequest, ListImagesResponse, ListPodSandboxRequest,
+    ListPodSandboxResponse, PodSandboxStatusRequest, PodSandboxStatusResponse, PullImageRequest,
+    PullImageResponse, RemoveContainerRequest, RemoveContainerResponse, RemoveImageRequest,
+    RemoveImageResponse, RemovePodSandboxRequest, RemovePodSandboxResponse,
+    ReopenContainerLogRequest, ReopenContainerLogResponse, RunPodSandboxRequest,
+    RunPodSandboxResponse, RuntimeConfigRequest, RuntimeConfigResponse, StartContainerRequest,
+    StartContainerResponse, StatusRequest, StatusResponse, StopContainerRequest,
+    StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse, VersionRequest,
+    VersionResponse,
 };
 use tonic::{Request, Response, Status};
 
@@ -100,18 +101,27 @@ impl RuntimeService for Cri {
         Ok(Response::new(runtime_info::status(self, req.get_ref())))
     }
 
-    async fn runtime_config(&self, _req: Request<RuntimeConfigRequest>) -> R<RuntimeConfigResponse> {
+    async fn runtime_config(
+        &self,
+        _req: Request<RuntimeConfigRequest>,
+    ) -> R<RuntimeConfigResponse> {
         Ok(Response::new(runtime_info::runtime_config()))
     }
 
-    async fn run_pod_sandbox(&self, req: Request<RunPodSandboxRequest>) -> R<RunPodSandboxResponse> {
+    async fn run_pod_sandbox(
+        &self,
+        req: Request<RunPodSandboxRequest>,
+    ) -> R<RunPodSandboxResponse> {
         reply_logged(
             "RunPodSandbox",
             sandbox_run::run_pod_sandbox(&self.node, req.into_inner()).await,
         )
     }
 
-    async fn stop_pod_sandbox(&self, req: Request<StopPodSandboxRequest>) -> R<StopPodSandboxResponse> {
+    async fn stop_pod_sandbox(
+        &self,
+        req: Request<StopPodSandboxRequest>,
+    ) -> R<StopPodSandboxResponse> {
         reply_logged(
             "StopPodSandbox",
             sandbox_stop::stop_pod_sandbox(&self.node, req.into_inner()).await,
@@ -135,18 +145,27 @@ impl RuntimeService for Cri {
         reply(sandbox_status::pod_sandbox_status(&self.node, req.into_inner()).await)
     }
 
-    async fn list_pod_sandbox(&self, req: Request<ListPodSandboxRequest>) -> R<ListPodSandboxResponse> {
+    async fn list_pod_sandbox(
+        &self,
+        req: Request<ListPodSandboxRequest>,
+    ) -> R<ListPodSandboxResponse> {
         reply(sandbox_list::list_pod_sandbox(&self.node, req.into_inner()))
     }
 
-    async fn create_container(&self, req: Request<CreateContainerRequest>) -> R<CreateContainerResponse> {
+    async fn create_container(
+        &self,
+        req: Request<CreateContainerRequest>,
+    ) -> R<CreateContainerResponse> {
         reply_logged(
             "CreateContainer",
             container_create::create_container(&self.node, req.into_inner()).await,
         )
     }
 
-    async fn start_container(&self, req: Request<StartContainerRequest>) -> R<StartContainerResponse> {
+    async fn start_container(
+        &self,
+        req: Request<StartContainerRequest>,
+    ) -> R<StartContainerResponse> {
         reply_logged(
             "StartContainer",
             container_start::start_container(&self.node, req.into_inner()).await,
@@ -160,18 +179,30 @@ impl RuntimeService for Cri {
         )
     }
 
-    async fn remove_container(&self, req: Request<RemoveContainerRequest>) -> R<RemoveContainerResponse> {
+    async fn remove_container(
+        &self,
+        req: Request<RemoveContainerRequest>,
+    ) -> R<RemoveContainerResponse> {
         reply_logged(
             "RemoveContainer",
             container_remove::remove_container(&self.node, req.into_inner()).await,
         )
     }
 
-    async fn list_containers(&self, req: Request<ListContainersRequest>) -> R<ListContainersResponse> {
-        reply(container_list::list_containers(&self.node, req.into_inner()))
+    async fn list_containers(
+        &self,
+        req: Request<ListContainersRequest>,
+    ) -> R<ListContainersResponse> {
+        reply(container_list::list_containers(
+            &self.node,
+            req.into_inner(),
+        ))
     }
 
-    async fn container_status(&self, req: Request<ContainerStatusRequest>) -> R<ContainerStatusResponse> {
+    async fn container_status(
+        &self,
+        req: Request<ContainerStatusRequest>,
+    ) -> R<ContainerStatusResponse> {
         reply(container_status::container_status(&self.node, req.into_inner()).await)
     }
 

@@ -5,7 +5,10 @@ use skiff_proto::cri::{RunPodSandboxRequest, RunPodSandboxResponse};
 use crate::error::{Error, Result};
 use crate::node::Node;
 
-pub async fn run_pod_sandbox(node: &Node, req: RunPodSandboxRequest) -> Result<RunPodSandboxResponse> {
+pub async fn run_pod_sandbox(
+    node: &Node,
+    req: RunPodSandboxRequest,
+) -> Result<RunPodSandboxResponse> {
     let config = req
         .config
         .ok_or_else(|| Error::InvalidArgument("config: is required".into()))?;

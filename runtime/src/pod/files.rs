@@ -34,7 +34,12 @@ pub fn resolv_conf(dns: Option<&DnsConfig>) -> Option<String> {
 }
 
 /// Writes the three files into `dir`.
-pub fn write(dir: &Path, hostname: &str, dns: Option<&DnsConfig>, host_network: bool) -> Result<()> {
+pub fn write(
+    dir: &Path,
+    hostname: &str,
+    dns: Option<&DnsConfig>,
+    host_network: bool,
+) -> Result<()> {
     let hosts = if host_network {
         std::fs::read_to_string("/etc/hosts").unwrap_or_else(|_| DEFAULT_HOSTS.to_string())
     } else {

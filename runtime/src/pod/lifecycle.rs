@@ -131,9 +131,8 @@ impl Node {
         let (cgroup, owns_cgroup) = if linux.cgroup_parent.is_empty() {
             (format!("/skiff/pod-{}", &id[..16]), true)
         } else {
-            cgroups::clean_path(&linux.cgroup_parent).map_err(|e| {
-                Error::InvalidArgument(format!("linux.cgroup_parent: {e}"))
-            })?;
+            cgroups::clean_path(&linux.cgroup_parent)
+                .map_err(|e| Error::InvalidArgument(format!("linux.cgroup_parent: {e}")))?;
             (linux.cgroup_parent.clone(), false)
         };
         let hostname = if ns.network == NsMode::Node {
@@ -210,10 +209,16 @@ impl Node {
         }
     }
 
-    async fn make_pod(&self, rec: &PodRecord, pod: &PodConfig, config: &PodSandboxConfig) -> Result<i32> {
+    async fn make_pod(
+        &self,
+        rec: &PodRecord,
+        pod: &PodConfig,
+        config: &PodSandboxConfig,
+    ) -> Result<i32> {
         let dir = &rec.run_dir;
         std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
-        std::fs::create_dir_all(dir.join(NS_DIR)).ctx(|| format!("creating {}/ns", dir.display()))?;
+        std::fs::create_dir_all(dir.join(NS_DIR))
+            .ctx(|| format!("creating {}/ns", dir.display()))?;
         files::write(
             dir,
             &pod.hostname,

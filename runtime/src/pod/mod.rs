@@ -89,7 +89,9 @@ impl Pods {
                     // A directory whose record was never written or already removed.
                     let _ = store::remove_durably(&e.path());
                 }
-                Err(err) => tracing::error!(record = %p.display(), error = %err, "skipping unreadable pod record"),
+                Err(err) => {
+                    tracing::error!(record = %p.display(), error = %err, "skipping unreadable pod record")
+                }
             }
         }
         Ok(Pods {
@@ -107,8 +109,7 @@ impl Pods {
     pub fn save(&self, r: &PodRecord) -> Result<()> {
         let d = self.dir.join(&r.id);
         fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
-        store::write_json(&d.join("pod.json"), r)
-            .ctx(|| format!("writing pod record {}", r.id))?;
+        store::write_json(&d.join("pod.json"), r).ctx(|| format!("writing pod record {}", r.id))?;
         self.lock().insert(r.id.clone(), r.clone());
         Ok(())
     }
