@@ -131,26 +131,39 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         )
     };
 
-    // stdio: a pty for tty containers, pipes otherwise; stdin is /dev/null.
-    let null = std::fs::File::open("/dev/null")
-        .map_err(|e| Status::internal(format!("/dev/null: {e}")))?;
-    let (child_out, child_err, out_src, err_src): (OwnedFd, OwnedFd, OwnedFd, Option<OwnedFd>) =
-        if req.tty {
-            let pty = nix::pty::openpty(None, None)
-                .map_err(|e| Status::internal(format!("openpty: {e}")))?;
-            set_cloexec(&pty.master);
-            let slave2 = pty
-                .slave
-                .try_clone()
-                .map_err(|e| Status::internal(format!("dup: {e}")))?;
-            (pty.slave, slave2, pty.master, None)
-        } else {
-            let (or, ow) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| Status::internal(format!("pipe: {e}")))?;
-            let (er, ew) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-                .map_err(|e| Status::internal(format!("pipe: {e}")))?;
-            (ow, ew, or, Some(er))
-        };
+    // stdio: a pty for tty containers (stdin, stdout and stderr), pipes otherwise; stdin is
+    // /dev/null without a tty.
+    let null: OwnedFd = std::fs::File::open("/dev/null")
+        .map_err(|e| Status::internal(format!("/dev/null: {e}")))?
+        .into();
+    let dup = |fd: &OwnedFd| {
+        fd.try_clone()
+            .map_err(|e| Status::internal(format!("dup: {e}")))
+    };
+    let (child_in, child_out, child_err, out_src, err_src): (
+        OwnedFd,
+        OwnedFd,
+        OwnedFd,
+        OwnedFd,
+        Option<OwnedFd>,
+    ) = if req.tty {
+        let pty =
+            nix::pty::openpty(None, None).map_err(|e| Status::internal(format!("openpty: {e}")))?;
+        set_cloexec(&pty.master);
+        (
+            dup(&pty.slave)?,
+            dup(&pty.slave)?,
+            pty.slave,
+            pty.master,
+            None,
+        )
+    } else {
+        let (or, ow) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Status::internal(format!("pipe: {e}")))?;
+        let (er, ew) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| Status::internal(format!("pipe: {e}")))?;
+        (null, ow, ew, or, Some(er))
+    };
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| Status::internal(format!("socketpair: {e}")))?;
     let theirs_fd = theirs.as_raw_fd();
@@ -158,7 +171,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
     cmd.arg0("skiff-shim")
         .arg("init")
         .arg(&bundle)
-        .stdin(Stdio::from(null))
+        .stdin(Stdio::from(child_in))
         .stdout(Stdio::from(child_out))
         .stderr(Stdio::from(child_err));
     // SAFETY: the closure runs between fork and exec and calls only dup2, which is

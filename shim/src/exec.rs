@@ -118,6 +118,8 @@ pub async fn exec_sync(
     let (status, timed_out) = match tokio::time::timeout(limit, exit).await {
         Ok(st) => (st.ok(), false),
         Err(_) => {
+            // The command and everything it started (its process group).
+            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
             let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
             (None, true)
         }
@@ -242,5 +244,7 @@ fn helper(
         Err(e) => return Err(format!("fork: {e}")),
     }
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
+    // Its own process group, so that a timeout kills what it started too.
+    nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     crate::process::exec_process(&process)
 }

@@ -30,7 +30,8 @@ pub fn exec_process(process: &Process) -> R<Infallible> {
         // SAFETY: TIOCSCTTY on fd 0 with an integer argument.
         if unsafe { libc::ioctl(0, libc::TIOCSCTTY, 0) } < 0 {
             return Err(format!(
-                "making the pty the controlling terminal: {}",
+                "making the pty the controlling terminal (fd 0 is {:?}): {}",
+                std::fs::read_link("/proc/self/fd/0").ok(),
                 std::io::Error::last_os_error()
             ));
         }

@@ -318,9 +318,12 @@ fn populate_dev(rootfd: &OwnedFd) -> R<()> {
 }
 
 fn pivot(root: &Path) -> R<()> {
+    let old_root = fsutil::open_dir(Path::new("/")).map_err(|e| format!("opening /: {e}"))?;
     std::env::set_current_dir(root).map_err(|e| format!("entering rootfs: {e}"))?;
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
-    // The old root is stacked on "."; detach it without telling the host.
+    // The old root is now stacked on the new one. Step onto it explicitly ("." would still be
+    // the new root) and detach it without telling the host or touching the new tree's mounts.
+    nix::unistd::fchdir(old_root.as_raw_fd()).map_err(|e| format!("entering old root: {e}"))?;
     mount(
         None::<&str>,
         ".",
@@ -330,6 +333,7 @@ fn pivot(root: &Path) -> R<()> {
     )
     .map_err(|e| format!("old root propagation: {e}"))?;
     umount2(".", MntFlags::MNT_DETACH).map_err(|e| format!("detaching old root: {e}"))?;
+    drop(old_root);
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))
 }
 

@@ -1,0 +1,784 @@
+//! Container behaviour end to end: logs, exec, stop, mounts and their propagation, bad input.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use skiff_integration::cri::*;
+use skiff_integration::image::Compression;
+use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_proto::cri::*;
+
+struct Env {
+    _reg: Registry,
+    d: Skiffd,
+    rt: Rt,
+    image: String,
+    logs: tempfile::TempDir,
+    pcfg: PodSandboxConfig,
+    pod: String,
+}
+
+async fn env(name: &str) -> Env {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .config("StopSignal", "SIGUSR1".into())
+        .push(&reg.host, "test/busybox", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config(name, logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    Env {
+        _reg: reg,
+        d,
+        rt,
+        image: img.reference,
+        logs,
+        pcfg,
+        pod,
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn log_lines_are_split_into_partials_and_reopened() {
+    let mut e = env("logs").await;
+    // A 40000-byte line (F after two 16 KiB P pieces), a normal line, and a final unterminated
+    // chunk (P).
+    let script = "head -c 40000 /dev/zero | tr '\\0' a; echo; echo short; printf tail";
+    let id = run(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config("big", &e.image, &["sh", "-c", script]),
+    )
+    .await;
+    assert_eq!(
+        wait_exited(&mut e.rt, &id, Duration::from_secs(10))
+            .await
+            .exit_code,
+        0
+    );
+    let path = e.logs.path().join("big/0.log");
+    let recs = log_records(&path);
+    let tags: Vec<(&str, &str, usize)> = recs
+        .iter()
+        .map(|(s, t, c)| (s.as_str(), t.as_str(), c.len()))
+        .collect();
+    assert_eq!(
+        tags,
+        vec![
+            ("stdout", "P", 16384),
+            ("stdout", "P", 16384),
+            ("stdout", "F", 40000 - 2 * 16384),
+            ("stdout", "F", 5),
+            ("stdout", "P", 4),
+        ]
+    );
+    // Every line starts with an RFC 3339 timestamp with nanoseconds, in UTC.
+    let text = std::fs::read_to_string(&path).unwrap();
+    for l in text.lines() {
+        let ts = l.split(' ').next().unwrap();
+        assert_eq!(ts.len(), 30, "{ts}");
+        assert!(ts.ends_with('Z') && ts.as_bytes()[10] == b'T', "{ts}");
+    }
+
+    // Rotation: kubelet renames the file away and asks for a reopen; new lines go to a new file.
+    let id = run(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config(
+            "rot",
+            &e.image,
+            &[
+                "sh",
+                "-c",
+                "i=0; while true; do echo line$i; i=$((i+1)); sleep 0.05; done",
+            ],
+        ),
+    )
+    .await;
+    let path = e.logs.path().join("rot/0.log");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let rotated = e.logs.path().join("rot/0.log.1");
+    std::fs::rename(&path, &rotated).unwrap();
+    e.rt.reopen_container_log(ReopenContainerLogRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .expect("ReopenContainerLog");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let before = log_records(&rotated).len();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(
+        log_records(&rotated).len(),
+        before,
+        "the old file no longer grows"
+    );
+    let after = log_records(&path);
+    assert!(!after.is_empty(), "new lines go to the reopened file");
+    assert!(after[0].2.starts_with("line"));
+    e.rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    let err =
+        e.rt.reopen_container_log(ReopenContainerLogRequest { container_id: id })
+            .await
+            .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tty_container_logs_as_stdout() {
+    let mut e = env("tty").await;
+    let mut c = container_config(
+        "t",
+        &e.image,
+        &["sh", "-c", "test -t 1 && echo is-a-tty; echo oops >&2"],
+    );
+    c.tty = true;
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    assert_eq!(
+        wait_exited(&mut e.rt, &id, Duration::from_secs(10))
+            .await
+            .exit_code,
+        0
+    );
+    let recs = log_records(&e.logs.path().join("t/0.log"));
+    let lines: Vec<(&str, &str)> = recs
+        .iter()
+        .map(|(s, _, c)| (s.as_str(), c.trim_end_matches('\r')))
+        .collect();
+    assert_eq!(lines, vec![("stdout", "is-a-tty"), ("stdout", "oops")]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_sync_output_exit_code_and_timeout() {
+    let mut e = env("exec").await;
+    let id = run(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config("c", &e.image, &["sleep", "3600"]),
+    )
+    .await;
+    let r = exec(
+        &mut e.rt,
+        &id,
+        &["sh", "-c", "echo out; echo err >&2; exit 7"],
+        5,
+    )
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "out\n");
+    assert_eq!(String::from_utf8_lossy(&r.stderr), "err\n");
+    assert_eq!(r.exit_code, 7);
+    // The command runs where the container runs: its mount namespace and root.
+    let r = exec(&mut e.rt, &id, &["cat", "/etc/hostname"], 5)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "exec");
+    // A timeout kills the command and says so.
+    let t = Instant::now();
+    let err = exec(
+        &mut e.rt,
+        &id,
+        &["sh", "-c", "echo started > /tmp/marker; sleep 77"],
+        1,
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::DeadlineExceeded, "{err:?}");
+    assert!(t.elapsed() < Duration::from_secs(5));
+    let left = exec(
+        &mut e.rt,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "cat /tmp/marker; ps 2>/dev/null; cat /proc/[0-9]*/cmdline | tr '\\0' ' '",
+        ],
+        5,
+    )
+    .await
+    .unwrap();
+    let out = String::from_utf8_lossy(&left.stdout);
+    assert!(out.contains("started"), "{out}");
+    assert!(
+        !out.contains("sleep 77"),
+        "the timed-out command was killed: {out}"
+    );
+    // An unknown command is an error naming it; the container keeps running.
+    let err = exec(&mut e.rt, &id, &["no-such-command"], 5)
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("no-such-command"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(
+        status(&mut e.rt, &id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let err = exec(&mut e.rt, "nope", &["true"], 5).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_sends_the_stop_signal_then_kills_after_the_timeout() {
+    let mut e = env("stop").await;
+    // Ignores the image's stop signal (SIGUSR1) and SIGTERM.
+    let c = container_config(
+        "stubborn",
+        &e.image,
+        &[
+            "sh",
+            "-c",
+            "trap '' USR1 TERM; echo ready; while true; do sleep 0.1; done",
+        ],
+    );
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    e.rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 2,
+    })
+    .await
+    .unwrap();
+    let took = t.elapsed();
+    assert!(
+        took >= Duration::from_secs(2),
+        "waited the timeout: {took:?}"
+    );
+    assert!(took < Duration::from_secs(8), "{took:?}");
+    let s = status(&mut e.rt, &id).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    assert_eq!(s.exit_code, 137, "SIGKILL");
+    // Idempotent.
+    e.rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 2,
+    })
+    .await
+    .unwrap();
+
+    // A process that honours the stop signal exits at once, by that signal.
+    let c = container_config(
+        "polite",
+        &e.image,
+        &[
+            "sh",
+            "-c",
+            "trap 'exit 42' USR1; while true; do sleep 0.1; done",
+        ],
+    );
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let t = Instant::now();
+    e.rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 30,
+    })
+    .await
+    .unwrap();
+    assert!(t.elapsed() < Duration::from_secs(5));
+    assert_eq!(status(&mut e.rt, &id).await.exit_code, 42);
+    // A container starts once.
+    let err = start(&mut e.rt, &id).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+}
+
+fn mount_propagation_fixture() -> (tempfile::TempDir, std::path::PathBuf) {
+    // A shared mount point on the host, as /var/lib/kubelet is on real nodes.
+    let dir = tempfile::tempdir().unwrap();
+    let shared = dir.path().join("shared");
+    std::fs::create_dir(&shared).unwrap();
+    use nix::mount::{mount, MsFlags};
+    mount(
+        Some(&shared),
+        &shared,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .unwrap();
+    mount(
+        None::<&str>,
+        &shared,
+        None::<&str>,
+        MsFlags::MS_SHARED,
+        None::<&str>,
+    )
+    .unwrap();
+    (dir, shared)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bind_mounts_readonly_and_propagation() {
+    let mut e = env("mounts").await;
+    let (_fx, shared) = mount_propagation_fixture();
+    let vol = tempfile::tempdir().unwrap();
+    std::fs::write(vol.path().join("host.txt"), "from host").unwrap();
+    let mut c = container_config("m", &e.image, &["sleep", "1000"]);
+    let m = |cp: &str, hp: &str, ro: bool, p: MountPropagation| skiff_proto::cri::Mount {
+        container_path: cp.into(),
+        host_path: hp.into(),
+        readonly: ro,
+        propagation: p as i32,
+        ..Default::default()
+    };
+    let s = shared.to_str().unwrap();
+    c.mounts = vec![
+        m(
+            "/data",
+            vol.path().to_str().unwrap(),
+            false,
+            MountPropagation::PropagationPrivate,
+        ),
+        m(
+            "/ro",
+            vol.path().to_str().unwrap(),
+            true,
+            MountPropagation::PropagationPrivate,
+        ),
+        m("/private", s, false, MountPropagation::PropagationPrivate),
+        m(
+            "/slave",
+            s,
+            false,
+            MountPropagation::PropagationHostToContainer,
+        ),
+        m(
+            "/bidir",
+            s,
+            false,
+            MountPropagation::PropagationBidirectional,
+        ),
+        m(
+            "/new/dir/deep",
+            vol.path().to_str().unwrap(),
+            false,
+            MountPropagation::PropagationPrivate,
+        ),
+    ];
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    assert_eq!(sh(&mut e.rt, &id, "cat /data/host.txt").await, "from host");
+    sh(&mut e.rt, &id, "echo from container > /data/c.txt").await;
+    assert_eq!(
+        std::fs::read_to_string(vol.path().join("c.txt")).unwrap(),
+        "from container\n"
+    );
+    let r = exec(&mut e.rt, &id, &["sh", "-c", "echo x > /ro/nope"], 5)
+        .await
+        .unwrap();
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Read-only"),
+        "{:?}",
+        r
+    );
+    assert_eq!(
+        sh(&mut e.rt, &id, "cat /new/dir/deep/host.txt").await,
+        "from host"
+    );
+
+    // A mount made on the host under the shared dir reaches rslave and rshared, not private.
+    let sub = shared.join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    std::fs::write(sub.join("marker"), "host-mount").unwrap();
+    let seen = |p: &str| format!("cat {p}/sub/marker 2>/dev/null || echo none");
+    assert_eq!(
+        sh(&mut e.rt, &id, &seen("/slave")).await.trim(),
+        "host-mount"
+    );
+    assert_eq!(
+        sh(&mut e.rt, &id, &seen("/bidir")).await.trim(),
+        "host-mount"
+    );
+    assert_eq!(sh(&mut e.rt, &id, &seen("/private")).await.trim(), "none");
+    // A mount made in the container under rshared reaches the host; under rslave it does not.
+    // Mounting needs CAP_SYS_ADMIN, which containers do not have: do it from a helper sharing
+    // the container's mount namespace.
+    let pid = {
+        let r =
+            e.rt.container_status(ContainerStatusRequest {
+                container_id: id.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+        info["pid"].as_i64().unwrap()
+    };
+    let st = std::process::Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-m", "/bin/busybox", "sh", "-c"])
+        .arg("busybox mkdir -p /bidir/fromc /slave/fromc2 && busybox mount -t tmpfs none /bidir/fromc && busybox mount -t tmpfs none /slave/fromc2 && echo c > /bidir/fromc/m")
+        .status()
+        .unwrap();
+    assert!(st.success());
+    assert_eq!(
+        std::fs::read_to_string(shared.join("fromc/m")).unwrap(),
+        "c\n"
+    );
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(
+        !mountinfo.contains(&format!("{}/fromc2 ", s)),
+        "rslave mounts stay in the container"
+    );
+    let _ = nix::mount::umount2(&shared.join("fromc"), nix::mount::MntFlags::MNT_DETACH);
+    let _ = nix::mount::umount2(&sub, nix::mount::MntFlags::MNT_DETACH);
+    e.rt.remove_container(RemoveContainerRequest { container_id: id })
+        .await
+        .unwrap();
+    let _ = nix::mount::umount2(&shared, nix::mount::MntFlags::MNT_DETACH);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_are_refused_by_field_and_leave_nothing() {
+    let mut e = env("bad").await;
+    let records_before = std::fs::read_dir(e.d.root.join("containers"))
+        .unwrap()
+        .count();
+    let cases: Vec<(ContainerConfig, tonic::Code, &str)> = vec![
+        (
+            {
+                let mut c = container_config("a", &e.image, &["true"]);
+                c.log_path = "../escape.log".into();
+                c
+            },
+            tonic::Code::InvalidArgument,
+            "log_path",
+        ),
+        (
+            {
+                let mut c = container_config("b", &e.image, &["true"]);
+                c.log_path = "/abs.log".into();
+                c
+            },
+            tonic::Code::InvalidArgument,
+            "log_path",
+        ),
+        (
+            {
+                let mut c = container_config("c", &e.image, &["true"]);
+                c.mounts = vec![skiff_proto::cri::Mount {
+                    container_path: "rel".into(),
+                    host_path: "/tmp".into(),
+                    ..Default::default()
+                }];
+                c
+            },
+            tonic::Code::InvalidArgument,
+            "mounts[0].container_path",
+        ),
+        (
+            {
+                let mut c = container_config("d", &e.image, &["true"]);
+                c.mounts = vec![skiff_proto::cri::Mount {
+                    container_path: "/x".into(),
+                    host_path: "relative".into(),
+                    ..Default::default()
+                }];
+                c
+            },
+            tonic::Code::InvalidArgument,
+            "mounts[0].host_path",
+        ),
+        (
+            container_config("e", "127.0.0.1:1/not/pulled:v1", &["true"]),
+            tonic::Code::NotFound,
+            "not/pulled",
+        ),
+        (
+            {
+                let mut c = container_config("f", &e.image, &[]);
+                c.image = None;
+                c
+            },
+            tonic::Code::InvalidArgument,
+            "config.image",
+        ),
+        (
+            {
+                let mut c = container_config("g", &e.image, &["true"]);
+                c.metadata = None;
+                c
+            },
+            tonic::Code::InvalidArgument,
+            "metadata",
+        ),
+        (
+            {
+                let mut c = container_config("h", &e.image, &["true"]);
+                c.linux = Some(LinuxContainerConfig {
+                    security_context: Some(LinuxContainerSecurityContext {
+                        run_as_username: "ghost".into(),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                c
+            },
+            tonic::Code::InvalidArgument,
+            "ghost",
+        ),
+        (
+            {
+                let mut c = container_config("i", &e.image, &["true"]);
+                c.linux = Some(LinuxContainerConfig {
+                    security_context: Some(LinuxContainerSecurityContext {
+                        capabilities: Some(Capability {
+                            add_capabilities: vec!["CAP_FLY".into()],
+                            ..Default::default()
+                        }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                c
+            },
+            tonic::Code::InvalidArgument,
+            "CAP_FLY",
+        ),
+    ];
+    for (cfg, code, needle) in cases {
+        let err = create(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), cfg)
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), code, "{needle}: {err:?}");
+        assert!(
+            err.message().contains(needle),
+            "{needle}: {}",
+            err.message()
+        );
+    }
+    let err = create(
+        &mut e.rt,
+        "no-such-pod",
+        &e.pcfg.clone(),
+        container_config("z", &e.image, &["true"]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    assert_eq!(
+        std::fs::read_dir(e.d.root.join("containers"))
+            .unwrap()
+            .count(),
+        records_before
+    );
+    assert_eq!(
+        std::fs::read_dir(e.d.run_root.join("containers"))
+            .unwrap()
+            .count(),
+        0
+    );
+    let list =
+        e.rt.list_containers(ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert!(list.is_empty());
+    // A command that does not exist fails at start, with the reason in the status.
+    let id = create(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config("nocmd", &e.image, &["/no/such/binary"]),
+    )
+    .await
+    .unwrap();
+    let err = start(&mut e.rt, &id).await.unwrap_err();
+    assert!(
+        err.message().contains("/no/such/binary"),
+        "{}",
+        err.message()
+    );
+    let s = status(&mut e.rt, &id).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    assert_eq!(s.reason, "StartError");
+    assert_eq!(s.exit_code, 128);
+    // The same name in the same pod is refused while the first exists.
+    let err = create(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config("nocmd", &e.image, &["true"]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::AlreadyExists);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn list_filters_and_status_fields() {
+    let mut e = env("lists").await;
+    let a = run(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config("a", &e.image, &["sleep", "100"]),
+    )
+    .await;
+    let b = create(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config("b", &e.image, &["true"]),
+    )
+    .await
+    .unwrap();
+    let all =
+        e.rt.list_containers(ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
+    assert_eq!(all.len(), 2);
+    let f = |filter: ContainerFilter| ListContainersRequest {
+        filter: Some(filter),
+    };
+    let mut rt = e.rt.clone();
+    let ids = |r: ListContainersRequest| {
+        let mut rt = rt.clone();
+        async move {
+            let mut v: Vec<String> = rt
+                .list_containers(r)
+                .await
+                .unwrap()
+                .into_inner()
+                .containers
+                .into_iter()
+                .map(|c| c.id)
+                .collect();
+            v.sort();
+            v
+        }
+    };
+    assert_eq!(
+        ids(f(ContainerFilter {
+            id: a[..12].to_string(),
+            ..Default::default()
+        }))
+        .await,
+        vec![a.clone()]
+    );
+    assert_eq!(
+        ids(f(ContainerFilter {
+            state: Some(ContainerStateValue {
+                state: ContainerState::ContainerCreated as i32
+            }),
+            ..Default::default()
+        }))
+        .await,
+        vec![b.clone()]
+    );
+    assert_eq!(
+        ids(f(ContainerFilter {
+            state: Some(ContainerStateValue {
+                state: ContainerState::ContainerRunning as i32
+            }),
+            ..Default::default()
+        }))
+        .await,
+        vec![a.clone()]
+    );
+    assert_eq!(
+        ids(f(ContainerFilter {
+            label_selector: [("c".to_string(), "b".to_string())].into(),
+            ..Default::default()
+        }))
+        .await,
+        vec![b.clone()]
+    );
+    assert_eq!(
+        ids(f(ContainerFilter {
+            pod_sandbox_id: "nope".into(),
+            ..Default::default()
+        }))
+        .await
+        .len(),
+        0
+    );
+    assert_eq!(
+        ids(f(ContainerFilter {
+            pod_sandbox_id: e.pod.clone(),
+            ..Default::default()
+        }))
+        .await
+        .len(),
+        2
+    );
+    let s = status(&mut rt, &a).await;
+    assert_eq!(s.image.unwrap().image, e.image);
+    assert!(s.image_ref.contains("@sha256:"), "{}", s.image_ref);
+    assert!(s.image_id.starts_with("sha256:"));
+    assert_eq!(
+        s.log_path,
+        e.logs.path().join("a/0.log").display().to_string()
+    );
+    assert_eq!(s.labels["c"], "a");
+    let pods =
+        e.rt.list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter {
+                label_selector: [("app".to_string(), "lists".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    let pods =
+        e.rt.list_pod_sandbox(ListPodSandboxRequest {
+            filter: Some(PodSandboxFilter {
+                state: Some(PodSandboxStateValue {
+                    state: PodSandboxState::SandboxNotready as i32,
+                }),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(pods.is_empty());
+    let st =
+        e.rt.pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: e.pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        st.status.unwrap().state,
+        PodSandboxState::SandboxReady as i32
+    );
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let shim_pid = info["pid"].as_i64().unwrap();
+    assert!(std::fs::read_to_string(format!("/proc/{shim_pid}/cmdline"))
+        .unwrap()
+        .contains("skiff-shim"));
+}
