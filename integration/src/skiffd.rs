@@ -14,6 +14,8 @@ use crate::bin_dir;
 
 pub struct Skiffd {
     pub dir: tempfile::TempDir,
+    /// The cgroup under which this skiffd puts its pods (unique per test).
+    pub cgroup_root: String,
     pub root: PathBuf,
     pub run_root: PathBuf,
     pub socket: PathBuf,
@@ -53,7 +55,10 @@ impl Skiffd {
             }
         }
         let cfg_path = dir.path().join("config.toml");
-        fs::write(&cfg_path, config.unwrap_or("")).expect("config file");
+        let cgroup_root = format!("/skiff-test-{:016x}", rand_u64());
+        // Keys first: a config's own [tables] must come after them.
+        let text = format!("cgroup_root = \"{cgroup_root}\"\n{}", config.unwrap_or(""));
+        fs::write(&cfg_path, text).expect("config file");
         args.push("--config".into());
         args.push(cfg_path.display().to_string());
         for h in insecure {
@@ -63,6 +68,7 @@ impl Skiffd {
         args.extend(extra.iter().map(|s| s.to_string()));
         let mut s = Skiffd {
             dir,
+            cgroup_root,
             root,
             run_root,
             socket,
@@ -180,7 +186,111 @@ impl Drop for Skiffd {
         if std::thread::panicking() {
             eprintln!("---- skiffd log ----\n{}", self.log_text());
         }
+        self.cleanup();
     }
+}
+
+impl Skiffd {
+    /// The cgroup directories of this skiffd's pods, in every hierarchy.
+    pub fn cgroup_dirs(&self) -> Vec<PathBuf> {
+        let mut out = vec![];
+        for h in fs::read_dir("/sys/fs/cgroup")
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            let p = h.path().join(self.cgroup_root.trim_start_matches('/'));
+            if p.is_dir() {
+                out.push(p);
+            }
+        }
+        if Path::new("/sys/fs/cgroup/cgroup.procs").exists() {
+            let p = Path::new("/sys/fs/cgroup").join(self.cgroup_root.trim_start_matches('/'));
+            if p.is_dir() && !out.contains(&p) {
+                out.push(p);
+            }
+        }
+        out
+    }
+
+    /// Pods outlive skiffd by design; a test's must not outlive the test. Kills every process in
+    /// this skiffd's cgroups and every shim started from its run root, removes the cgroups and
+    /// unmounts what is mounted under its roots.
+    fn cleanup(&self) {
+        let run_root = self.run_root.display().to_string();
+        for _ in 0..3 {
+            for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+                let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+                if String::from_utf8_lossy(&cmd).contains(&run_root) {
+                    if let Ok(pid) = e.file_name().to_string_lossy().parse::<i32>() {
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
+                }
+            }
+            for d in self.cgroup_dirs() {
+                for p in walk_dirs(&d) {
+                    for pid in fs::read_to_string(p.join("cgroup.procs"))
+                        .unwrap_or_default()
+                        .lines()
+                    {
+                        if let Ok(pid) = pid.trim().parse::<i32>() {
+                            let _ = nix::sys::signal::kill(
+                                nix::unistd::Pid::from_raw(pid),
+                                nix::sys::signal::Signal::SIGKILL,
+                            );
+                        }
+                    }
+                }
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        for d in self.cgroup_dirs() {
+            let mut dirs = walk_dirs(&d);
+            dirs.reverse();
+            for p in dirs {
+                let _ = fs::remove_dir(&p);
+            }
+        }
+        let roots = [self.root.display().to_string(), run_root];
+        let mut mounts: Vec<String> = fs::read_to_string("/proc/self/mountinfo")
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|mp| roots.iter().any(|r| mp.starts_with(r.as_str())))
+            .collect();
+        mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
+        for m in mounts {
+            let _ = nix::mount::umount2(m.as_str(), nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+}
+
+/// `dir` and every directory below it, parents first.
+fn walk_dirs(dir: &Path) -> Vec<PathBuf> {
+    let mut out = vec![dir.to_path_buf()];
+    let mut i = 0;
+    while i < out.len() {
+        let d = out[i].clone();
+        for e in fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.file_type().map(|t| t.is_dir()).unwrap_or(false) {
+                out.push(e.path());
+            }
+        }
+        i += 1;
+    }
+    out
+}
+
+fn rand_u64() -> u64 {
+    let mut b = [0u8; 8];
+    if let Ok(mut f) = fs::File::open("/dev/urandom") {
+        use std::io::Read;
+        let _ = f.read_exact(&mut b);
+    }
+    u64::from_le_bytes(b)
 }
 
 fn flag_value(args: &[&str], flag: &str) -> Option<String> {

@@ -15,6 +15,7 @@ pub const DEFAULT_LISTEN: &str = "/run/skiff/skiff.sock";
 pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
 pub const DEFAULT_RUN_ROOT: &str = "/run/skiff";
 pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
+pub const DEFAULT_CGROUP_ROOT: &str = "/skiff";
 
 /// Command-line flags of `skiffd`. Each one, when given, wins over the same key in the file.
 #[derive(Debug, Parser, Default)]
@@ -59,6 +60,8 @@ pub struct FileConfig {
     pub max_concurrent_downloads: Option<usize>,
     /// The skiff-shim binary (default: `skiff-shim` beside skiffd).
     pub shim_binary: Option<PathBuf>,
+    /// cgroup under which pods get theirs when kubelet names no cgroup_parent.
+    pub cgroup_root: Option<String>,
 }
 
 /// The configuration in force.
@@ -72,6 +75,7 @@ pub struct Config {
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     pub max_concurrent_downloads: usize,
     pub shim_binary: Option<PathBuf>,
+    pub cgroup_root: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -146,7 +150,12 @@ impl Config {
             registry_mirrors: file.registry_mirrors,
             max_concurrent_downloads: max,
             shim_binary: file.shim_binary,
+            cgroup_root: file
+                .cgroup_root
+                .unwrap_or_else(|| DEFAULT_CGROUP_ROOT.into()),
         };
+        skiff_shim::cgroups::clean_path(&cfg.cgroup_root)
+            .map_err(|e| ConfigError::Invalid(format!("cgroup_root: {e}")))?;
         for (key, p) in [
             ("listen", &cfg.listen),
             ("root", &cfg.root),

@@ -129,7 +129,14 @@ impl Node {
         }
         let id = hex::encode(rand::random::<[u8; 32]>());
         let (cgroup, owns_cgroup) = if linux.cgroup_parent.is_empty() {
-            (format!("/skiff/pod-{}", &id[..16]), true)
+            (
+                format!(
+                    "{}/pod-{}",
+                    self.cfg.cgroup_root.trim_end_matches('/'),
+                    &id[..16]
+                ),
+                true,
+            )
         } else {
             cgroups::clean_path(&linux.cgroup_parent)
                 .map_err(|e| Error::InvalidArgument(format!("linux.cgroup_parent: {e}")))?;
@@ -244,11 +251,8 @@ impl Node {
         store::write_json(&cfg_path, pod).ctx(|| format!("writing {}", cfg_path.display()))?;
         let log = dir.join("shim.log");
         let id = rec.id.clone();
-        let launcher_result = {
-            let launcher = &self.launcher;
-            tokio::task::block_in_place(|| launcher.launch(&id, &cfg_path, &log))
-        };
-        launcher_result
+        let launcher = &self.launcher;
+        tokio::task::block_in_place(|| launcher.launch(&id, &cfg_path, &log))
     }
 
     /// StopPodSandbox: stops every container (forcibly), then the shim; idempotent.

@@ -1,0 +1,372 @@
+//! Pod life cycle as the node sees it: stop and remove leave nothing behind (mounts, processes,
+//! directories, cgroups), skiffd restarts (kill -9) lose nothing, 50 pods in a loop leak nothing.
+
+mod common;
+
+use std::path::Path;
+use std::time::Duration;
+
+use skiff_integration::cri::*;
+use skiff_integration::image::Compression;
+use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_proto::cri::*;
+
+async fn setup() -> (Registry, Skiffd, String, tempfile::TempDir) {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/busybox", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    pull(&mut d.images().await, &img.reference).await;
+    (reg, d, img.reference, tempfile::tempdir().unwrap())
+}
+
+/// Everything of skiff's that is visible on the host: mounts under its roots, shim processes
+/// started from its run root, pod and container directories, cgroups.
+fn footprint(d: &Skiffd) -> Vec<String> {
+    let mut out = vec![];
+    let roots = [
+        d.root.display().to_string(),
+        d.run_root.display().to_string(),
+    ];
+    for l in std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap()
+        .lines()
+    {
+        let mp = l.split(' ').nth(4).unwrap_or("");
+        if roots.iter().any(|r| mp.starts_with(r.as_str())) && !mp.ends_with("/bin/skiff-shim") {
+            out.push(format!("mount {mp}"));
+        }
+    }
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains(&roots[1]) && cmd.contains("skiff-shim") {
+            out.push(format!("process {cmd}"));
+        }
+    }
+    for sub in ["pods", "containers"] {
+        for base in [&d.root, &d.run_root] {
+            for e in std::fs::read_dir(base.join(sub))
+                .into_iter()
+                .flatten()
+                .flatten()
+            {
+                out.push(format!("dir {}", e.path().display()));
+            }
+        }
+    }
+    for p in d.cgroup_dirs() {
+        for e in std::fs::read_dir(&p).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                out.push(format!("cgroup {}", e.path().display()));
+            }
+        }
+    }
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_and_remove_leave_nothing_behind() {
+    let (_reg, d, image, logs) = setup().await;
+    let mut rt = d.runtime().await;
+    let pcfg = pod_config("leak", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let a = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("a", &image, &["sleep", "3600"]),
+    )
+    .await;
+    let _b = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("b", &image, &["sh", "-c", "sleep 3600 & sleep 3600"]),
+    )
+    .await;
+    assert!(!footprint(&d).is_empty());
+    let cg = Path::new("/sys/fs/cgroup/memory").join(d.cgroup_root.trim_start_matches('/'));
+    assert!(
+        cg.read_dir().unwrap().any(|e| e.unwrap().path().is_dir()),
+        "the pod has a cgroup"
+    );
+
+    // Stop: every container exits, the shim goes, the pod is NotReady; idempotent.
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let s = status(&mut rt, &a).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    assert_eq!(s.exit_code, 137);
+    let ps = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        ps.status.unwrap().state,
+        PodSandboxState::SandboxNotready as i32
+    );
+    assert!(
+        !footprint(&d).iter().any(|f| f.starts_with("process")),
+        "{:?}",
+        footprint(&d)
+    );
+    let err = create(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("late", &image, &["true"]),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(
+        err.code(),
+        tonic::Code::FailedPrecondition,
+        "no container in a stopped pod"
+    );
+
+    // Remove: nothing at all is left.
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    assert_eq!(footprint(&d), Vec::<String>::new());
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let err = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let left = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers;
+    assert!(left.is_empty());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_running_pod_and_container_directly() {
+    let (_reg, d, image, logs) = setup().await;
+    let mut rt = d.runtime().await;
+    let pcfg = pod_config("direct", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let a = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("a", &image, &["sleep", "3600"]),
+    )
+    .await;
+    let pid = {
+        let r = rt
+            .container_status(ContainerStatusRequest {
+                container_id: a.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+        info["pid"].as_i64().unwrap()
+    };
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    rt.remove_container(RemoveContainerRequest {
+        container_id: a.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists()
+            || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+                .unwrap()
+                .contains(") Z ")
+    );
+    let err = status_err(&mut rt, &a).await;
+    assert_eq!(err, tonic::Code::NotFound);
+    run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("b", &image, &["sleep", "3600"]),
+    )
+    .await;
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert_eq!(footprint(&d), Vec::<String>::new());
+}
+
+async fn status_err(rt: &mut Rt, id: &str) -> tonic::Code {
+    rt.container_status(ContainerStatusRequest {
+        container_id: id.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap_err()
+    .code()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_survive_kill9_of_skiffd_and_exits_while_down_are_reported() {
+    let (_reg, mut d, image, logs) = setup().await;
+    let mut rt = d.runtime().await;
+    let pcfg = pod_config("survivor", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let long = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config(
+            "long",
+            &image,
+            &["sh", "-c", "while true; do echo tick; sleep 0.2; done"],
+        ),
+    )
+    .await;
+    let short = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("short", &image, &["sh", "-c", "sleep 1; exit 7"]),
+    )
+    .await;
+    let created = create(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("later", &image, &["sh", "-c", "exit 0"]),
+    )
+    .await
+    .unwrap();
+    let long_pid = {
+        let r = rt
+            .container_status(ContainerStatusRequest {
+                container_id: long.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+        info["pid"].as_i64().unwrap()
+    };
+    d.kill9();
+    // While skiffd is down: the short container exits with 7 and logs keep flowing.
+    let log = logs.path().join("long/0.log");
+    let before = log_records(&log).len();
+    tokio::time::sleep(Duration::from_millis(1800)).await;
+    assert!(
+        log_records(&log).len() > before,
+        "logs flow while skiffd is down"
+    );
+    assert!(
+        Path::new(&format!("/proc/{long_pid}")).exists(),
+        "the container runs on"
+    );
+    d.restart();
+    let mut rt = d.runtime().await;
+    let pods = rt
+        .list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert_eq!(pods.len(), 1);
+    assert_eq!(pods[0].state, PodSandboxState::SandboxReady as i32);
+    let s = status(&mut rt, &long).await;
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32);
+    let s = status(&mut rt, &short).await;
+    assert_eq!(s.state, ContainerState::ContainerExited as i32);
+    assert_eq!(
+        s.exit_code, 7,
+        "the exit that happened while skiffd was down"
+    );
+    assert_eq!(
+        status(&mut rt, &created).await.state,
+        ContainerState::ContainerCreated as i32
+    );
+    // The recovered pod is fully usable.
+    start(&mut rt, &created).await.unwrap();
+    assert_eq!(
+        wait_exited(&mut rt, &created, Duration::from_secs(10))
+            .await
+            .exit_code,
+        0
+    );
+    assert_eq!(sh(&mut rt, &long, "echo hi").await, "hi\n");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    assert_eq!(footprint(&d), Vec::<String>::new());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fifty_pods_in_a_loop_leave_nothing_behind() {
+    let (_reg, d, image, logs) = setup().await;
+    let mut rt = d.runtime().await;
+    let fds_before = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .count();
+    for i in 0..50 {
+        let pcfg = pod_config(&format!("loop{i}"), logs.path().to_str().unwrap());
+        let pod = run_pod(&mut rt, &pcfg).await;
+        let c = run(
+            &mut rt,
+            &pod,
+            &pcfg,
+            container_config("c", &image, &["sleep", "60"]),
+        )
+        .await;
+        assert_eq!(
+            status(&mut rt, &c).await.state,
+            ContainerState::ContainerRunning as i32
+        );
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: pod.clone(),
+        })
+        .await
+        .unwrap();
+        rt.remove_pod_sandbox(RemovePodSandboxRequest {
+            pod_sandbox_id: pod,
+        })
+        .await
+        .unwrap();
+    }
+    assert_eq!(footprint(&d), Vec::<String>::new());
+    let fds_after = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
+        .unwrap()
+        .count();
+    assert!(
+        fds_after <= fds_before + 4,
+        "skiffd fds {fds_before} -> {fds_after}"
+    );
+}
