@@ -194,12 +194,17 @@ async fn unimplemented_runtime_rpcs_say_so() {
     let d = Skiffd::start(&[]);
     let mut r = d.runtime().await;
     let e = r
-        .run_pod_sandbox(skiff_proto::cri::RunPodSandboxRequest::default())
+        .container_stats(skiff_proto::cri::ContainerStatsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);
     let e = r
-        .list_containers(skiff_proto::cri::ListContainersRequest::default())
+        .checkpoint_container(skiff_proto::cri::CheckpointContainerRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(e.code(), Code::Unimplemented);
+    let e = r
+        .exec(skiff_proto::cri::ExecRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);

@@ -7,10 +7,13 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::config::Config;
-use crate::container::Containers;
+use skiff_shim::api::ContainerState;
+
+use crate::container::{ContainerRecord, Containers};
 use crate::error::{IoContext, Result};
 use crate::image::Images;
 use crate::pod::launch::{self, Detached, Launcher};
+use crate::pod::lifecycle::is_our_shim;
 use crate::pod::Pods;
 
 pub struct Node {
@@ -24,6 +27,15 @@ pub struct Node {
 }
 
 impl Node {
+    /// A container's state, knowing whether its pod's shim still runs.
+    pub fn container_state(&self, rec: &ContainerRecord) -> ContainerState {
+        let shim_alive = self
+            .pods
+            .get(&rec.pod_id)
+            .is_some_and(|p| p.shim_pid > 0 && is_our_shim(p.shim_pid));
+        rec.state(shim_alive)
+    }
+
     /// Opens every store, recovers pods and containers left by an earlier skiffd, and collects
     /// image data nothing references.
     pub async fn open(cfg: Arc<Config>) -> Result<Arc<Node>> {

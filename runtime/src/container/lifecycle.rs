@@ -288,7 +288,7 @@ impl Node {
     /// StartContainer: asks the pod's shim to run it.
     pub async fn start_container(&self, id: &str) -> Result<()> {
         let mut rec = self.containers.find(id)?;
-        let st = rec.state();
+        let st = self.container_state(&rec);
         if rec.started || st.pid != 0 || st.exited {
             return Err(Error::FailedPrecondition(format!(
                 "container {} was already started (a container starts once)",
@@ -322,7 +322,7 @@ impl Node {
     /// Stopping a container that does not run succeeds.
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
         let rec = self.containers.find(id)?;
-        let st = rec.state();
+        let st = self.container_state(&rec);
         if st.pid == 0 || st.exited {
             return Ok(());
         }
@@ -342,7 +342,7 @@ impl Node {
                 Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
                 Err(s) => return Err(shim_client::shim_error(&pod.id, s)),
             }
-            if wait_exit(&rec, Duration::from_secs(timeout as u64)).await {
+            if wait_exit(self, &rec, Duration::from_secs(timeout as u64)).await {
                 return Ok(());
             }
         }
@@ -358,7 +358,7 @@ impl Node {
             Err(s) if s.code() == tonic::Code::NotFound => return Ok(()),
             Err(s) => return Err(shim_client::shim_error(&pod.id, s)),
         }
-        if !wait_exit(&rec, Duration::from_secs(10)).await {
+        if !wait_exit(self, &rec, Duration::from_secs(10)).await {
             return Err(Error::Internal(format!(
                 "container {} did not exit 10 s after SIGKILL",
                 rec.id
@@ -375,7 +375,7 @@ impl Node {
             Err(Error::NotFound(_)) => return Ok(()),
             Err(e) => return Err(e),
         };
-        let st = rec.state();
+        let st = self.container_state(&rec);
         if st.pid > 0 && !st.exited {
             self.stop_container(&rec.id, 0).await?;
         }
@@ -411,7 +411,7 @@ impl Node {
             )));
         }
         let rec = self.containers.find(id)?;
-        let st = rec.state();
+        let st = self.container_state(&rec);
         if st.pid == 0 || st.exited {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
@@ -440,7 +440,7 @@ impl Node {
 
     pub async fn reopen_log(&self, id: &str) -> Result<()> {
         let rec = self.containers.find(id)?;
-        let st = rec.state();
+        let st = self.container_state(&rec);
         if st.pid == 0 || st.exited {
             return Err(Error::FailedPrecondition(format!(
                 "container {} is not running",
@@ -457,10 +457,10 @@ impl Node {
 }
 
 /// Polls the container's state file until it records an exit, at most `limit`.
-async fn wait_exit(rec: &ContainerRecord, limit: Duration) -> bool {
+async fn wait_exit(node: &Node, rec: &ContainerRecord, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     loop {
-        let st: ContainerState = rec.state();
+        let st: ContainerState = node.container_state(rec);
         if st.exited {
             return true;
         }

@@ -73,10 +73,12 @@ impl ContainerRecord {
     }
 
     /// The container's state as its shim recorded it, with what a lost record means.
-    pub fn state(&self) -> ContainerState {
+    /// `shim_alive` says whether the pod's shim still runs: while it does, a main process that
+    /// is gone is one whose exit the shim is about to record.
+    pub fn state(&self, shim_alive: bool) -> ContainerState {
         match ContainerState::read(&self.bundle) {
             Ok(Some(mut s)) => {
-                if !s.exited && s.pid > 0 && !process_alive(s.pid, s.started_at) {
+                if !s.exited && s.pid > 0 && !shim_alive && !process_alive(s.pid, s.started_at) {
                     s.exited = true;
                     s.exit_code = 255;
                     s.reason = "Unknown".into();

@@ -16,7 +16,7 @@ pub fn list_containers(node: &Node, req: ListContainersRequest) -> Result<ListCo
         if !f.pod_sandbox_id.is_empty() && !r.pod_id.starts_with(&f.pod_sandbox_id) {
             continue;
         }
-        let s = r.state();
+        let s = node.container_state(&r);
         if let Some(want) = &f.state {
             if want.state != cri_state(&s) as i32 {
                 continue;

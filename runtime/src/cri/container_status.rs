@@ -51,7 +51,7 @@ pub async fn container_status(
 ) -> Result<ContainerStatusResponse> {
     let r = node.containers.find(&req.container_id)?;
     let c = r.config()?;
-    let s = r.state();
+    let s = node.container_state(&r);
     let status = ContainerStatus {
         id: r.id.clone(),
         metadata: c.metadata.clone(),
