@@ -4,6 +4,7 @@
 //!
 //! Everything runs as root on 127.0.0.1; nothing reaches another address.
 
+pub mod containerd;
 pub mod cri;
 pub mod image;
 pub mod registry;

@@ -3,8 +3,12 @@
 //! `pod::lifecycle` and `container::lifecycle`, since each needs the other (removing a pod removes
 //! its containers; creating a container needs its pod and image).
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+
+use skiff_proto::shim::shim_client::ShimClient;
+use tonic::transport::Channel;
 
 use crate::config::Config;
 use skiff_shim::api::ContainerState;
@@ -14,9 +18,11 @@ use crate::error::{IoContext, Result};
 use crate::image::Images;
 use crate::pod::launch::{self, Detached, Launcher};
 use crate::pod::lifecycle::is_our_shim;
-use crate::pod::Pods;
+use crate::pod::{shim_client, PodRecord, Pods};
 
 pub struct Node {
+    /// Open connections to pod shims, by pod id.
+    shims: Mutex<HashMap<String, ShimClient<Channel>>>,
     pub cfg: Arc<Config>,
     pub images: Arc<Images>,
     pub pods: Pods,
@@ -27,6 +33,32 @@ pub struct Node {
 }
 
 impl Node {
+    /// A client for the pod's shim, reusing its connection.
+    pub async fn shim(&self, pod: &PodRecord) -> Result<ShimClient<Channel>> {
+        if let Some(c) = self
+            .shims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&pod.id)
+        {
+            return Ok(c.clone());
+        }
+        let c = shim_client::connect(&pod.id, &pod.socket()).await?;
+        self.shims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(pod.id.clone(), c.clone());
+        Ok(c)
+    }
+
+    /// Forgets the connection to a pod's shim (it is stopping).
+    pub fn forget_shim(&self, pod_id: &str) {
+        self.shims
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(pod_id);
+    }
+
     /// A container's state, knowing whether its pod's shim still runs.
     pub fn container_state(&self, rec: &ContainerRecord) -> ContainerState {
         let shim_alive = self
@@ -49,6 +81,7 @@ impl Node {
         let source = launch::locate_shim(cfg.shim_binary.as_deref())?;
         let shim = launch::mount_shim_readonly(&cfg.run_root, &source)?;
         let node = Arc::new(Node {
+            shims: Mutex::new(HashMap::new()),
             cfg,
             images,
             pods,

@@ -113,8 +113,9 @@ impl ContainerState {
         }
     }
 
+    /// Atomically, without fsync: the bundle lives under the run root, which a reboot clears.
     pub fn write(&self, bundle: &Path) -> io::Result<()> {
-        fsutil::write_json(&bundle.join(STATE_FILE), self)
+        fsutil::write_json_volatile(&bundle.join(STATE_FILE), self)
     }
 }
 

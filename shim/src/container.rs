@@ -110,17 +110,21 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         }
     }
     let bundle = PathBuf::from(&req.bundle);
-    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| {
+    // Only two fields matter here; the full typed spec is read by the init helper. Keeping the
+    // supervisor off that code keeps its resident size small.
+    let raw = std::fs::read(bundle.join("config.json")).map_err(|e| {
         Status::invalid_argument(format!("bundle {}: config.json: {e}", bundle.display()))
     })?;
-    if spec.process().is_none() {
+    let spec: serde_json::Value = serde_json::from_slice(&raw).map_err(|e| {
+        Status::invalid_argument(format!("bundle {}: config.json: {e}", bundle.display()))
+    })?;
+    if spec.get("process").is_none() {
         return Err(Status::invalid_argument("config.json has no process"));
     }
     let cgroup = spec
-        .linux()
-        .as_ref()
-        .and_then(|l| l.cgroups_path().as_ref())
-        .map(|p| p.display().to_string());
+        .pointer("/linux/cgroupsPath")
+        .and_then(|v| v.as_str())
+        .map(str::to_string);
     let log = if req.log_path.is_empty() {
         None
     } else {

@@ -228,7 +228,7 @@ fn helper(
         .and_then(|l| l.cgroups_path().as_ref())
     {
         let cg = cg.display().to_string();
-        cgroups::join(&cg, 0).map_err(|e| format!("joining cgroup {cg}: {e}"))?;
+        cgroups::join_self_single_threaded(&cg).map_err(|e| format!("joining cgroup {cg}: {e}"))?;
     }
     for (f, flag, name) in &nss {
         setns(f.as_fd(), *flag).map_err(|e| format!("joining {name}: {e}"))?;

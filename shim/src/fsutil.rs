@@ -19,6 +19,16 @@ pub const TMP_PREFIX: &str = ".tmp-";
 /// Writes `data` to `path` atomically and durably: a temporary file in the same directory,
 /// fsync, rename over the target, fsync of the directory.
 pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_replace(path, data, true)
+}
+
+/// Writes `data` to `path` atomically (never seen half-written, whatever process dies when)
+/// but without fsync: for files under the run root, which a reboot clears anyway.
+pub fn write_atomic_volatile(path: &Path, data: &[u8]) -> io::Result<()> {
+    write_replace(path, data, false)
+}
+
+fn write_replace(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let dir = path
         .parent()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record path has no parent"))?;
@@ -37,9 +47,14 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
             .mode(0o600)
             .open(&tmp)?;
         f.write_all(data)?;
-        f.sync_all()?;
+        if durable {
+            f.sync_all()?;
+        }
         fs::rename(&tmp, path)?;
-        sync_dir(dir)
+        if durable {
+            sync_dir(dir)?;
+        }
+        Ok(())
     })();
     if result.is_err() {
         let _ = fs::remove_file(&tmp);
@@ -51,6 +66,12 @@ pub fn write_atomic(path: &Path, data: &[u8]) -> io::Result<()> {
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
     let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
     write_atomic(path, &data)
+}
+
+/// Serialises `value` as JSON and writes it with [`write_atomic_volatile`].
+pub fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
+    let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    write_atomic_volatile(path, &data)
 }
 
 /// Reads a JSON record written by [`write_json`].

@@ -96,7 +96,8 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
         .ok_or("config.json has no linux section")?;
     if let Some(cg) = linux.cgroups_path() {
         let cg = cg.display().to_string();
-        cgroups::join(&cg, 0).map_err(|e| format!("joining cgroup {cg}: {e}"))?;
+        // Single-threaded: nothing but this thread has run since exec.
+        cgroups::join_self_single_threaded(&cg).map_err(|e| format!("joining cgroup {cg}: {e}"))?;
     }
 
     let mut new = CloneFlags::CLONE_NEWNS;

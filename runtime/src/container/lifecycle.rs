@@ -263,11 +263,11 @@ impl Node {
                 upper: data_dir.join("upper"),
                 work: data_dir.join("work"),
             };
-            store::write_json(&bundle.join(ROOTFS_FILE), &rootfs)
+            store::write_json_volatile(&bundle.join(ROOTFS_FILE), &rootfs)
                 .ctx(|| format!("writing {}/{ROOTFS_FILE}", bundle.display()))?;
             let json = serde_json::to_vec_pretty(&oci)
                 .map_err(|e| Error::Internal(format!("encoding config.json: {e}")))?;
-            store::write_atomic(&bundle.join("config.json"), &json)
+            store::write_atomic_volatile(&bundle.join("config.json"), &json)
                 .ctx(|| format!("writing {}/config.json", bundle.display()))?;
             self.images.store.hold(&rec.chain_ids);
             if let Err(e) = self.containers.save(&rec) {
@@ -297,7 +297,7 @@ impl Node {
         }
         let pod = self.ready_pod(&rec.pod_id)?;
         let cfg = rec.config()?;
-        let mut shim = shim_client::connect(&pod.id, &pod.socket()).await?;
+        let mut shim = self.shim(&pod).await?;
         let r = shim
             .start_container(StartContainerRequest {
                 id: rec.id.clone(),
@@ -327,7 +327,7 @@ impl Node {
             return Ok(());
         }
         let pod = self.pods.find(&rec.pod_id)?;
-        let mut shim = shim_client::connect(&pod.id, &pod.socket()).await?;
+        let mut shim = self.shim(&pod).await?;
         if timeout > 0 {
             let sig = parse_signal(&rec.stop_signal);
             match shim
@@ -419,7 +419,7 @@ impl Node {
             )));
         }
         let pod = self.pods.find(&rec.pod_id)?;
-        let mut shim = shim_client::connect(&pod.id, &pod.socket()).await?;
+        let mut shim = self.shim(&pod).await?;
         let r = shim
             .exec_sync(ExecSyncRequest {
                 id: rec.id.clone(),
@@ -448,7 +448,7 @@ impl Node {
             )));
         }
         let pod = self.pods.find(&rec.pod_id)?;
-        let mut shim = shim_client::connect(&pod.id, &pod.socket()).await?;
+        let mut shim = self.shim(&pod).await?;
         shim.reopen_log(ReopenLogRequest { id: rec.id.clone() })
             .await
             .map_err(|s| shim_client::shim_error(&pod.id, s))?;

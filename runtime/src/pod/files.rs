@@ -55,7 +55,8 @@ pub fn write(
         (HOSTNAME, format!("{hostname}\n")),
     ] {
         let p = dir.join(name);
-        store::write_atomic(&p, text.as_bytes()).ctx(|| format!("writing {}", p.display()))?;
+        store::write_atomic_volatile(&p, text.as_bytes())
+            .ctx(|| format!("writing {}", p.display()))?;
         std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o644))
             .ctx(|| format!("setting mode of {}", p.display()))?;
     }

@@ -183,7 +183,9 @@ impl Node {
             cgroup,
             owns_cgroup,
         };
-        self.pods.save(&rec)?;
+        // Not fsynced: after a power loss the run root and every pod process are gone anyway,
+        // and a Creating record, there or not, is undone at the next start.
+        self.pods.save_volatile(&rec)?;
         let pod_cfg = PodConfig {
             id: id.clone(),
             dir: rec.run_dir.clone(),
@@ -248,7 +250,8 @@ impl Node {
             cgroups::create(&rec.cgroup).ctx(|| format!("creating cgroup {}", rec.cgroup))?;
         }
         let cfg_path = dir.join(POD_CONFIG);
-        store::write_json(&cfg_path, pod).ctx(|| format!("writing {}", cfg_path.display()))?;
+        store::write_json_volatile(&cfg_path, pod)
+            .ctx(|| format!("writing {}", cfg_path.display()))?;
         let log = dir.join("shim.log");
         let id = rec.id.clone();
         let launcher = &self.launcher;
@@ -293,6 +296,7 @@ impl Node {
 
     /// Asks the shim to kill what is left and exit; kills it if it does not answer.
     async fn stop_shim(&self, rec: &PodRecord) {
+        self.forget_shim(&rec.id);
         let asked = async {
             let mut c = shim_client::connect(&rec.id, &rec.socket()).await?;
             c.shutdown(ShutdownRequest {})

@@ -107,9 +107,24 @@ impl Pods {
 
     /// Writes the record durably, then makes it visible.
     pub fn save(&self, r: &PodRecord) -> Result<()> {
+        self.write(r, true)
+    }
+
+    /// Writes the record atomically but without fsync (see `run_pod`), then makes it visible.
+    pub fn save_volatile(&self, r: &PodRecord) -> Result<()> {
+        self.write(r, false)
+    }
+
+    fn write(&self, r: &PodRecord, durable: bool) -> Result<()> {
         let d = self.dir.join(&r.id);
         fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
-        store::write_json(&d.join("pod.json"), r).ctx(|| format!("writing pod record {}", r.id))?;
+        let p = d.join("pod.json");
+        if durable {
+            store::write_json(&p, r)
+        } else {
+            store::write_json_volatile(&p, r)
+        }
+        .ctx(|| format!("writing pod record {}", r.id))?;
         self.lock().insert(r.id.clone(), r.clone());
         Ok(())
     }

@@ -1,0 +1,213 @@
+//! Pod start benchmark, skiff against containerd 1.6 + runc, in one run on one machine:
+//! RunPodSandbox, CreateContainer+StartContainer, and the memory each pod costs (skiff: the
+//! pod's shim; containerd: its shim plus the pause process), p50/p95 over 30 host-network pods.
+//!
+//!     cargo build --release --workspace && cargo build --profile shim -p skiff-shim &&
+//!     cargo bench -p skiff-integration --bench pods
+
+use std::time::{Duration, Instant};
+
+use skiff_integration::containerd::{rss_kib, Containerd};
+use skiff_integration::cri::*;
+use skiff_integration::image::Compression;
+use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_proto::cri::*;
+
+const PODS: usize = 30;
+
+struct Sample {
+    run_pod: Duration,
+    create_start: Duration,
+    rss_kib: u64,
+}
+
+fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
+    v[i]
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
+fn main() {
+    require_root();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio");
+    rt.block_on(run_all());
+}
+
+fn host_network(name: &str, logs: &str) -> PodSandboxConfig {
+    let mut c = with_namespaces(
+        pod_config(name, logs),
+        NamespaceMode::Node,
+        NamespaceMode::Pod,
+        NamespaceMode::Pod,
+    );
+    // A host-network pod has the node's hostname (runc refuses one without its own UTS).
+    c.hostname = String::new();
+    c
+}
+
+/// Starts PODS pods with one `sleep` container each; returns the samples and the pod ids.
+async fn bench(
+    rt: &mut Rt,
+    image: &str,
+    logs: &str,
+    memory: impl Fn(&str, &PodSandboxStatusResponse) -> u64,
+) -> (Vec<Sample>, Vec<String>) {
+    let mut samples = vec![];
+    let mut pods = vec![];
+    for i in 0..PODS {
+        let pcfg = host_network(&format!("bench{i}"), logs);
+        let t = Instant::now();
+        let pod = run_pod(rt, &pcfg).await;
+        let run_pod_t = t.elapsed();
+        let t = Instant::now();
+        run(
+            rt,
+            &pod,
+            &pcfg,
+            container_config("c", image, &["sleep", "3600"]),
+        )
+        .await;
+        let cs = t.elapsed();
+        let st = rt
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: true,
+            })
+            .await
+            .expect("status")
+            .into_inner();
+        samples.push(Sample {
+            run_pod: run_pod_t,
+            create_start: cs,
+            rss_kib: memory(&pod, &st),
+        });
+        pods.push(pod);
+    }
+    (samples, pods)
+}
+
+async fn teardown(rt: &mut Rt, pods: Vec<String>) {
+    for p in pods {
+        let _ = rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: p.clone(),
+            })
+            .await;
+        let _ = rt
+            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: p })
+            .await;
+    }
+}
+
+fn pid_from_info(st: &PodSandboxStatusResponse) -> i32 {
+    let info: serde_json::Value =
+        serde_json::from_str(st.info.get("info").map(String::as_str).unwrap_or("{}"))
+            .unwrap_or_default();
+    info["pid"].as_i64().unwrap_or(0) as i32
+}
+
+/// containerd-shim-runc-v2 serving sandbox `id`, found by its command line.
+fn containerd_shim_of(id: &str) -> i32 {
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("containerd-shim-runc-v2") && cmd.contains(id) {
+            return e.file_name().to_string_lossy().parse().unwrap_or(0);
+        }
+    }
+    0
+}
+
+fn row(name: &str, s: &[Sample]) {
+    let rp: Vec<f64> = s.iter().map(|x| ms(x.run_pod)).collect();
+    let cs: Vec<f64> = s.iter().map(|x| ms(x.create_start)).collect();
+    let tot: Vec<f64> = s.iter().map(|x| ms(x.run_pod + x.create_start)).collect();
+    let mem: Vec<f64> = s.iter().map(|x| x.rss_kib as f64 / 1024.0).collect();
+    println!(
+        "| {name} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} / {:.2} |",
+        pct(rp.clone(), 0.5),
+        pct(rp, 0.95),
+        pct(cs.clone(), 0.5),
+        pct(cs, 0.95),
+        pct(tot.clone(), 0.5),
+        pct(tot, 0.95),
+        pct(mem.clone(), 0.5),
+        pct(mem, 0.95),
+    );
+}
+
+async fn run_all() {
+    let reg = Registry::start();
+    let busybox = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "bench/busybox", "v1")
+        .await;
+    let pause = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .config(
+            "Entrypoint",
+            serde_json::json!(["/bin/sleep", "2147483647"]),
+        )
+        .push(&reg.host, "bench/pause", "v1")
+        .await;
+    let logs = tempfile::tempdir().unwrap();
+    let logs_s = logs.path().to_str().unwrap().to_string();
+
+    // The shim as it is deployed: built with the size-optimised `shim` profile.
+    let shim = skiff_integration::bin_dir().join("../shim/skiff-shim");
+    assert!(
+        shim.exists(),
+        "{} missing: cargo build --profile shim -p skiff-shim",
+        shim.display()
+    );
+    let shim_cfg = format!("shim_binary = \"{}\"\n", shim.display());
+    let skiff = {
+        let d = Skiffd::start_with(&[&reg.host], Some(&shim_cfg), &["--log-level", "warn"]);
+        pull(&mut d.images().await, &busybox.reference).await;
+        let mut rt = d.runtime().await;
+        let (s, pods) = bench(&mut rt, &busybox.reference, &logs_s, |_, st| {
+            rss_kib(pid_from_info(st))
+        })
+        .await;
+        teardown(&mut rt, pods).await;
+        s
+    };
+    let containerd = {
+        let c = Containerd::start(&reg.host, &pause.reference);
+        let mut img = c.images().await;
+        pull(&mut img, &busybox.reference).await;
+        pull(&mut img, &pause.reference).await;
+        let mut rt = c.runtime().await;
+        let (s, pods) = bench(&mut rt, &busybox.reference, &logs_s, |id, st| {
+            rss_kib(containerd_shim_of(id)) + rss_kib(pid_from_info(st))
+        })
+        .await;
+        teardown(&mut rt, pods).await;
+        s
+    };
+    println!();
+    println!("{PODS} host-network pods, one busybox `sleep` container each, started one after another; p50 / p95");
+    println!("| runtime | RunPodSandbox ms | Create+StartContainer ms | pod + container ms | memory per pod MiB |");
+    println!("|---|---|---|---|---|");
+    row("skiff (skiff-shim)", &skiff);
+    row("containerd 1.6 + runc (shim + pause)", &containerd);
+    let p50 = |s: &[Sample]| {
+        pct(
+            s.iter().map(|x| ms(x.run_pod + x.create_start)).collect(),
+            0.5,
+        )
+    };
+    println!();
+    println!(
+        "pod + container p50 speed-up: {:.1}x",
+        p50(&containerd) / p50(&skiff)
+    );
+}
