@@ -782,3 +782,77 @@ async fn list_filters_and_status_fields() {
         .unwrap()
         .contains("skiff-shim"));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn recursive_read_only_mounts_cover_submounts() {
+    let mut e = env("rro").await;
+    let vol = tempfile::tempdir().unwrap();
+    let sub = vol.path().join("sub");
+    std::fs::create_dir(&sub).unwrap();
+    nix::mount::mount(
+        Some("tmpfs"),
+        &sub,
+        Some("tmpfs"),
+        nix::mount::MsFlags::empty(),
+        None::<&str>,
+    )
+    .unwrap();
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = nix::mount::umount2(&self.0, nix::mount::MntFlags::MNT_DETACH);
+        }
+    }
+    let _u = Unmount(sub.clone());
+    let host = vol.path().to_str().unwrap().to_string();
+    let mk = |cp: &str, rro: bool| skiff_proto::cri::Mount {
+        container_path: cp.into(),
+        host_path: host.clone(),
+        readonly: true,
+        recursive_read_only: rro,
+        ..Default::default()
+    };
+    let mut c = container_config("m", &e.image, &["sleep", "1000"]);
+    c.mounts = vec![mk("/ro", false), mk("/rro", true)];
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    let write = |p: &'static str| {
+        let mut rt = e.rt.clone();
+        let id = id.clone();
+        async move {
+            let r = exec(&mut rt, &id, &["sh", "-c", &format!("echo x > {p}")], 5)
+                .await
+                .unwrap();
+            (r.exit_code, String::from_utf8_lossy(&r.stderr).into_owned())
+        }
+    };
+    // Plain read-only covers the top mount only; recursive read-only covers the submount too.
+    let (code, err) = write("/ro/top").await;
+    assert!(code != 0 && err.contains("Read-only"), "{err}");
+    assert_eq!(write("/ro/sub/x").await.0, 0);
+    assert!(sub.join("x").exists());
+    let (code, err) = write("/rro/sub/y").await;
+    assert!(code != 0 && err.contains("Read-only"), "{err}");
+    assert!(!sub.join("y").exists());
+
+    let mut bad = container_config("bad", &e.image, &["true"]);
+    bad.mounts = vec![skiff_proto::cri::Mount {
+        readonly: false,
+        ..mk("/x", true)
+    }];
+    let err = create(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), bad)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("mounts[0].recursive_read_only"),
+        "{}",
+        err.message()
+    );
+    let st =
+        e.rt.status(StatusRequest { verbose: false })
+            .await
+            .unwrap()
+            .into_inner();
+    let f = st.runtime_handlers[0].features.unwrap();
+    assert!(f.recursive_read_only_mounts && !f.user_namespaces);
+}

@@ -89,6 +89,36 @@ async fn stop_and_remove_leave_nothing_behind() {
     )
     .await;
     assert!(!footprint(&d).is_empty());
+    // The container's processes are in its own cgroup, below the pod's, in every hierarchy.
+    let pid = {
+        let r = rt
+            .container_status(ContainerStatusRequest {
+                container_id: a.clone(),
+                verbose: true,
+            })
+            .await
+            .unwrap()
+            .into_inner();
+        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+        info["pid"].as_i64().unwrap()
+    };
+    let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    for ctl in ["memory", "pids", "cpuset"] {
+        let line = cgroups
+            .lines()
+            .find(|l| {
+                l.split(':')
+                    .nth(1)
+                    .is_some_and(|c| c.split(',').any(|x| x == ctl))
+            })
+            .unwrap_or_else(|| panic!("no {ctl} line in {cgroups}"));
+        assert!(
+            line.starts_with(&format!("{}", line.split(':').next().unwrap()))
+                && line.contains(&d.cgroup_root)
+                && line.ends_with(&format!("/{a}")),
+            "{ctl}: {line}"
+        );
+    }
     let cg = Path::new("/sys/fs/cgroup/memory").join(d.cgroup_root.trim_start_matches('/'));
     assert!(
         cg.read_dir().unwrap().any(|e| e.unwrap().path().is_dir()),

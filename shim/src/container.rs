@@ -349,7 +349,7 @@ fn reader(fd: OwnedFd) -> Result<FdReader, Status> {
 
 async fn drain(mut r: FdReader) {
     use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 8192];
+    let mut buf = vec![0u8; 4096];
     while let Ok(n) = r.read(&mut buf).await {
         if n == 0 {
             break;

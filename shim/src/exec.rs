@@ -150,7 +150,7 @@ async fn collect(fd: OwnedFd) -> Vec<u8> {
         Err(_) => return vec![],
     };
     let mut out = Vec::new();
-    let mut buf = vec![0u8; 16 * 1024];
+    let mut buf = vec![0u8; 4096];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,

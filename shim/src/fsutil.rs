@@ -70,7 +70,7 @@ pub fn write_json<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
 
 /// Serialises `value` as JSON and writes it with [`write_atomic_volatile`].
 pub fn write_json_volatile<T: Serialize>(path: &Path, value: &T) -> io::Result<()> {
-    let data = serde_json::to_vec_pretty(value).map_err(io::Error::other)?;
+    let data = serde_json::to_vec(value).map_err(io::Error::other)?;
     write_atomic_volatile(path, &data)
 }
 

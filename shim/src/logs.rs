@@ -63,7 +63,8 @@ fn open_append(path: &Path) -> std::io::Result<File> {
 
 /// Copies `src` into `log` as records of `stream` until EOF.
 pub async fn pump<R: AsyncRead + Unpin>(mut src: R, stream: &'static str, log: Arc<LogFile>) {
-    let mut buf = vec![0u8; 32 * 1024];
+    // Read in pages; a long line accumulates in `pending` until its newline or 16 KiB.
+    let mut buf = vec![0u8; 4096];
     let mut pending: Vec<u8> = Vec::new();
     loop {
         let n = match src.read(&mut buf).await {

@@ -130,7 +130,12 @@ async fn serve(state: Arc<State>, listener: std::os::unix::net::UnixListener) ->
     let svc = ShimServer::new(Api {
         state: state.clone(),
     });
+    // Small windows and frames: skiffd's requests are small, and every byte of buffer is paid
+    // once per pod.
     let result = tonic::transport::Server::builder()
+        .initial_connection_window_size(64 * 1024)
+        .initial_stream_window_size(64 * 1024)
+        .max_frame_size(16 * 1024)
         .add_service(svc)
         .serve_with_incoming_shutdown(
             tokio_stream::wrappers::UnixListenerStream::new(listener),

@@ -298,10 +298,15 @@ pub fn user_mounts(cfg: &ContainerConfig) -> Result<(Vec<Mount>, Vec<MountRecord
                 m.host_path
             )));
         }
-        if m.recursive_read_only {
+        // As the CRI asks: recursive read-only needs readonly and private propagation.
+        if m.recursive_read_only && !m.readonly {
             return Err(Error::InvalidArgument(format!(
-                "{field}.recursive_read_only: not supported by this skiff (the runtime handler \
-                 does not report recursive_read_only_mounts)"
+                "{field}.recursive_read_only: requires readonly"
+            )));
+        }
+        if m.recursive_read_only && m.propagation() != MountPropagation::PropagationPrivate {
+            return Err(Error::InvalidArgument(format!(
+                "{field}.recursive_read_only: requires private propagation"
             )));
         }
         if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
@@ -325,7 +330,9 @@ pub fn user_mounts(cfg: &ContainerConfig) -> Result<(Vec<Mount>, Vec<MountRecord
             MountPropagation::PropagationBidirectional => "rshared",
         };
         let mut opts = vec!["rbind", prop];
-        if m.readonly {
+        if m.recursive_read_only {
+            opts.push("rro");
+        } else if m.readonly {
             opts.push("ro");
         }
         mounts.push(mount(&m.container_path, "bind", &m.host_path, &opts)?);

@@ -60,7 +60,7 @@ pub fn status(cri: &Cri, req: &StatusRequest) -> StatusResponse {
         runtime_handlers: vec![RuntimeHandler {
             name: String::new(),
             features: Some(RuntimeHandlerFeatures {
-                recursive_read_only_mounts: false,
+                recursive_read_only_mounts: true,
                 user_namespaces: false,
             }),
         }],
