@@ -113,9 +113,7 @@ async fn stop_and_remove_leave_nothing_behind() {
             })
             .unwrap_or_else(|| panic!("no {ctl} line in {cgroups}"));
         assert!(
-            line.starts_with(&format!("{}", line.split(':').next().unwrap()))
-                && line.contains(&d.cgroup_root)
-                && line.ends_with(&format!("/{a}")),
+            line.contains(&d.cgroup_root) && line.ends_with(&format!("/{a}")),
             "{ctl}: {line}"
         );
     }
