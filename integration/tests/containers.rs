@@ -856,3 +856,40 @@ async fn recursive_read_only_mounts_cover_submounts() {
     let f = st.runtime_handlers[0].features.unwrap();
     assert!(f.recursive_read_only_mounts && !f.user_namespaces);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_oom_kill_is_reported_as_oomkilled() {
+    let mut e = env("oom").await;
+    // Waits for its cgroup to get a limit (set below, from the host, as the resources work will
+    // through the CRI), then keeps 200 MiB in memory.
+    let c = container_config(
+        "hog",
+        &e.image,
+        &[
+            "sh",
+            "-c",
+            "sleep 1; head -c 200000000 /dev/zero | busybox tail -c 200000000 > /dev/null",
+        ],
+    );
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    let r =
+        e.rt.container_status(ContainerStatusRequest {
+            container_id: id.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+    let cg = info["cgroup"]
+        .as_str()
+        .unwrap()
+        .trim_start_matches('/')
+        .to_string();
+    let mem = std::path::Path::new("/sys/fs/cgroup/memory").join(&cg);
+    std::fs::write(mem.join("memory.limit_in_bytes"), "16777216").unwrap();
+    let _ = std::fs::write(mem.join("memory.memsw.limit_in_bytes"), "16777216");
+    let s = wait_exited(&mut e.rt, &id, Duration::from_secs(30)).await;
+    assert_eq!(s.reason, "OOMKilled", "{s:?}");
+    assert_eq!(s.exit_code, 137);
+}
