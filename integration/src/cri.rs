@@ -203,3 +203,23 @@ pub async fn pull(img: &mut Img, reference: &str) -> String {
     .into_inner()
     .image_ref
 }
+
+/// ContainerStatus' verbose info, parsed.
+pub async fn container_info(rt: &mut Rt, id: &str) -> serde_json::Value {
+    let r = rt
+        .container_status(ContainerStatusRequest {
+            container_id: id.into(),
+            verbose: true,
+        })
+        .await
+        .expect("ContainerStatus")
+        .into_inner();
+    serde_json::from_str(&r.info["info"]).expect("verbose info is JSON")
+}
+
+/// The container's main process, as the host numbers it.
+pub async fn container_pid(rt: &mut Rt, id: &str) -> i32 {
+    container_info(rt, id).await["pid"]
+        .as_i64()
+        .expect("pid in info") as i32
+}

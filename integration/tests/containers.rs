@@ -417,18 +417,7 @@ async fn bind_mounts_readonly_and_propagation() {
     // A mount made in the container under rshared reaches the host; under rslave it does not.
     // Mounting needs CAP_SYS_ADMIN, which containers do not have: do it from a helper sharing
     // the container's mount namespace.
-    let pid = {
-        let r =
-            e.rt.container_status(ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
-        info["pid"].as_i64().unwrap()
-    };
+    let pid = container_pid(&mut e.rt, &id).await;
     let st = std::process::Command::new("nsenter")
         .args(["-t", &pid.to_string(), "-m", "/bin/busybox", "sh", "-c"])
         .arg("busybox mkdir -p /bidir/fromc /slave/fromc2 && busybox mount -t tmpfs none /bidir/fromc && busybox mount -t tmpfs none /slave/fromc2 && echo c > /bidir/fromc/m")
@@ -872,15 +861,7 @@ async fn an_oom_kill_is_reported_as_oomkilled() {
         ],
     );
     let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
-    let r =
-        e.rt.container_status(ContainerStatusRequest {
-            container_id: id.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+    let info = container_info(&mut e.rt, &id).await;
     let cg = info["cgroup"]
         .as_str()
         .unwrap()

@@ -90,18 +90,7 @@ async fn stop_and_remove_leave_nothing_behind() {
     .await;
     assert!(!footprint(&d).is_empty());
     // The container's processes are in its own cgroup, below the pod's, in every hierarchy.
-    let pid = {
-        let r = rt
-            .container_status(ContainerStatusRequest {
-                container_id: a.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
-        info["pid"].as_i64().unwrap()
-    };
+    let pid = container_pid(&mut rt, &a).await;
     let cgroups = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     for ctl in ["memory", "pids", "cpuset"] {
         let line = cgroups
@@ -210,18 +199,7 @@ async fn removing_a_running_pod_and_container_directly() {
         container_config("a", &image, &["sleep", "3600"]),
     )
     .await;
-    let pid = {
-        let r = rt
-            .container_status(ContainerStatusRequest {
-                container_id: a.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
-        info["pid"].as_i64().unwrap()
-    };
+    let pid = container_pid(&mut rt, &a).await;
     assert!(Path::new(&format!("/proc/{pid}")).exists());
     rt.remove_container(RemoveContainerRequest {
         container_id: a.clone(),
@@ -293,18 +271,7 @@ async fn pods_survive_kill9_of_skiffd_and_exits_while_down_are_reported() {
     )
     .await
     .unwrap();
-    let long_pid = {
-        let r = rt
-            .container_status(ContainerStatusRequest {
-                container_id: long.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
-        info["pid"].as_i64().unwrap()
-    };
+    let long_pid = container_pid(&mut rt, &long).await;
     d.kill9();
     // While skiffd is down: the short container exits with 7 and logs keep flowing.
     let log = logs.path().join("long/0.log");

@@ -70,19 +70,6 @@ async fn a_container_runs_and_exits_with_its_code_and_output() {
     drop(e.d);
 }
 
-async fn pid_of(rt: &mut Rt, id: &str) -> i32 {
-    let r = rt
-        .container_status(ContainerStatusRequest {
-            container_id: id.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
-    info["pid"].as_i64().unwrap() as i32
-}
-
 fn proc_status(pid: i32, key: &str) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
         .unwrap()
@@ -132,7 +119,7 @@ async fn args_env_user_and_working_dir_from_image_and_request() {
         value: "request".into(),
     }];
     let id = run(&mut rt, &pod, &pcfg, c).await;
-    let pid = pid_of(&mut rt, &id).await;
+    let pid = container_pid(&mut rt, &id).await;
     // The kernel's view of the process, from the host.
     assert_eq!(
         proc_status(pid, "Uid").split_whitespace().next(),
@@ -217,7 +204,10 @@ async fn pid_namespace_modes() {
         pid1.contains("skiff-shim"),
         "PID 1 of the pod is its shim: {pid1}"
     );
-    let (pa, pb) = (pid_of(&mut e.rt, &a).await, pid_of(&mut e.rt, &b).await);
+    let (pa, pb) = (
+        container_pid(&mut e.rt, &a).await,
+        container_pid(&mut e.rt, &b).await,
+    );
     assert_eq!(ns_of(pa, "pid"), ns_of(pb, "pid"));
     assert_ne!(ns_of(pa, "pid"), ns_of(std::process::id() as i32, "pid"));
     for ns in ["net", "ipc", "uts"] {
@@ -261,7 +251,10 @@ async fn pid_namespace_modes() {
     assert!(seen.contains("sleep 1004"), "{seen}");
     let pid1 = sh(&mut e.rt, &a, "tr '\\0' ' ' < /proc/1/cmdline").await;
     assert!(pid1.contains("sleep 1003"), "{pid1}");
-    let (pa, pb) = (pid_of(&mut e.rt, &a).await, pid_of(&mut e.rt, &b).await);
+    let (pa, pb) = (
+        container_pid(&mut e.rt, &a).await,
+        container_pid(&mut e.rt, &b).await,
+    );
     assert_ne!(ns_of(pa, "pid"), ns_of(pb, "pid"));
 
     // NODE: host PID, network, IPC namespaces.
@@ -279,7 +272,7 @@ async fn pid_namespace_modes() {
         container_config("a", &e.image, &["sleep", "1005"]),
     )
     .await;
-    let pa = pid_of(&mut e.rt, &a).await;
+    let pa = container_pid(&mut e.rt, &a).await;
     let me = std::process::id() as i32;
     for ns in ["pid", "net", "ipc", "uts"] {
         assert_eq!(ns_of(pa, ns), ns_of(me, ns), "{ns} is the host's");

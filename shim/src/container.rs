@@ -4,9 +4,7 @@
 //! (or an error line if it could not). It then pumps output to the CRI log and records the exit.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -17,7 +15,6 @@ use serde::Deserialize;
 use skiff_proto::shim::StartContainerRequest;
 use skiff_shim::api::{now_ns, ContainerState};
 use skiff_shim::cgroups;
-use tokio::io::AsyncBufReadExt;
 use tokio::sync::watch;
 use tonic::Status;
 
@@ -168,41 +165,13 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
             .map_err(|e| Status::internal(format!("pipe: {e}")))?;
         (null, ow, ew, or, Some(er))
     };
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-        .map_err(|e| Status::internal(format!("socketpair: {e}")))?;
-    let theirs_fd = theirs.as_raw_fd();
-    let mut cmd = Command::new(&state.exe);
-    cmd.arg0("skiff-shim")
-        .arg("init")
-        .arg(&bundle)
-        .stdin(Stdio::from(child_in))
-        .stdout(Stdio::from(child_out))
-        .stderr(Stdio::from(child_err));
-    // SAFETY: the closure runs between fork and exec and calls only dup2, which is
-    // async-signal-safe; `theirs_fd` stays open in the parent until spawn returns.
-    unsafe {
-        cmd.pre_exec(move || {
-            if libc::dup2(theirs_fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let spawned = cmd.spawn();
-    drop(theirs);
-    drop(cmd); // closes our copies of the child's stdio ends
-    let _helper = spawned.map_err(|e| {
-        Status::internal(format!(
-            "starting the init helper {}: {e}",
-            state.exe.display()
-        ))
-    })?;
-
-    ours.set_nonblocking(true)
-        .map_err(|e| Status::internal(format!("sync socket: {e}")))?;
-    let ours = tokio::net::UnixStream::from_std(ours)
-        .map_err(|e| Status::internal(format!("sync socket: {e}")))?;
-    let mut lines = tokio::io::BufReader::new(ours).lines();
+    let mut lines = crate::helper::spawn(
+        &state.exe,
+        &["init".as_ref(), bundle.as_os_str()],
+        child_in,
+        child_out,
+        child_err,
+    )?;
     let mut pid = 0;
     let mut host_pid = 0;
     let mut failure = None;

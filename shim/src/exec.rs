@@ -8,25 +8,23 @@
 
 use std::convert::Infallible;
 use std::fs::File;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::os::unix::process::CommandExt;
+use std::os::fd::{AsFd, OwnedFd};
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::Duration;
 
 use nix::sched::{setns, CloneFlags};
 use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
-use nix::unistd::{fork, ForkResult, Pid};
+use nix::unistd::Pid;
 use oci_spec::runtime::Spec;
 use skiff_proto::shim::ExecSyncResponse;
 use skiff_shim::cgroups;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt};
+use tokio::io::AsyncReadExt;
 use tonic::Status;
 
 use crate::container::Container;
-use crate::init::{report_error, send, sync_socket};
+use crate::init::{fork_reporting_pid, report_error, sync_socket};
 use crate::supervisor::State;
 
 /// Most output kept per stream; the rest is read and dropped.
@@ -50,41 +48,17 @@ pub async fn exec_sync(
     let null = File::open("/dev/null").map_err(|e| Status::internal(format!("/dev/null: {e}")))?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
-        .map_err(|e| Status::internal(format!("socketpair: {e}")))?;
-    let theirs_fd = theirs.as_raw_fd();
-    let mut command = Command::new(&state.exe);
-    command
-        .arg0("skiff-shim")
-        .arg("exec")
-        .arg(&c.bundle)
-        .arg(c.host_pid.to_string())
-        .arg("--")
-        .args(&cmd)
-        .stdin(Stdio::from(null))
-        .stdout(Stdio::from(out_w))
-        .stderr(Stdio::from(err_w));
-    // SAFETY: only dup2 (async-signal-safe) runs between fork and exec.
-    unsafe {
-        command.pre_exec(move || {
-            if libc::dup2(theirs_fd, 3) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    let spawned = command.spawn();
-    drop(theirs);
-    drop(command);
-    spawned.map_err(|e| Status::internal(format!("starting the exec helper: {e}")))?;
-
+    let pid_arg = c.host_pid.to_string();
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "exec".as_ref(),
+        c.bundle.as_os_str(),
+        pid_arg.as_ref(),
+        "--".as_ref(),
+    ];
+    args.extend(cmd.iter().map(|a| std::ffi::OsStr::new(a.as_str())));
+    let mut lines = crate::helper::spawn(&state.exe, &args, null.into(), out_w, err_w)?;
     let out_task = tokio::spawn(collect(out_r));
     let err_task = tokio::spawn(collect(err_r));
-    ours.set_nonblocking(true)
-        .map_err(|e| Status::internal(format!("sync socket: {e}")))?;
-    let ours = tokio::net::UnixStream::from_std(ours)
-        .map_err(|e| Status::internal(format!("sync socket: {e}")))?;
-    let mut lines = tokio::io::BufReader::new(ours).lines();
     let mut pid = 0;
     while let Ok(Some(line)) = lines.next_line().await {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
@@ -233,16 +207,7 @@ fn helper(
     for (f, flag, name) in &nss {
         setns(f.as_fd(), *flag).map_err(|e| format!("joining {name}: {e}"))?;
     }
-    // SAFETY: this helper is single-threaded.
-    match unsafe { fork() } {
-        Ok(ForkResult::Parent { child }) => {
-            send(sync, serde_json::json!({ "pid": child.as_raw() }))
-                .map_err(|e| format!("reporting the pid: {e}"))?;
-            std::process::exit(0)
-        }
-        Ok(ForkResult::Child) => {}
-        Err(e) => return Err(format!("fork: {e}")),
-    }
+    fork_reporting_pid(sync)?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     // Its own process group, so that a timeout kills what it started too.
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;

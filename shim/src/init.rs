@@ -44,6 +44,22 @@ pub fn send(sync: &mut File, msg: serde_json::Value) -> std::io::Result<()> {
     sync.write_all(line.as_bytes())
 }
 
+/// Forks (so the child lands in the PID namespace just joined or created); the parent reports
+/// the child's PID (in the supervisor's namespace) on the sync socket and exits. Returns in the
+/// child.
+pub fn fork_reporting_pid(sync: &mut File) -> Result<(), String> {
+    // SAFETY: helpers are single-threaded, so the child may run any code after fork.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { child }) => {
+            send(sync, serde_json::json!({ "pid": child.as_raw() }))
+                .map_err(|e| format!("reporting the pid: {e}"))?;
+            std::process::exit(0)
+        }
+        Ok(ForkResult::Child) => Ok(()),
+        Err(e) => Err(format!("fork: {e}")),
+    }
+}
+
 pub fn report_error(sync: &mut File, msg: &str) {
     let _ = send(sync, serde_json::json!({ "error": msg }));
 }
@@ -121,16 +137,7 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
     }
     unshare(new).map_err(|e| format!("creating the container's namespaces: {e}"))?;
 
-    // SAFETY: this process is single-threaded, so the child may run any code after fork.
-    match unsafe { fork() } {
-        Ok(ForkResult::Parent { child }) => {
-            send(sync, serde_json::json!({ "pid": child.as_raw() }))
-                .map_err(|e| format!("reporting the pid: {e}"))?;
-            std::process::exit(0)
-        }
-        Ok(ForkResult::Child) => {}
-        Err(e) => return Err(format!("fork: {e}")),
-    }
+    fork_reporting_pid(sync)?;
     report_host_pid(sync)?;
     rootfs::setup(&spec, &rootfs, bundle)?;
     process::exec(&spec)

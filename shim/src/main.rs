@@ -3,6 +3,7 @@
 
 mod container;
 mod exec;
+mod helper;
 mod init;
 mod logs;
 mod pod;

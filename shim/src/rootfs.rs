@@ -66,22 +66,7 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
     )
     .map_err(|e| format!("setting mount propagation of /: {e}"))?;
     // pivot_root refuses a shared parent: give the bundle a private mount of its own.
-    mount(
-        Some(bundle),
-        bundle,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| format!("binding bundle {}: {e}", bundle.display()))?;
-    mount(
-        None::<&str>,
-        bundle,
-        None::<&str>,
-        MsFlags::MS_PRIVATE,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making bundle {} private: {e}", bundle.display()))?;
+    bind_self(bundle, MsFlags::MS_PRIVATE)?;
 
     mount_overlay(layers, &root)?;
     let rootfd = fsutil::open_dir(&root).map_err(|e| format!("opening rootfs: {e}"))?;
@@ -420,6 +405,14 @@ fn readonly(p: &Path) -> R<()> {
     if std::fs::metadata(p).is_err() {
         return Ok(());
     }
+    bind_self(
+        p,
+        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
+    )
+}
+
+/// Bind-mounts `p` onto itself (recursively), then applies `then` to the new mount.
+fn bind_self(p: &Path, then: MsFlags) -> R<()> {
     mount(
         Some(p),
         p,
@@ -428,12 +421,6 @@ fn readonly(p: &Path) -> R<()> {
         None::<&str>,
     )
     .map_err(|e| format!("binding {}: {e}", p.display()))?;
-    mount(
-        None::<&str>,
-        p,
-        None::<&str>,
-        MsFlags::MS_BIND | MsFlags::MS_REMOUNT | MsFlags::MS_RDONLY | MsFlags::MS_REC,
-        None::<&str>,
-    )
-    .map_err(|e| format!("making {} read-only: {e}", p.display()))
+    mount(None::<&str>, p, None::<&str>, then, None::<&str>)
+        .map_err(|e| format!("{} ({then:?}): {e}", p.display()))
 }

@@ -5,12 +5,14 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use skiff_proto::cri::{ContainerConfig, PodSandboxConfig};
+use skiff_proto::shim::shim_client::ShimClient;
 use skiff_proto::shim::{
     ExecSyncRequest, ExecSyncResponse, KillContainerRequest, ReopenLogRequest,
     StartContainerRequest,
 };
 use skiff_shim::api::{ContainerState, Rootfs, ROOTFS_FILE};
 use skiff_shim::{cgroups, fsutil};
+use tonic::transport::Channel;
 
 use super::spec::{self, ImageConfig, PodContext, SpecInput};
 use super::{user, ContainerRecord};
@@ -396,6 +398,22 @@ impl Node {
         Ok(())
     }
 
+    /// A running container, its pod and a client for the pod's shim; FailedPrecondition if the
+    /// container does not run.
+    async fn running(&self, id: &str) -> Result<(ContainerRecord, PodRecord, ShimClient<Channel>)> {
+        let rec = self.containers.find(id)?;
+        let st = self.container_state(&rec);
+        if st.pid == 0 || st.exited {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} is not running",
+                rec.id
+            )));
+        }
+        let pod = self.pods.find(&rec.pod_id)?;
+        let shim = self.shim(&pod).await?;
+        Ok((rec, pod, shim))
+    }
+
     pub async fn exec_sync(
         &self,
         id: &str,
@@ -410,16 +428,7 @@ impl Node {
                 "timeout: {timeout} is negative"
             )));
         }
-        let rec = self.containers.find(id)?;
-        let st = self.container_state(&rec);
-        if st.pid == 0 || st.exited {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is not running",
-                rec.id
-            )));
-        }
-        let pod = self.pods.find(&rec.pod_id)?;
-        let mut shim = self.shim(&pod).await?;
+        let (rec, pod, mut shim) = self.running(id).await?;
         let r = shim
             .exec_sync(ExecSyncRequest {
                 id: rec.id.clone(),
@@ -439,16 +448,7 @@ impl Node {
     }
 
     pub async fn reopen_log(&self, id: &str) -> Result<()> {
-        let rec = self.containers.find(id)?;
-        let st = self.container_state(&rec);
-        if st.pid == 0 || st.exited {
-            return Err(Error::FailedPrecondition(format!(
-                "container {} is not running",
-                rec.id
-            )));
-        }
-        let pod = self.pods.find(&rec.pod_id)?;
-        let mut shim = self.shim(&pod).await?;
+        let (rec, pod, mut shim) = self.running(id).await?;
         shim.reopen_log(ReopenLogRequest { id: rec.id.clone() })
             .await
             .map_err(|s| shim_client::shim_error(&pod.id, s))?;

@@ -203,21 +203,7 @@ impl Containers {
 
     /// The container `id` names: the full id or a unique prefix of it.
     pub fn find(&self, id: &str) -> Result<ContainerRecord> {
-        if id.is_empty() {
-            return Err(Error::InvalidArgument("container_id: is empty".into()));
-        }
-        let m = self.lock();
-        if let Some(r) = m.get(id) {
-            return Ok(r.clone());
-        }
-        let hits: Vec<&ContainerRecord> = m.values().filter(|r| r.id.starts_with(id)).collect();
-        match hits.len() {
-            1 => Ok(hits[0].clone()),
-            0 => Err(Error::NotFound(format!("container {id} not found"))),
-            _ => Err(Error::InvalidArgument(format!(
-                "container id prefix {id} is ambiguous"
-            ))),
-        }
+        store::find_by_id(&self.lock(), id, "container", "container_id").cloned()
     }
 
     pub fn list(&self) -> Vec<ContainerRecord> {

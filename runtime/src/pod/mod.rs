@@ -141,21 +141,7 @@ impl Pods {
 
     /// The pod `id` names: the full id, or a unique prefix of it (as crictl abbreviates).
     pub fn find(&self, id: &str) -> Result<PodRecord> {
-        if id.is_empty() {
-            return Err(Error::InvalidArgument("pod_sandbox_id: is empty".into()));
-        }
-        let m = self.lock();
-        if let Some(r) = m.get(id) {
-            return Ok(r.clone());
-        }
-        let hits: Vec<&PodRecord> = m.values().filter(|r| r.id.starts_with(id)).collect();
-        match hits.len() {
-            1 => Ok(hits[0].clone()),
-            0 => Err(Error::NotFound(format!("pod sandbox {id} not found"))),
-            _ => Err(Error::InvalidArgument(format!(
-                "pod sandbox id prefix {id} is ambiguous"
-            ))),
-        }
+        store::find_by_id(&self.lock(), id, "pod sandbox", "pod_sandbox_id").cloned()
     }
 
     pub fn list(&self) -> Vec<PodRecord> {
