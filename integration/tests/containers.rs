@@ -874,3 +874,37 @@ async fn an_oom_kill_is_reported_as_oomkilled() {
     assert_eq!(s.reason, "OOMKilled", "{s:?}");
     assert_eq!(s.exit_code, 137);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mount_points_are_made_inside_the_rootfs_never_through_symlinks_out() {
+    require_root();
+    // An image whose /escape is a symlink to a directory on the host.
+    let victim = tempfile::tempdir().unwrap();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(
+            Layer::busybox().symlink("escape", victim.path().to_str().unwrap()),
+            Compression::Gzip,
+        )
+        .push(&reg.host, "test/evil", "v1")
+        .await;
+    let vol = tempfile::tempdir().unwrap();
+    let d = Skiffd::start(&[&reg.host]);
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("evil", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let mut c = container_config("c", &img.reference, &["sleep", "100"]);
+    c.mounts = vec![skiff_proto::cri::Mount {
+        container_path: "/escape/mnt".into(),
+        host_path: vol.path().to_str().unwrap().into(),
+        ..Default::default()
+    }];
+    let id = run(&mut rt, &pod, &pcfg, c).await;
+    // The mount point was created inside the rootfs, where the symlink resolves as if the
+    // rootfs were /; the host directory it names is untouched.
+    assert_eq!(std::fs::read_dir(victim.path()).unwrap().count(), 0);
+    std::fs::write(vol.path().join("v"), "vol").unwrap();
+    assert_eq!(sh(&mut rt, &id, "cat /escape/mnt/v").await, "vol");
+}

@@ -5,7 +5,7 @@ use std::ffi::CString;
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
-use std::os::unix::ffi::OsStrExt;
+use std::os::unix::ffi::{OsStrExt, OsStringExt};
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Component, Path, PathBuf};
 
@@ -176,8 +176,15 @@ pub fn openat2_in_root(root: &OwnedFd, rel: &Path, flags: i32) -> io::Result<Own
 }
 
 /// Opens (creating as needed, mode 0755) the directory `rel` inside `root`, resolving every
-/// component inside it. Returns an `O_PATH` descriptor.
+/// component inside it. A symlink on the way is followed inside `root` (as if `root` were `/`),
+/// and its missing target directories are created there too, as runc does for mount points
+/// (`/var/run -> /run` with no `/run` yet). Returns an `O_PATH` descriptor.
 pub fn mkdir_all_in_root(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
+    mkdir_all_depth(root, rel, 0)
+}
+
+fn mkdir_all_depth(root: &OwnedFd, rel: &Path, depth: u32) -> io::Result<OwnedFd> {
+    const MAX_LINKS: u32 = 40;
     let flags = libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC;
     match openat2_in_root(root, rel, flags) {
         Ok(fd) => return Ok(fd),
@@ -197,10 +204,43 @@ pub fn mkdir_all_in_root(root: &OwnedFd, rel: &Path) -> io::Result<OwnedFd> {
                 return Err(e);
             }
         }
+        let parent = cur.clone();
         cur.push(comp);
-        fd = openat2_in_root(root, &cur, flags)?;
+        fd = match openat2_in_root(root, &cur, flags) {
+            Ok(fd) => fd,
+            Err(e) if e.raw_os_error() == Some(libc::ENOENT) && depth < MAX_LINKS => {
+                // A dangling symlink inside the root: create what it points to, then go on.
+                let target = readlink_at(&fd, &name)?;
+                let resolved = if target.is_absolute() {
+                    clean(&target).unwrap_or_default()
+                } else {
+                    clean(&parent.join(&target)).unwrap_or_default()
+                };
+                mkdir_all_depth(root, &resolved, depth + 1)?;
+                openat2_in_root(root, &cur, flags)?
+            }
+            Err(e) => return Err(e),
+        };
     }
     Ok(fd)
+}
+
+fn readlink_at(dir: &OwnedFd, name: &CString) -> io::Result<PathBuf> {
+    let mut buf = vec![0u8; libc::PATH_MAX as usize];
+    // SAFETY: dir is an open directory, name a valid C string, buf has buf.len() bytes.
+    let n = unsafe {
+        libc::readlinkat(
+            dir.as_raw_fd(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    buf.truncate(n as usize);
+    Ok(PathBuf::from(std::ffi::OsString::from_vec(buf)))
 }
 
 /// Opens a directory as an owned descriptor (`O_DIRECTORY`, close-on-exec).
@@ -253,6 +293,29 @@ mod tests {
         assert_eq!(clean(Path::new("../../etc/x")).unwrap(), Path::new("etc/x"));
         assert_eq!(clean(Path::new("/a/./b/../c")).unwrap(), Path::new("a/c"));
         assert!(clean(Path::new("./")).is_none());
+    }
+
+    #[test]
+    fn mkdir_all_creates_dangling_symlink_targets_inside() {
+        let outer = tempfile::tempdir().unwrap();
+        let root = outer.path().join("root");
+        let victim = outer.path().join("victim");
+        fs::create_dir(&root).unwrap();
+        fs::create_dir(&victim).unwrap();
+        std::os::unix::fs::symlink(&victim, root.join("abs")).unwrap();
+        std::os::unix::fs::symlink("../run", root.join("rel")).unwrap();
+        let fd = open_dir(&root).unwrap();
+        mkdir_all_in_root(&fd, Path::new("abs/mnt")).unwrap();
+        mkdir_all_in_root(&fd, Path::new("rel/secrets/x")).unwrap();
+        assert!(root
+            .join(victim.strip_prefix("/").unwrap())
+            .join("mnt")
+            .is_dir());
+        assert!(root.join("run/secrets/x").is_dir());
+        assert_eq!(fs::read_dir(&victim).unwrap().count(), 0);
+        // A loop ends with an error, not a hang.
+        std::os::unix::fs::symlink("loop", root.join("loop")).unwrap();
+        assert!(mkdir_all_in_root(&fd, Path::new("loop/x")).is_err());
     }
 
     #[test]
