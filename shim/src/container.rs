@@ -165,13 +165,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
             .map_err(|e| Status::internal(format!("pipe: {e}")))?;
         (null, ow, ew, or, Some(er))
     };
-    let mut lines = crate::helper::spawn(
-        &state.exe,
-        &["init".as_ref(), bundle.as_os_str()],
-        child_in,
-        child_out,
-        child_err,
-    )?;
+    let mut lines = crate::helper::spawn_init(&state.exe, &bundle, child_in, child_out, child_err)?;
     let mut pid = 0;
     let mut host_pid = 0;
     let mut failure = None;

@@ -150,6 +150,11 @@ async fn wait_output(t: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
 /// The helper side: `skiff-shim exec BUNDLE HOST_PID -- ARGS…` (the host's PID of the
 /// container's main process: the helper reads its namespaces from the host's /proc).
 pub fn helper_main(bundle: &Path, pid: i32, args: Vec<String>) -> ! {
+    // As for container init: out of reach of the container until the exec.
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let mut sync = sync_socket();
     let err = match helper(bundle, pid, args, &mut sync) {
         Ok(never) => match never {},

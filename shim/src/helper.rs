@@ -1,6 +1,11 @@
 //! Running the shim's single-threaded helpers (`init`, `exec`): the read-only shim binary with
 //! the given stdio and a sync socket on fd 3, over which the helper reports PIDs and errors as
 //! JSON lines and which closes once the helper's process has exec'd.
+//!
+//! Container init is started by a plain fork of the supervisor when the supervisor is
+//! single-threaded (its tokio runtime is current-thread and nothing spawns threads), which saves
+//! an exec per container start; otherwise, and for exec helpers, by exec of the binary. Either
+//! way the process's executable is the read-only shim binary (CVE-2019-5736).
 
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
@@ -46,6 +51,68 @@ pub fn spawn(
     drop(cmd); // closes our copies of the child's stdio
                // The helper's parent is reaped by the supervisor's reaper; nothing waits on the Child.
     spawned.map_err(|e| Status::internal(format!("starting {}: {e}", exe.display())))?;
+    ours.set_nonblocking(true)
+        .map_err(|e| Status::internal(format!("sync socket: {e}")))?;
+    let ours =
+        UnixStream::from_std(ours).map_err(|e| Status::internal(format!("sync socket: {e}")))?;
+    Ok(BufReader::new(ours).lines())
+}
+
+/// Whether this process has exactly one thread, so that a forked child may run ordinary code.
+fn single_threaded() -> bool {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Threads:"))
+                .and_then(|v| v.trim().parse::<u32>().ok())
+        })
+        == Some(1)
+}
+
+/// Starts container init for `bundle`: forked from this (single-threaded) supervisor, or
+/// exec'd from `exe` when the supervisor has threads.
+pub fn spawn_init(
+    exe: &Path,
+    bundle: &Path,
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+) -> Result<SyncLines, Status> {
+    if !single_threaded() {
+        return spawn(
+            exe,
+            &["init".as_ref(), bundle.as_os_str()],
+            stdin,
+            stdout,
+            stderr,
+        );
+    }
+    let (ours, theirs) = std::os::unix::net::UnixStream::pair()
+        .map_err(|e| Status::internal(format!("socketpair: {e}")))?;
+    // SAFETY: the process is single-threaded (checked just above, and nothing in the current-
+    // thread runtime starts a thread between the check and here), so the child may run any code.
+    match unsafe { nix::unistd::fork() } {
+        Ok(nix::unistd::ForkResult::Child) => {
+            // SAFETY: plain descriptor and signal syscalls on descriptors this process owns.
+            unsafe {
+                libc::dup2(stdin.as_raw_fd(), 0);
+                libc::dup2(stdout.as_raw_fd(), 1);
+                libc::dup2(stderr.as_raw_fd(), 2);
+                libc::dup2(theirs.as_raw_fd(), 3);
+                // The supervisor's signal handling is not ours: default dispositions, no mask.
+                libc::signal(libc::SIGCHLD, libc::SIG_DFL);
+                libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+                let mut none: libc::sigset_t = std::mem::zeroed();
+                libc::sigemptyset(&mut none);
+                libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
+            }
+            crate::init::main(bundle)
+        }
+        Ok(nix::unistd::ForkResult::Parent { .. }) => {}
+        Err(e) => return Err(Status::internal(format!("fork: {e}"))),
+    }
+    drop((theirs, stdin, stdout, stderr));
     ours.set_nonblocking(true)
         .map_err(|e| Status::internal(format!("sync socket: {e}")))?;
     let ours =

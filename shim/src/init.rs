@@ -79,6 +79,12 @@ pub fn report_host_pid(sync: &mut File) -> Result<(), String> {
 }
 
 pub fn main(bundle: &Path) -> ! {
+    // Until the exec, this process lives in the pod's namespaces: keep it out of reach of
+    // ptrace and /proc from there (the exec of the container's binary resets this).
+    // SAFETY: prctl with integer arguments.
+    unsafe {
+        libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
+    }
     let mut sync = sync_socket();
     let err = match run(bundle, &mut sync) {
         Ok(never) => match never {},
