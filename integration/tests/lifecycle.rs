@@ -365,3 +365,72 @@ async fn fifty_pods_in_a_loop_leave_nothing_behind() {
         "skiffd fds {fds_before} -> {fds_after}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_whose_shim_died_is_not_ready_and_removes_cleanly() {
+    let (_reg, mut d, image, logs) = setup().await;
+    let mut rt = d.runtime().await;
+    // Host PID namespace: the container's process outlives its shim.
+    let pcfg = with_namespaces(
+        pod_config("orphan", logs.path().to_str().unwrap()),
+        NamespaceMode::Pod,
+        NamespaceMode::Node,
+        NamespaceMode::Pod,
+    );
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let c = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("c", &image, &["sleep", "3600"]),
+    )
+    .await;
+    let pid = container_pid(&mut rt, &c).await;
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    let shim = info["pid"].as_i64().unwrap() as i32;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "the orphan runs on"
+    );
+    // A restarted skiffd sees the pod's shim gone.
+    d.restart();
+    let mut rt = d.runtime().await;
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.clone(),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        st.status.unwrap().state,
+        PodSandboxState::SandboxNotready as i32
+    );
+    // Removing it kills what is left and leaves nothing.
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .unwrap();
+    let gone = !Path::new(&format!("/proc/{pid}")).exists()
+        || std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .unwrap_or_default()
+            .contains(") Z ");
+    assert!(gone, "the orphaned container process was killed");
+    assert_eq!(footprint(&d), Vec::<String>::new());
+}

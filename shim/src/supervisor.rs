@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
 use nix::unistd::Pid;
@@ -25,8 +26,8 @@ pub struct State {
     pub containers: Mutex<HashMap<String, Arc<Container>>>,
     /// Processes waited for by PID (container main processes, exec'd commands).
     pub waiters: Mutex<HashMap<i32, oneshot::Sender<WaitStatus>>>,
-    /// Exits reaped before anyone registered to wait for them.
-    pub early_exits: Mutex<HashMap<i32, WaitStatus>>,
+    /// Exits reaped before anyone registered to wait for them, with when they were reaped.
+    pub early_exits: Mutex<HashMap<i32, (WaitStatus, Instant)>>,
     pub shutdown: Notify,
 }
 
@@ -40,7 +41,7 @@ impl State {
             .unwrap_or_else(|p| p.into_inner())
             .remove(&pid);
         match early {
-            Some(st) => {
+            Some((st, _)) => {
                 let _ = tx.send(st);
             }
             None => {
@@ -65,12 +66,11 @@ impl State {
             }
             None => {
                 let mut early = self.early_exits.lock().unwrap_or_else(|p| p.into_inner());
-                // Helper processes (init and exec parents) are reaped here too and never waited
-                // for; keep the map from growing without bound.
-                if early.len() > 4096 {
-                    early.clear();
-                }
-                early.insert(pid, st);
+                // Helper processes (the parents of init and exec) are reaped here too and never
+                // waited for: forget exits nobody claimed within a minute.
+                let now = Instant::now();
+                early.retain(|_, (_, at)| now.duration_since(*at) < Duration::from_secs(60));
+                early.insert(pid, (st, now));
             }
         }
     }

@@ -18,7 +18,7 @@ use super::spec::{self, ImageConfig, PodContext, SpecInput};
 use super::{user, ContainerRecord};
 use crate::error::{Error, IoContext, Result};
 use crate::node::Node;
-use crate::pod::lifecycle::pod_namespaces;
+use crate::pod::lifecycle::{is_our_shim, pod_namespaces};
 use crate::pod::{shim_client, PodRecord, PodState};
 use crate::store;
 
@@ -329,6 +329,18 @@ impl Node {
             return Ok(());
         }
         let pod = self.pods.find(&rec.pod_id)?;
+        if !(pod.shim_pid > 0 && is_our_shim(pod.shim_pid)) {
+            // The pod's shim is gone (crashed, killed): nobody else will kill what is left.
+            kill_cgroup(&rec.cgroup);
+            return if wait_exit(self, &rec, Duration::from_secs(10)).await {
+                Ok(())
+            } else {
+                Err(Error::Internal(format!(
+                    "container {}: processes left after its shim died do not exit",
+                    rec.id
+                )))
+            };
+        }
         let mut shim = self.shim(&pod).await?;
         if timeout > 0 {
             let sig = parse_signal(&rec.stop_signal);
@@ -382,6 +394,9 @@ impl Node {
             self.stop_container(&rec.id, 0).await?;
         }
         let cg = rec.cgroup.clone();
+        // Processes its shim can no longer kill (the pod's shim died with the container's
+        // processes left in the host's PID namespace) still go.
+        kill_cgroup(&cg);
         let mut removed = Ok(());
         for _ in 0..50 {
             removed = cgroups::remove(&cg);
@@ -453,6 +468,16 @@ impl Node {
             .await
             .map_err(|s| shim_client::shim_error(&pod.id, s))?;
         Ok(())
+    }
+}
+
+/// SIGKILL to every process in cgroup `cg` (host PIDs: skiffd reads it from the host).
+fn kill_cgroup(cg: &str) {
+    for pid in cgroups::pids(cg) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
     }
 }
 
