@@ -289,29 +289,33 @@ impl Node {
 
     /// StartContainer: asks the pod's shim to run it.
     pub async fn start_container(&self, id: &str) -> Result<()> {
-        let mut rec = self.containers.find(id)?;
-        let st = self.container_state(&rec);
-        if rec.started || st.pid != 0 || st.exited {
+        let found = self.containers.find(id)?;
+        let st = self.container_state(&found);
+        if st.pid != 0 || st.exited {
             return Err(Error::FailedPrecondition(format!(
                 "container {} was already started (a container starts once)",
-                rec.id
+                found.id
             )));
         }
-        let pod = self.ready_pod(&rec.pod_id)?;
-        let cfg = rec.config()?;
+        let pod = self.ready_pod(&found.pod_id)?;
+        let cfg = found.config()?;
         let mut shim = self.shim(&pod).await?;
-        let r = shim
-            .start_container(StartContainerRequest {
+        // Claims the start (a concurrent second StartContainer fails here), then records it on
+        // disk while the shim starts the container.
+        let rec = self.containers.mark_started(&found.id)?;
+        let containers = &self.containers;
+        let (r, saved) = tokio::join!(
+            shim.start_container(StartContainerRequest {
                 id: rec.id.clone(),
                 bundle: rec.bundle.display().to_string(),
                 log_path: rec.log_path.clone(),
                 tty: cfg.tty,
                 stdin: cfg.stdin,
                 stdin_once: cfg.stdin_once,
-            })
-            .await;
-        rec.started = true;
-        self.containers.save(&rec)?;
+            }),
+            async { tokio::task::block_in_place(|| containers.save(&rec)) }
+        );
+        saved?;
         let pid = r
             .map_err(|s| shim_client::shim_error(&pod.id, s))?
             .into_inner()

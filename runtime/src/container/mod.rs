@@ -191,6 +191,22 @@ impl Containers {
         Ok(())
     }
 
+    /// Marks the container started in memory, failing if it already was: the one place a start
+    /// is claimed. The caller persists the record with [`Containers::save`].
+    pub fn mark_started(&self, id: &str) -> Result<ContainerRecord> {
+        let mut m = self.lock();
+        let r = m
+            .get_mut(id)
+            .ok_or_else(|| Error::NotFound(format!("container {id} not found")))?;
+        if r.started {
+            return Err(Error::FailedPrecondition(format!(
+                "container {id} was already started (a container starts once)"
+            )));
+        }
+        r.started = true;
+        Ok(r.clone())
+    }
+
     /// Removes the record (first, so a crash leaves no record pointing at half-removed data)
     /// and then the data directory.
     pub fn delete(&self, id: &str) -> Result<()> {
