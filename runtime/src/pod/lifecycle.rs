@@ -246,9 +246,8 @@ impl Node {
             )
             .ctx(|| format!("mounting the pod's /dev/shm at {}", shm.display()))?;
         }
-        if rec.owns_cgroup {
-            cgroups::create(&rec.cgroup).ctx(|| format!("creating cgroup {}", rec.cgroup))?;
-        }
+        // The pod's cgroup (when skiff owns it) is made by its first container's init, which
+        // creates the whole path; teardown removes it.
         let cfg_path = dir.join(POD_CONFIG);
         store::write_json_volatile(&cfg_path, pod)
             .ctx(|| format!("writing {}", cfg_path.display()))?;
