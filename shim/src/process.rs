@@ -94,7 +94,10 @@ pub fn exec_process(process: &Process) -> R<Infallible> {
         .iter()
         .map(|e| CString::new(e.as_bytes()).map_err(|_| format!("NUL in env {e:?}")))
         .collect::<R<_>>()?;
-    let e = nix::unistd::execve(&cpath, &cargs, &cenv).unwrap_err();
+    let e = match nix::unistd::execve(&cpath, &cargs, &cenv) {
+        Ok(never) => match never {},
+        Err(e) => e,
+    };
     Err(format!("exec {:?}: {e}", args[0]))
 }
 

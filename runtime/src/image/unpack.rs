@@ -602,6 +602,7 @@ mod tests {
         assert_eq!(m.rdev(), 0);
         let mut buf = [0u8; 4];
         let p = CString::new(dest.join("opq").as_os_str().as_bytes()).unwrap();
+        // SAFETY: valid C strings and a buffer of buf.len() bytes.
         let n = unsafe {
             libc::getxattr(
                 p.as_ptr(),
