@@ -84,19 +84,18 @@ pub async fn exec_sync(
         )));
     }
     let exit = state.wait_for(pid);
-    let limit = if timeout_ms > 0 {
-        Duration::from_millis(timeout_ms as u64)
-    } else {
-        Duration::from_secs(u64::MAX / 4)
-    };
-    let (status, timed_out) = match tokio::time::timeout(limit, exit).await {
-        Ok(st) => (st.ok(), false),
-        Err(_) => {
-            // The command and everything it started (its process group).
-            let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
-            let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
-            (None, true)
+    let (status, timed_out) = if timeout_ms > 0 {
+        match tokio::time::timeout(Duration::from_millis(timeout_ms as u64), exit).await {
+            Ok(st) => (st.ok(), false),
+            Err(_) => {
+                // The command and everything it started (its process group).
+                let _ = kill(Pid::from_raw(-pid), Signal::SIGKILL);
+                let _ = kill(Pid::from_raw(pid), Signal::SIGKILL);
+                (None, true)
+            }
         }
+    } else {
+        (exit.await.ok(), false)
     };
     let stdout = wait_output(out_task).await;
     let stderr = wait_output(err_task).await;

@@ -90,7 +90,9 @@ impl ContainerRecord {
                 exited: true,
                 exit_code: 255,
                 reason: "Unknown".into(),
-                message: "the container's run state was lost (node reboot)".into(),
+                message: "the container's run state is missing: its start failed before the \
+                          shim recorded it, or the node rebooted"
+                    .into(),
                 ..Default::default()
             },
             Ok(None) => ContainerState::default(),
