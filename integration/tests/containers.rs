@@ -849,27 +849,25 @@ async fn recursive_read_only_mounts_cover_submounts() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oom_kill_is_reported_as_oomkilled() {
     let mut e = env("oom").await;
-    // Waits for its cgroup to get a limit (set below, from the host, as the resources work will
-    // through the CRI), then keeps 200 MiB in memory.
-    let c = container_config(
+    // Keeps 200 MiB in memory under a 16 MiB limit (no swap).
+    let mut c = container_config(
         "hog",
         &e.image,
         &[
             "sh",
             "-c",
-            "sleep 1; head -c 200000000 /dev/zero | busybox tail -c 200000000 > /dev/null",
+            "head -c 200000000 /dev/zero | busybox tail -c 200000000 > /dev/null",
         ],
     );
+    c.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 16 << 20,
+            memory_swap_limit_in_bytes: 16 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
     let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
-    let info = container_info(&mut e.rt, &id).await;
-    let cg = info["cgroup"]
-        .as_str()
-        .unwrap()
-        .trim_start_matches('/')
-        .to_string();
-    let mem = std::path::Path::new("/sys/fs/cgroup/memory").join(&cg);
-    std::fs::write(mem.join("memory.limit_in_bytes"), "16777216").unwrap();
-    let _ = std::fs::write(mem.join("memory.memsw.limit_in_bytes"), "16777216");
     let s = wait_exited(&mut e.rt, &id, Duration::from_secs(30)).await;
     assert_eq!(s.reason, "OOMKilled", "{s:?}");
     assert_eq!(s.exit_code, 137);
@@ -907,4 +905,120 @@ async fn mount_points_are_made_inside_the_rootfs_never_through_symlinks_out() {
     assert_eq!(std::fs::read_dir(victim.path()).unwrap().count(), 0);
     std::fs::write(vol.path().join("v"), "vol").unwrap();
     assert_eq!(sh(&mut rt, &id, "cat /escape/mnt/v").await, "vol");
+}
+
+fn cg_file(ctl: &str, cgroup: &str, file: &str) -> String {
+    std::fs::read_to_string(
+        std::path::Path::new("/sys/fs/cgroup")
+            .join(ctl)
+            .join(cgroup.trim_start_matches('/'))
+            .join(file),
+    )
+    .unwrap_or_else(|e| panic!("{ctl}/{cgroup}/{file}: {e}"))
+    .trim()
+    .to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn resources_land_in_the_cgroup_and_update_live() {
+    let mut e = env("res").await;
+    let mut c = container_config("limited", &e.image, &["sleep", "1000"]);
+    c.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 64 << 20,
+            cpuset_cpus: "0".into(),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    let cg = container_info(&mut e.rt, &id).await["cgroup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The kernel's view, from the container's cgroup files.
+    assert_eq!(
+        cg_file("memory", &cg, "memory.limit_in_bytes"),
+        (64u64 << 20).to_string()
+    );
+    assert_eq!(cg_file("cpu", &cg, "cpu.shares"), "512");
+    assert_eq!(cg_file("cpu", &cg, "cpu.cfs_quota_us"), "50000");
+    assert_eq!(cg_file("cpu", &cg, "cpu.cfs_period_us"), "100000");
+    assert_eq!(cg_file("cpuset", &cg, "cpuset.cpus"), "0");
+    // The container's process is in that cgroup.
+    let pid = container_pid(&mut e.rt, &id).await;
+    assert!(cg_file("memory", &cg, "cgroup.procs")
+        .lines()
+        .any(|l| l == pid.to_string()));
+
+    e.rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(LinuxContainerResources {
+            cpu_shares: 256,
+            memory_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .expect("UpdateContainerResources");
+    assert_eq!(
+        cg_file("memory", &cg, "memory.limit_in_bytes"),
+        (128u64 << 20).to_string()
+    );
+    assert_eq!(cg_file("cpu", &cg, "cpu.shares"), "256");
+    let s = status(&mut e.rt, &id).await;
+    assert_eq!(s.state, ContainerState::ContainerRunning as i32);
+    let r = s.resources.unwrap().linux.unwrap();
+    assert_eq!(r.memory_limit_in_bytes, 128 << 20);
+
+    // Absurd values are refused by field, at create and at update; nothing is created.
+    let before =
+        e.rt.list_containers(ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .len();
+    let mut bad = container_config("bad", &e.image, &["true"]);
+    bad.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: -5,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = create(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), bad)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("memory_limit_in_bytes"),
+        "{}",
+        err.message()
+    );
+    let after =
+        e.rt.list_containers(ListContainersRequest::default())
+            .await
+            .unwrap()
+            .into_inner()
+            .containers
+            .len();
+    assert_eq!(before, after);
+    let err =
+        e.rt.update_container_resources(UpdateContainerResourcesRequest {
+            container_id: id.clone(),
+            linux: Some(LinuxContainerResources {
+                cpu_shares: 1,
+                ..Default::default()
+            }),
+            ..Default::default()
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("cpu_shares"), "{}", err.message());
 }

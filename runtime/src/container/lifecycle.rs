@@ -184,6 +184,10 @@ impl Node {
         let resolved = user::resolve(&layers, &user_spec, group, &extra)
             .map_err(|e| e.context("linux.security_context / image user"))?;
         let (user_mounts, mount_records) = spec::user_mounts(&cfg)?;
+        let resources = cfg.linux.as_ref().and_then(|l| l.resources.clone());
+        if let Some(r) = &resources {
+            super::resources::to_oci(r)?;
+        }
 
         let _creating = self.containers.create_lock.lock().await;
         if let Some(other) = self.containers.of_pod(&pod.id).into_iter().find(|c| {
@@ -271,6 +275,9 @@ impl Node {
                 .map_err(|e| Error::Internal(format!("encoding config.json: {e}")))?;
             store::write_atomic_volatile(&bundle.join("config.json"), &json)
                 .ctx(|| format!("writing {}/config.json", bundle.display()))?;
+            if let Some(r) = &resources {
+                super::resources::apply(&rec.cgroup, r)?;
+            }
             self.images.store.hold(&rec.chain_ids);
             if let Err(e) = self.containers.save(&rec) {
                 self.images.store.release(&rec.chain_ids);
@@ -279,12 +286,37 @@ impl Node {
             Ok(())
         })();
         if let Err(e) = made {
+            let _ = cgroups::remove(&rec.cgroup);
             let _ = store::remove_durably(&bundle);
             let _ = store::remove_durably(&data_dir);
             return Err(e);
         }
         tracing::info!(container = %id, pod = %pod.id, name = %meta.name, "container created");
         Ok(id)
+    }
+
+    /// UpdateContainerResources: writes the new limits into the container's cgroup (live) and
+    /// records them.
+    pub async fn update_resources(
+        &self,
+        id: &str,
+        r: skiff_proto::cri::LinuxContainerResources,
+    ) -> Result<()> {
+        let mut rec = self.containers.find(id)?;
+        let st = self.container_state(&rec);
+        if st.exited {
+            return Err(Error::FailedPrecondition(format!(
+                "container {} has exited",
+                rec.id
+            )));
+        }
+        super::resources::apply(&rec.cgroup, &r)?;
+        let mut cfg = rec.config()?;
+        cfg.linux.get_or_insert_with(Default::default).resources = Some(r);
+        rec.config_pb = ContainerRecord::encode_config(&cfg);
+        self.containers.save(&rec)?;
+        tracing::info!(container = %rec.id, "container resources updated");
+        Ok(())
     }
 
     /// StartContainer: asks the pod's shim to run it.

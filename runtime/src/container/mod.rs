@@ -4,6 +4,7 @@
 //! the image and the request (`spec`), and the life cycle (`lifecycle`).
 
 pub mod lifecycle;
+pub mod resources;
 pub mod spec;
 pub mod user;
 

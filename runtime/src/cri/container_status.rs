@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use skiff_proto::cri::{
-    Container, ContainerState, ContainerStatus, ContainerStatusRequest, ContainerStatusResponse,
-    ContainerUser, ImageSpec, LinuxContainerUser, Mount,
+    Container, ContainerResources, ContainerState, ContainerStatus, ContainerStatusRequest,
+    ContainerStatusResponse, ContainerUser, ImageSpec, LinuxContainerUser, Mount,
 };
 use skiff_shim::api::ContainerState as ShimState;
 
@@ -52,42 +52,48 @@ pub async fn container_status(
     let r = node.containers.find(&req.container_id)?;
     let c = r.config()?;
     let s = node.container_state(&r);
-    let status = ContainerStatus {
-        id: r.id.clone(),
-        metadata: c.metadata.clone(),
-        state: cri_state(&s) as i32,
-        created_at: r.created_at,
-        started_at: s.started_at,
-        finished_at: s.finished_at,
-        exit_code: s.exit_code,
-        image: Some(image_spec(&r)),
-        image_ref: r.image_ref.clone(),
-        reason: s.reason.clone(),
-        message: s.message.clone(),
-        labels: c.labels.clone(),
-        annotations: c.annotations.clone(),
-        mounts: r
-            .mounts
-            .iter()
-            .map(|m| Mount {
-                container_path: m.container_path.clone(),
-                host_path: m.host_path.clone(),
-                readonly: m.readonly,
-                propagation: m.propagation,
-                ..Default::default()
-            })
-            .collect(),
-        log_path: r.log_path.clone(),
-        resources: None,
-        image_id: r.image_id.clone(),
-        user: Some(ContainerUser {
-            linux: Some(LinuxContainerUser {
-                uid: r.uid as i64,
-                gid: r.gid as i64,
-                supplemental_groups: r.groups.iter().map(|g| *g as i64).collect(),
+    let status =
+        ContainerStatus {
+            id: r.id.clone(),
+            metadata: c.metadata.clone(),
+            state: cri_state(&s) as i32,
+            created_at: r.created_at,
+            started_at: s.started_at,
+            finished_at: s.finished_at,
+            exit_code: s.exit_code,
+            image: Some(image_spec(&r)),
+            image_ref: r.image_ref.clone(),
+            reason: s.reason.clone(),
+            message: s.message.clone(),
+            labels: c.labels.clone(),
+            annotations: c.annotations.clone(),
+            mounts: r
+                .mounts
+                .iter()
+                .map(|m| Mount {
+                    container_path: m.container_path.clone(),
+                    host_path: m.host_path.clone(),
+                    readonly: m.readonly,
+                    propagation: m.propagation,
+                    ..Default::default()
+                })
+                .collect(),
+            log_path: r.log_path.clone(),
+            resources: c.linux.as_ref().and_then(|l| l.resources.clone()).map(|r| {
+                ContainerResources {
+                    linux: Some(r),
+                    windows: None,
+                }
             }),
-        }),
-    };
+            image_id: r.image_id.clone(),
+            user: Some(ContainerUser {
+                linux: Some(LinuxContainerUser {
+                    uid: r.uid as i64,
+                    gid: r.gid as i64,
+                    supplemental_groups: r.groups.iter().map(|g| *g as i64).collect(),
+                }),
+            }),
+        };
     let mut info = HashMap::new();
     if req.verbose {
         let spec: serde_json::Value = std::fs::read(r.bundle.join("config.json"))

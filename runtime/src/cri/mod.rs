@@ -10,6 +10,7 @@ pub mod container_remove;
 pub mod container_start;
 pub mod container_status;
 pub mod container_stop;
+pub mod container_update;
 pub mod image_fs_info;
 pub mod image_list;
 pub mod image_pull;
@@ -38,7 +39,8 @@ use skiff_proto::cri::{
     ReopenContainerLogRequest, ReopenContainerLogResponse, RunPodSandboxRequest,
     RunPodSandboxResponse, RuntimeConfigRequest, RuntimeConfigResponse, StartContainerRequest,
     StartContainerResponse, StatusRequest, StatusResponse, StopContainerRequest,
-    StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse, VersionRequest,
+    StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse,
+    UpdateContainerResourcesRequest, UpdateContainerResourcesResponse, VersionRequest,
     VersionResponse,
 };
 use tonic::{Request, Response, Status};
@@ -213,6 +215,16 @@ impl RuntimeService for Cri {
         reply_logged(
             "ReopenContainerLog",
             container_log_reopen::reopen_container_log(&self.node, req.into_inner()).await,
+        )
+    }
+
+    async fn update_container_resources(
+        &self,
+        req: Request<UpdateContainerResourcesRequest>,
+    ) -> R<UpdateContainerResourcesResponse> {
+        reply_logged(
+            "UpdateContainerResources",
+            container_update::update_container_resources(&self.node, req.into_inner()).await,
         )
     }
 

@@ -1,0 +1,249 @@
+//! A container's resources (CRI `LinuxContainerResources`) as cgroup limits, written through the
+//! `libcgroups` crate on cgroup v1 or v2 (the crate detects which). skiffd applies them to the
+//! container's cgroup at CreateContainer, before its process exists and joins it, and again on
+//! UpdateContainerResources.
+
+use libcgroups::common::{CgroupConfig, CgroupManager, ControllerOpt};
+use oci_spec::runtime::{
+    LinuxCpuBuilder, LinuxHugepageLimitBuilder, LinuxMemoryBuilder, LinuxResources,
+    LinuxResourcesBuilder,
+};
+use skiff_proto::cri::LinuxContainerResources;
+use skiff_shim::cgroups;
+
+use crate::error::{Error, Result};
+
+fn bad(field: &str, why: String) -> Error {
+    Error::InvalidArgument(format!("resources.{field}: {why}"))
+}
+
+/// Checks the request's values and turns them into OCI resources.
+pub fn to_oci(r: &LinuxContainerResources) -> Result<LinuxResources> {
+    let mut cpu = LinuxCpuBuilder::default();
+    if r.cpu_shares != 0 {
+        if !(2..=262_144).contains(&r.cpu_shares) {
+            return Err(bad(
+                "cpu_shares",
+                format!("{} is outside 2..262144", r.cpu_shares),
+            ));
+        }
+        cpu = cpu.shares(r.cpu_shares as u64);
+    }
+    if r.cpu_period != 0 {
+        if !(1_000..=1_000_000).contains(&r.cpu_period) {
+            return Err(bad(
+                "cpu_period",
+                format!("{} µs is outside 1000..1000000", r.cpu_period),
+            ));
+        }
+        cpu = cpu.period(r.cpu_period as u64);
+    }
+    if r.cpu_quota != 0 {
+        if r.cpu_quota != -1 && r.cpu_quota < 1_000 {
+            return Err(bad(
+                "cpu_quota",
+                format!(
+                    "{} µs is neither -1 (unlimited) nor at least 1000",
+                    r.cpu_quota
+                ),
+            ));
+        }
+        cpu = cpu.quota(r.cpu_quota);
+    }
+    if !r.cpuset_cpus.is_empty() {
+        check_cpuset("cpuset_cpus", &r.cpuset_cpus)?;
+        cpu = cpu.cpus(r.cpuset_cpus.clone());
+    }
+    if !r.cpuset_mems.is_empty() {
+        check_cpuset("cpuset_mems", &r.cpuset_mems)?;
+        cpu = cpu.mems(r.cpuset_mems.clone());
+    }
+    let mut memory = LinuxMemoryBuilder::default();
+    if r.memory_limit_in_bytes != 0 {
+        if r.memory_limit_in_bytes < 4 << 20 {
+            return Err(bad(
+                "memory_limit_in_bytes",
+                format!(
+                    "{} is below the 4 MiB a container needs to start",
+                    r.memory_limit_in_bytes
+                ),
+            ));
+        }
+        memory = memory.limit(r.memory_limit_in_bytes);
+    }
+    if r.memory_swap_limit_in_bytes != 0 {
+        if r.memory_swap_limit_in_bytes != -1
+            && r.memory_swap_limit_in_bytes < r.memory_limit_in_bytes
+        {
+            return Err(bad(
+                "memory_swap_limit_in_bytes",
+                format!(
+                    "{} is below memory_limit_in_bytes {} (it counts memory plus swap)",
+                    r.memory_swap_limit_in_bytes, r.memory_limit_in_bytes
+                ),
+            ));
+        }
+        memory = memory.swap(r.memory_swap_limit_in_bytes);
+    }
+    let mut hugepages = vec![];
+    for (i, h) in r.hugepage_limits.iter().enumerate() {
+        if h.page_size.is_empty() {
+            return Err(bad(
+                &format!("hugepage_limits[{i}].page_size"),
+                "is empty".into(),
+            ));
+        }
+        hugepages.push(
+            LinuxHugepageLimitBuilder::default()
+                .page_size(h.page_size.clone())
+                .limit(h.limit as i64)
+                .build()
+                .map_err(|e| Error::Internal(format!("hugepage limit: {e}")))?,
+        );
+    }
+    if !r.unified.is_empty() && !cgroups::is_v2() {
+        return Err(bad(
+            "unified",
+            "cgroup v2 keys were given and this node mounts cgroup v1".into(),
+        ));
+    }
+    for k in r.unified.keys() {
+        if k.contains('/') || k.contains("..") || !k.contains('.') {
+            return Err(bad(
+                "unified",
+                format!("{k:?} is not a cgroup v2 file name"),
+            ));
+        }
+    }
+    LinuxResourcesBuilder::default()
+        .cpu(
+            cpu.build()
+                .map_err(|e| Error::Internal(format!("cpu: {e}")))?,
+        )
+        .memory(
+            memory
+                .build()
+                .map_err(|e| Error::Internal(format!("memory: {e}")))?,
+        )
+        .hugepage_limits(hugepages)
+        .unified(
+            r.unified
+                .clone()
+                .into_iter()
+                .collect::<std::collections::HashMap<_, _>>(),
+        )
+        .build()
+        .map_err(|e| Error::Internal(format!("resources: {e}")))
+}
+
+fn check_cpuset(field: &str, s: &str) -> Result<()> {
+    let ok = s.split(',').all(|part| {
+        let mut it = part.splitn(2, '-');
+        let a = it
+            .next()
+            .map(|x| x.trim().parse::<u32>().is_ok())
+            .unwrap_or(false);
+        let b = it
+            .next()
+            .map(|x| x.trim().parse::<u32>().is_ok())
+            .unwrap_or(true);
+        a && b
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(bad(
+            field,
+            format!("{s:?} is not a cpu/node list like 0-2,4"),
+        ))
+    }
+}
+
+/// Creates the container's cgroup (if needed) and writes `r` into it.
+pub fn apply(cgroup: &str, r: &LinuxContainerResources) -> Result<()> {
+    let oci = to_oci(r)?;
+    cgroups::create(cgroup).map_err(|e| Error::io(format!("creating cgroup {cgroup}"), e))?;
+    let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
+        cgroup_path: cgroup.into(),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    })
+    .map_err(|e| Error::FailedPrecondition(format!("cgroup {cgroup}: {e}")))?;
+    manager
+        .apply(&ControllerOpt {
+            resources: &oci,
+            disable_oom_killer: false,
+            oom_score_adj: None,
+            freezer_state: None,
+        })
+        .map_err(|e| {
+            Error::FailedPrecondition(format!("applying resources to cgroup {cgroup}: {e}"))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn absurd_values_are_refused_by_field() {
+        for (r, field) in [
+            (
+                LinuxContainerResources {
+                    cpu_shares: 1,
+                    ..Default::default()
+                },
+                "cpu_shares",
+            ),
+            (
+                LinuxContainerResources {
+                    cpu_period: 5,
+                    ..Default::default()
+                },
+                "cpu_period",
+            ),
+            (
+                LinuxContainerResources {
+                    cpu_quota: -5,
+                    ..Default::default()
+                },
+                "cpu_quota",
+            ),
+            (
+                LinuxContainerResources {
+                    memory_limit_in_bytes: -1,
+                    ..Default::default()
+                },
+                "memory_limit_in_bytes",
+            ),
+            (
+                LinuxContainerResources {
+                    memory_limit_in_bytes: 100 << 20,
+                    memory_swap_limit_in_bytes: 1 << 20,
+                    ..Default::default()
+                },
+                "memory_swap_limit_in_bytes",
+            ),
+            (
+                LinuxContainerResources {
+                    cpuset_cpus: "0-x".into(),
+                    ..Default::default()
+                },
+                "cpuset_cpus",
+            ),
+        ] {
+            let e = to_oci(&r).unwrap_err();
+            assert!(e.to_string().contains(field), "{e}");
+        }
+        let ok = to_oci(&LinuxContainerResources {
+            cpu_shares: 512,
+            cpu_quota: 50_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 64 << 20,
+            cpuset_cpus: "0".into(),
+            ..Default::default()
+        })
+        .unwrap();
+        assert_eq!(ok.memory().as_ref().unwrap().limit(), Some(64 << 20));
+    }
+}
