@@ -1022,3 +1022,101 @@ async fn resources_land_in_the_cgroup_and_update_live() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("cpu_shares"), "{}", err.message());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stats_move_with_cpu_memory_and_writes() {
+    let mut e = env("stats").await;
+    let burner = run(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config("burn", &e.image, &["sh", "-c", "while :; do :; done"]),
+    )
+    .await;
+    // Holds ~60 MB in memory.
+    let holder = run(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config(
+            "hold",
+            &e.image,
+            &[
+                "sh",
+                "-c",
+                "head -c 60000000 /dev/zero | busybox tail -c 60000000 | sleep 1000",
+            ],
+        ),
+    )
+    .await;
+    let stats = |rt: &mut Rt, id: String| {
+        let mut rt = rt.clone();
+        async move {
+            rt.container_stats(ContainerStatsRequest { container_id: id })
+                .await
+                .expect("ContainerStats")
+                .into_inner()
+                .stats
+                .expect("stats")
+        }
+    };
+    let a = stats(&mut e.rt, burner.clone()).await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let b = stats(&mut e.rt, burner.clone()).await;
+    let (ca, cb) = (a.cpu.unwrap(), b.cpu.unwrap());
+    let (ua, ub) = (
+        ca.usage_core_nano_seconds.unwrap().value,
+        cb.usage_core_nano_seconds.unwrap().value,
+    );
+    assert!(ub > ua + 300_000_000, "a busy loop burns CPU: {ua} -> {ub}");
+    let cores = cb.usage_nano_cores.unwrap().value;
+    assert!(cores > 300_000_000, "nano cores {cores}");
+    assert_eq!(b.attributes.unwrap().id, burner);
+
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let h = stats(&mut e.rt, holder.clone()).await;
+    let m = h.memory.unwrap();
+    let ws = m.working_set_bytes.unwrap().value;
+    assert!(ws > 50_000_000, "working set {ws}");
+    assert!(m.usage_bytes.unwrap().value >= ws);
+    assert!(m.page_faults.unwrap().value > 0);
+
+    let before = h.writable_layer.unwrap().used_bytes.unwrap().value;
+    sh(
+        &mut e.rt,
+        &holder,
+        "head -c 3000000 /dev/urandom > /tmp/blob",
+    )
+    .await;
+    let after = stats(&mut e.rt, holder.clone())
+        .await
+        .writable_layer
+        .unwrap()
+        .used_bytes
+        .unwrap()
+        .value;
+    assert!(
+        after >= before + 2_900_000,
+        "writable layer {before} -> {after}"
+    );
+
+    let listed =
+        e.rt.list_container_stats(ListContainerStatsRequest {
+            filter: Some(ContainerStatsFilter {
+                pod_sandbox_id: e.pod.clone(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .stats;
+    assert_eq!(listed.len(), 2);
+    let err =
+        e.rt.container_stats(ContainerStatsRequest {
+            container_id: "nope".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+}

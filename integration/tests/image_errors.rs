@@ -194,7 +194,7 @@ async fn unimplemented_runtime_rpcs_say_so() {
     let d = Skiffd::start(&[]);
     let mut r = d.runtime().await;
     let e = r
-        .container_stats(skiff_proto::cri::ContainerStatsRequest::default())
+        .pod_sandbox_stats(skiff_proto::cri::PodSandboxStatsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);

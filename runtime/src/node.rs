@@ -27,6 +27,8 @@ pub struct Node {
     pub images: Arc<Images>,
     pub pods: Pods,
     pub containers: Containers,
+    /// Last CPU readings, for ContainerStats' nano-cores.
+    pub cpu_samples: crate::container::stats::CpuSamples,
     pub launcher: Box<dyn Launcher>,
     /// The read-only mount of the shim binary pods run from.
     pub shim: PathBuf,
@@ -86,6 +88,7 @@ impl Node {
             images,
             pods,
             containers,
+            cpu_samples: Default::default(),
             launcher: Box::new(Detached {
                 binary: shim.clone(),
             }),

@@ -444,6 +444,7 @@ impl Node {
         removed.ctx(|| format!("removing cgroup {cg}"))?;
         store::remove_durably(&rec.bundle).ctx(|| format!("removing {}", rec.bundle.display()))?;
         self.containers.delete(&rec.id)?;
+        self.cpu_samples.forget(&rec.id);
         self.images.store.release(&rec.chain_ids);
         tracing::info!(container = %rec.id, "container removed");
         Ok(())

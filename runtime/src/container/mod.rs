@@ -6,6 +6,7 @@
 pub mod lifecycle;
 pub mod resources;
 pub mod spec;
+pub mod stats;
 pub mod user;
 
 use std::collections::BTreeMap;

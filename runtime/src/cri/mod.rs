@@ -8,6 +8,7 @@ pub mod container_list;
 pub mod container_log_reopen;
 pub mod container_remove;
 pub mod container_start;
+pub mod container_stats;
 pub mod container_status;
 pub mod container_stop;
 pub mod container_update;
@@ -29,9 +30,10 @@ use std::sync::Arc;
 use skiff_proto::cri::image_service_server::ImageService;
 use skiff_proto::cri::runtime_service_server::RuntimeService;
 use skiff_proto::cri::{
-    ContainerStatusRequest, ContainerStatusResponse, CreateContainerRequest,
-    CreateContainerResponse, ExecSyncRequest, ExecSyncResponse, ImageFsInfoRequest,
-    ImageFsInfoResponse, ImageStatusRequest, ImageStatusResponse, ListContainersRequest,
+    ContainerStatsRequest, ContainerStatsResponse, ContainerStatusRequest, ContainerStatusResponse,
+    CreateContainerRequest, CreateContainerResponse, ExecSyncRequest, ExecSyncResponse,
+    ImageFsInfoRequest, ImageFsInfoResponse, ImageStatusRequest, ImageStatusResponse,
+    ListContainerStatsRequest, ListContainerStatsResponse, ListContainersRequest,
     ListContainersResponse, ListImagesRequest, ListImagesResponse, ListPodSandboxRequest,
     ListPodSandboxResponse, PodSandboxStatusRequest, PodSandboxStatusResponse, PullImageRequest,
     PullImageResponse, RemoveContainerRequest, RemoveContainerResponse, RemoveImageRequest,
@@ -225,6 +227,36 @@ impl RuntimeService for Cri {
         reply_logged(
             "UpdateContainerResources",
             container_update::update_container_resources(&self.node, req.into_inner()).await,
+        )
+    }
+
+    async fn container_stats(
+        &self,
+        req: Request<ContainerStatsRequest>,
+    ) -> R<ContainerStatsResponse> {
+        let node = self.node.clone();
+        reply(
+            tokio::task::spawn_blocking(move || {
+                container_stats::container_stats(&node, req.into_inner())
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("stats task: {e}")))
+            .and_then(|r| r),
+        )
+    }
+
+    async fn list_container_stats(
+        &self,
+        req: Request<ListContainerStatsRequest>,
+    ) -> R<ListContainerStatsResponse> {
+        let node = self.node.clone();
+        reply(
+            tokio::task::spawn_blocking(move || {
+                container_stats::list_container_stats(&node, req.into_inner())
+            })
+            .await
+            .map_err(|e| Error::Internal(format!("stats task: {e}")))
+            .and_then(|r| r),
         )
     }
 

@@ -13,7 +13,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
-use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -347,33 +346,7 @@ impl ImageStore {
 
     /// Bytes (allocated blocks) and inodes the image store uses on disk.
     pub fn usage(&self) -> Result<(u64, u64)> {
-        let mut seen = HashSet::new();
-        let mut bytes = 0u64;
-        let mut inodes = 0u64;
-        let mut stack = vec![self.dir.clone()];
-        while let Some(d) = stack.pop() {
-            let m = match fs::symlink_metadata(&d) {
-                Ok(m) => m,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                Err(e) => return Err(Error::io(format!("measuring {}", d.display()), e)),
-            };
-            if seen.insert((m.dev(), m.ino())) {
-                bytes += m.blocks() * 512;
-                inodes += 1;
-            }
-            if m.is_dir() {
-                let rd = match fs::read_dir(&d) {
-                    Ok(rd) => rd,
-                    // A layer removed while we walk.
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
-                    Err(e) => return Err(Error::io(format!("measuring {}", d.display()), e)),
-                };
-                for e in rd.flatten() {
-                    stack.push(e.path());
-                }
-            }
-        }
-        Ok((bytes, inodes))
+        store::disk_usage(&self.dir)
     }
 }
 

@@ -39,3 +39,35 @@ pub fn find_by_id<'a, T>(
         ))),
     }
 }
+
+/// Bytes (allocated blocks) and inodes used below `dir`, each inode counted once. Entries that
+/// vanish during the walk are skipped.
+pub fn disk_usage(dir: &std::path::Path) -> Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let mut seen = std::collections::HashSet::new();
+    let mut bytes = 0u64;
+    let mut inodes = 0u64;
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let m = match std::fs::symlink_metadata(&d) {
+            Ok(m) => m,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(Error::io(format!("measuring {}", d.display()), e)),
+        };
+        if seen.insert((m.dev(), m.ino())) {
+            bytes += m.blocks() * 512;
+            inodes += 1;
+        }
+        if m.is_dir() {
+            let rd = match std::fs::read_dir(&d) {
+                Ok(rd) => rd,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+                Err(e) => return Err(Error::io(format!("measuring {}", d.display()), e)),
+            };
+            for e in rd.flatten() {
+                stack.push(e.path());
+            }
+        }
+    }
+    Ok((bytes, inodes))
+}

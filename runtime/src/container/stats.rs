@@ -1,0 +1,133 @@
+//! Container stats for ContainerStats and ListContainerStats: CPU and memory from the
+//! container's cgroup (read through `libcgroups`, v1 or v2), the writable layer's disk use from
+//! its overlay upper directory.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+
+use libcgroups::common::{CgroupConfig, CgroupManager};
+use skiff_proto::cri::{
+    ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage,
+    MemoryUsage, UInt64Value,
+};
+
+use super::ContainerRecord;
+use crate::error::{Error, Result};
+use crate::store;
+
+/// The last CPU sample of each container, for usage in nano-cores between two reads.
+#[derive(Default)]
+pub struct CpuSamples {
+    last: Mutex<HashMap<String, (u64, i64)>>,
+}
+
+impl CpuSamples {
+    /// Records `usage_ns` at `at_ns` and returns the rate since the previous sample, if any.
+    fn rate(&self, id: &str, usage_ns: u64, at_ns: i64) -> Option<u64> {
+        let mut m = self.last.lock().unwrap_or_else(|p| p.into_inner());
+        let prev = m.insert(id.to_string(), (usage_ns, at_ns));
+        let (pu, pt) = prev?;
+        let dt = at_ns.checked_sub(pt).filter(|d| *d > 0)? as u128;
+        let du = usage_ns.checked_sub(pu)? as u128;
+        Some((du * 1_000_000_000 / dt) as u64)
+    }
+
+    pub fn forget(&self, id: &str) {
+        self.last
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(id);
+    }
+}
+
+fn u(v: u64) -> Option<UInt64Value> {
+    Some(UInt64Value { value: v })
+}
+
+/// Memory limits the kernel reports for "no limit" (v1's page-rounded i64::MAX, v2's max).
+fn unlimited(limit: u64) -> bool {
+    limit == 0 || limit >= 1 << 62
+}
+
+/// Stats of one container; cgroup figures are absent when it has no cgroup (never started).
+pub fn collect(rec: &ContainerRecord, samples: &CpuSamples) -> Result<ContainerStats> {
+    let cfg = rec.config()?;
+    let now = skiff_shim::api::now_ns();
+    let attributes = Some(ContainerAttributes {
+        id: rec.id.clone(),
+        metadata: cfg.metadata.clone(),
+        labels: cfg.labels.clone(),
+        annotations: cfg.annotations.clone(),
+    });
+    let (bytes, inodes) = store::disk_usage(&rec.data_dir.join("upper"))?;
+    let writable_layer = Some(FilesystemUsage {
+        timestamp: now,
+        fs_id: Some(FilesystemIdentifier {
+            mountpoint: rec.data_dir.join("upper").display().to_string(),
+        }),
+        used_bytes: u(bytes),
+        inodes_used: u(inodes),
+    });
+    let exists = skiff_shim::cgroups::dirs(&rec.cgroup)
+        .map(|d| d.iter().any(|p| p.is_dir()))
+        .unwrap_or(false);
+    if !exists {
+        return Ok(ContainerStats {
+            attributes,
+            cpu: None,
+            memory: None,
+            writable_layer,
+            swap: None,
+        });
+    }
+    let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
+        cgroup_path: rec.cgroup.clone().into(),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    })
+    .map_err(|e| Error::Internal(format!("cgroup {}: {e}", rec.cgroup)))?;
+    let st = manager
+        .stats()
+        .map_err(|e| Error::Internal(format!("reading stats of cgroup {}: {e}", rec.cgroup)))?;
+    let usage = st.cpu.usage.usage_total;
+    let cpu = Some(CpuUsage {
+        timestamp: now,
+        usage_core_nano_seconds: u(usage),
+        usage_nano_cores: samples.rate(&rec.id, usage, now).and_then(u),
+    });
+    let m = &st.memory;
+    let get = |keys: &[&str]| keys.iter().find_map(|k| m.stats.get(*k).copied());
+    let inactive_file = get(&["total_inactive_file", "inactive_file"]).unwrap_or(0);
+    let working_set = m.memory.usage.saturating_sub(inactive_file);
+    let available =
+        (!unlimited(m.memory.limit)).then(|| m.memory.limit.saturating_sub(working_set));
+    let memory = Some(MemoryUsage {
+        timestamp: now,
+        working_set_bytes: u(working_set),
+        available_bytes: available.and_then(u),
+        usage_bytes: u(m.memory.usage),
+        rss_bytes: get(&["total_rss", "rss", "anon"]).and_then(u),
+        page_faults: get(&["total_pgfault", "pgfault"]).and_then(u),
+        major_page_faults: get(&["total_pgmajfault", "pgmajfault"]).and_then(u),
+    });
+    Ok(ContainerStats {
+        attributes,
+        cpu,
+        memory,
+        writable_layer,
+        swap: None,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn nano_cores_from_two_samples() {
+        let s = CpuSamples::default();
+        assert_eq!(s.rate("c", 1_000, 0), None);
+        // Half a core: 0.5 s of CPU over 1 s.
+        assert_eq!(s.rate("c", 500_001_000, 1_000_000_000), Some(500_000_000));
+    }
+}
