@@ -1120,3 +1120,71 @@ async fn stats_move_with_cpu_memory_and_writes() {
         .unwrap_err();
     assert_eq!(err.code(), tonic::Code::NotFound);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_stats_sum_the_pod_and_count_its_network_and_processes() {
+    let mut e = env("podstats").await;
+    let a = run(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config("a", &e.image, &["sh", "-c", "while :; do :; done"]),
+    )
+    .await;
+    run(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config("b", &e.image, &["sleep", "1000"]),
+    )
+    .await;
+    // A veth pair inside the pod's own network namespace (made by this test, through the pod's
+    // pinned namespace) and packets sent out of one end: they never leave the pod.
+    let netns = e.d.run_root.join("pods").join(&e.pod).join("ns/net");
+    let ip = |args: &str| {
+        let st = std::process::Command::new("nsenter")
+            .arg(format!("--net={}", netns.display()))
+            .args(["sh", "-c", args])
+            .status()
+            .unwrap();
+        assert!(st.success(), "{args}");
+    };
+    ip(
+        "ip link add eth0 type veth peer name peer0 && ip addr add 10.251.0.1/24 dev eth0 \
+        && ip link set eth0 up && ip link set peer0 up && sleep 0.3",
+    );
+    sh(
+        &mut e.rt,
+        &a.clone(),
+        "busybox ping -c 3 -W 1 -i 0.2 10.251.0.2 >/dev/null 2>&1; true",
+    )
+    .await;
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let st =
+        e.rt.pod_sandbox_stats(PodSandboxStatsRequest {
+            pod_sandbox_id: e.pod.clone(),
+        })
+        .await
+        .expect("PodSandboxStats")
+        .into_inner()
+        .stats
+        .unwrap();
+    assert_eq!(st.attributes.unwrap().id, e.pod);
+    let l = st.linux.unwrap();
+    assert!(l.cpu.unwrap().usage_core_nano_seconds.unwrap().value > 300_000_000);
+    assert!(l.memory.unwrap().usage_bytes.unwrap().value > 0);
+    assert!(l.process.unwrap().process_count.unwrap().value >= 2);
+    assert_eq!(l.containers.len(), 2);
+    let net = l.network.unwrap();
+    let eth0 = net.default_interface.expect("eth0 in the pod's namespace");
+    assert!(eth0.tx_bytes.unwrap().value > 0, "{eth0:?}");
+    assert!(net.interfaces.iter().all(|i| i.name != "lo"));
+
+    let all =
+        e.rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .stats;
+    assert_eq!(all.len(), 1);
+}

@@ -194,7 +194,7 @@ async fn unimplemented_runtime_rpcs_say_so() {
     let d = Skiffd::start(&[]);
     let mut r = d.runtime().await;
     let e = r
-        .pod_sandbox_stats(skiff_proto::cri::PodSandboxStatsRequest::default())
+        .attach(skiff_proto::cri::AttachRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);

@@ -68,48 +68,10 @@ pub fn collect(rec: &ContainerRecord, samples: &CpuSamples) -> Result<ContainerS
         used_bytes: u(bytes),
         inodes_used: u(inodes),
     });
-    let exists = skiff_shim::cgroups::dirs(&rec.cgroup)
-        .map(|d| d.iter().any(|p| p.is_dir()))
-        .unwrap_or(false);
-    if !exists {
-        return Ok(ContainerStats {
-            attributes,
-            cpu: None,
-            memory: None,
-            writable_layer,
-            swap: None,
-        });
-    }
-    let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
-        cgroup_path: rec.cgroup.clone().into(),
-        systemd_cgroup: false,
-        container_name: String::new(),
-    })
-    .map_err(|e| Error::Internal(format!("cgroup {}: {e}", rec.cgroup)))?;
-    let st = manager
-        .stats()
-        .map_err(|e| Error::Internal(format!("reading stats of cgroup {}: {e}", rec.cgroup)))?;
-    let usage = st.cpu.usage.usage_total;
-    let cpu = Some(CpuUsage {
-        timestamp: now,
-        usage_core_nano_seconds: u(usage),
-        usage_nano_cores: samples.rate(&rec.id, usage, now).and_then(u),
-    });
-    let m = &st.memory;
-    let get = |keys: &[&str]| keys.iter().find_map(|k| m.stats.get(*k).copied());
-    let inactive_file = get(&["total_inactive_file", "inactive_file"]).unwrap_or(0);
-    let working_set = m.memory.usage.saturating_sub(inactive_file);
-    let available =
-        (!unlimited(m.memory.limit)).then(|| m.memory.limit.saturating_sub(working_set));
-    let memory = Some(MemoryUsage {
-        timestamp: now,
-        working_set_bytes: u(working_set),
-        available_bytes: available.and_then(u),
-        usage_bytes: u(m.memory.usage),
-        rss_bytes: get(&["total_rss", "rss", "anon"]).and_then(u),
-        page_faults: get(&["total_pgfault", "pgfault"]).and_then(u),
-        major_page_faults: get(&["total_pgmajfault", "pgmajfault"]).and_then(u),
-    });
+    let (cpu, memory) = match cgroup_usage(&rec.cgroup, &rec.id, samples, now)? {
+        Some((c, m, _)) => (Some(c), Some(m)),
+        None => (None, None),
+    };
     Ok(ContainerStats {
         attributes,
         cpu,
@@ -117,6 +79,53 @@ pub fn collect(rec: &ContainerRecord, samples: &CpuSamples) -> Result<ContainerS
         writable_layer,
         swap: None,
     })
+}
+
+/// CPU, memory and process count of cgroup `cgroup` (None when it does not exist). `key` names
+/// the CPU sample kept for the nano-cores rate.
+pub fn cgroup_usage(
+    cgroup: &str,
+    key: &str,
+    samples: &CpuSamples,
+    now: i64,
+) -> Result<Option<(CpuUsage, MemoryUsage, u64)>> {
+    let exists = skiff_shim::cgroups::dirs(cgroup)
+        .map(|d| d.iter().any(|p| p.is_dir()))
+        .unwrap_or(false);
+    if !exists {
+        return Ok(None);
+    }
+    let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
+        cgroup_path: cgroup.into(),
+        systemd_cgroup: false,
+        container_name: String::new(),
+    })
+    .map_err(|e| Error::Internal(format!("cgroup {cgroup}: {e}")))?;
+    let st = manager
+        .stats()
+        .map_err(|e| Error::Internal(format!("reading stats of cgroup {cgroup}: {e}")))?;
+    let usage = st.cpu.usage.usage_total;
+    let cpu = CpuUsage {
+        timestamp: now,
+        usage_core_nano_seconds: u(usage),
+        usage_nano_cores: samples.rate(key, usage, now).and_then(u),
+    };
+    let m = &st.memory;
+    let get = |keys: &[&str]| keys.iter().find_map(|k| m.stats.get(*k).copied());
+    let inactive_file = get(&["total_inactive_file", "inactive_file"]).unwrap_or(0);
+    let working_set = m.memory.usage.saturating_sub(inactive_file);
+    let available =
+        (!unlimited(m.memory.limit)).then(|| m.memory.limit.saturating_sub(working_set));
+    let memory = MemoryUsage {
+        timestamp: now,
+        working_set_bytes: u(working_set),
+        available_bytes: available.and_then(u),
+        usage_bytes: u(m.memory.usage),
+        rss_bytes: get(&["total_rss", "rss", "anon"]).and_then(u),
+        page_faults: get(&["total_pgfault", "pgfault"]).and_then(u),
+        major_page_faults: get(&["total_pgmajfault", "pgmajfault"]).and_then(u),
+    };
+    Ok(Some((cpu, memory, st.pids.current)))
 }
 
 #[cfg(test)]

@@ -21,6 +21,7 @@ pub mod runtime_info;
 pub mod sandbox_list;
 pub mod sandbox_remove;
 pub mod sandbox_run;
+pub mod sandbox_stats;
 pub mod sandbox_status;
 pub mod sandbox_stop;
 pub mod status;
@@ -35,13 +36,14 @@ use skiff_proto::cri::{
     ImageFsInfoRequest, ImageFsInfoResponse, ImageStatusRequest, ImageStatusResponse,
     ListContainerStatsRequest, ListContainerStatsResponse, ListContainersRequest,
     ListContainersResponse, ListImagesRequest, ListImagesResponse, ListPodSandboxRequest,
-    ListPodSandboxResponse, PodSandboxStatusRequest, PodSandboxStatusResponse, PullImageRequest,
-    PullImageResponse, RemoveContainerRequest, RemoveContainerResponse, RemoveImageRequest,
-    RemoveImageResponse, RemovePodSandboxRequest, RemovePodSandboxResponse,
-    ReopenContainerLogRequest, ReopenContainerLogResponse, RunPodSandboxRequest,
-    RunPodSandboxResponse, RuntimeConfigRequest, RuntimeConfigResponse, StartContainerRequest,
-    StartContainerResponse, StatusRequest, StatusResponse, StopContainerRequest,
-    StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse,
+    ListPodSandboxResponse, ListPodSandboxStatsRequest, ListPodSandboxStatsResponse,
+    PodSandboxStatsRequest, PodSandboxStatsResponse, PodSandboxStatusRequest,
+    PodSandboxStatusResponse, PullImageRequest, PullImageResponse, RemoveContainerRequest,
+    RemoveContainerResponse, RemoveImageRequest, RemoveImageResponse, RemovePodSandboxRequest,
+    RemovePodSandboxResponse, ReopenContainerLogRequest, ReopenContainerLogResponse,
+    RunPodSandboxRequest, RunPodSandboxResponse, RuntimeConfigRequest, RuntimeConfigResponse,
+    StartContainerRequest, StartContainerResponse, StatusRequest, StatusResponse,
+    StopContainerRequest, StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse,
     UpdateContainerResourcesRequest, UpdateContainerResourcesResponse, VersionRequest,
     VersionResponse,
 };
@@ -94,6 +96,17 @@ fn reply_logged<T>(rpc: &str, r: Result<T>) -> std::result::Result<Response<T>, 
 }
 
 type R<T> = std::result::Result<Response<T>, Status>;
+
+/// Runs `f` (file and cgroup reads: stats) on the blocking pool.
+async fn blocking<T: Send + 'static>(
+    node: &Arc<Node>,
+    f: impl FnOnce(&Node) -> Result<T> + Send + 'static,
+) -> Result<T> {
+    let node = node.clone();
+    tokio::task::spawn_blocking(move || f(&node))
+        .await
+        .map_err(|e| Error::Internal(format!("blocking task: {e}")))?
+}
 
 #[tonic::async_trait]
 impl RuntimeService for Cri {
@@ -234,14 +247,12 @@ impl RuntimeService for Cri {
         &self,
         req: Request<ContainerStatsRequest>,
     ) -> R<ContainerStatsResponse> {
-        let node = self.node.clone();
+        let req = req.into_inner();
         reply(
-            tokio::task::spawn_blocking(move || {
-                container_stats::container_stats(&node, req.into_inner())
+            blocking(&self.node, move |node| {
+                container_stats::container_stats(node, req)
             })
-            .await
-            .map_err(|e| Error::Internal(format!("stats task: {e}")))
-            .and_then(|r| r),
+            .await,
         )
     }
 
@@ -249,14 +260,38 @@ impl RuntimeService for Cri {
         &self,
         req: Request<ListContainerStatsRequest>,
     ) -> R<ListContainerStatsResponse> {
-        let node = self.node.clone();
+        let req = req.into_inner();
         reply(
-            tokio::task::spawn_blocking(move || {
-                container_stats::list_container_stats(&node, req.into_inner())
+            blocking(&self.node, move |node| {
+                container_stats::list_container_stats(node, req)
             })
-            .await
-            .map_err(|e| Error::Internal(format!("stats task: {e}")))
-            .and_then(|r| r),
+            .await,
+        )
+    }
+
+    async fn pod_sandbox_stats(
+        &self,
+        req: Request<PodSandboxStatsRequest>,
+    ) -> R<PodSandboxStatsResponse> {
+        let req = req.into_inner();
+        reply(
+            blocking(&self.node, move |node| {
+                sandbox_stats::pod_sandbox_stats(node, req)
+            })
+            .await,
+        )
+    }
+
+    async fn list_pod_sandbox_stats(
+        &self,
+        req: Request<ListPodSandboxStatsRequest>,
+    ) -> R<ListPodSandboxStatsResponse> {
+        let req = req.into_inner();
+        reply(
+            blocking(&self.node, move |node| {
+                sandbox_stats::list_pod_sandbox_stats(node, req)
+            })
+            .await,
         )
     }
 

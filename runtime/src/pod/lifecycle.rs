@@ -289,6 +289,7 @@ impl Node {
         }
         self.teardown(&rec).await;
         self.pods.delete(&rec.id)?;
+        self.cpu_samples.forget(&format!("pod:{}", rec.id));
         tracing::info!(pod = %rec.id, "pod sandbox removed");
         Ok(())
     }

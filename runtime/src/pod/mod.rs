@@ -7,6 +7,7 @@ pub mod files;
 pub mod launch;
 pub mod lifecycle;
 pub mod shim_client;
+pub mod stats;
 
 use std::collections::BTreeMap;
 use std::fs;
