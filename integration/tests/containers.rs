@@ -1188,3 +1188,66 @@ async fn pod_stats_sum_the_pod_and_count_its_network_and_processes() {
             .stats;
     assert_eq!(all.len(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_default_devices_can_be_opened() {
+    let mut e = env("devices").await;
+    let id = run(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config("d", &e.image, &["sleep", "1000"]),
+    )
+    .await;
+    // The standard nodes work.
+    assert_eq!(
+        sh(
+            &mut e.rt,
+            &id,
+            "echo x > /dev/null && head -c 4 /dev/zero | wc -c"
+        )
+        .await
+        .trim(),
+        "4"
+    );
+    // CAP_MKNOD lets a container create a node of the host's disk or memory, but the device
+    // cgroup refuses to open it.
+    // The host's root disk: readable by root in the container were it not for the cgroup.
+    use std::os::unix::fs::MetadataExt;
+    let dev = std::fs::metadata("/").unwrap().dev();
+    let (major, minor) = (
+        nix::sys::stat::major(dev).to_string(),
+        nix::sys::stat::minor(dev).to_string(),
+    );
+    for (node, kind, major, minor) in [("disk", "b", major.as_str(), minor.as_str())] {
+        let r = exec(
+            &mut e.rt,
+            &id,
+            &[
+                "sh",
+                "-c",
+                &format!(
+                    "busybox mknod /tmp/{node} {kind} {major} {minor} && head -c 1 /tmp/{node}"
+                ),
+            ],
+            5,
+        )
+        .await
+        .unwrap();
+        assert_ne!(r.exit_code, 0, "{node}");
+        assert!(
+            String::from_utf8_lossy(&r.stderr).contains("Operation not permitted"),
+            "{node}: {}",
+            String::from_utf8_lossy(&r.stderr)
+        );
+    }
+    let cg = container_info(&mut e.rt, &id).await["cgroup"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let list = cg_file("devices", &cg, "devices.list");
+    assert!(
+        list.contains("c 1:3 rwm") && !list.contains("a *:* rwm"),
+        "{list}"
+    );
+}

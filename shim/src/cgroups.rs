@@ -124,6 +124,45 @@ pub fn join(path: &str, pid: i32) -> io::Result<()> {
     Ok(())
 }
 
+/// The devices every container may use (and any device may be created, not opened): the list
+/// runc and containerd allow by default.
+const ALLOWED_DEVICES: &[&str] = &[
+    "c *:* m",
+    "b *:* m",
+    "c 1:3 rwm",    // null
+    "c 1:5 rwm",    // zero
+    "c 1:7 rwm",    // full
+    "c 1:8 rwm",    // random
+    "c 1:9 rwm",    // urandom
+    "c 5:0 rwm",    // tty
+    "c 5:1 rwm",    // console
+    "c 5:2 rwm",    // ptmx
+    "c 136:* rwm",  // pts
+    "c 10:200 rwm", // tun
+];
+
+/// Restricts cgroup `path` (a leaf) to the default devices (v1 devices controller: deny all,
+/// then allow the list). On v2 the equivalent is an eBPF program, not loaded by this skiff yet.
+pub fn restrict_devices(path: &str) -> io::Result<()> {
+    if is_v2() {
+        return Ok(());
+    }
+    let rel = clean_path(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let d = Path::new(ROOT).join("devices").join(rel);
+    if !d.is_dir() {
+        return Ok(());
+    }
+    let write = |file: &str, rule: &str| {
+        fs::write(d.join(file), rule)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}/{file} {rule:?}: {e}", d.display())))
+    };
+    write("devices.deny", "a")?;
+    for rule in ALLOWED_DEVICES {
+        write("devices.allow", rule)?;
+    }
+    Ok(())
+}
+
 /// Moves the calling process, which must be single-threaded, into cgroup `path`.
 ///
 /// On v1 hierarchies this writes `0` to `tasks`: moving only the current thread lets the kernel

@@ -118,8 +118,9 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
         .ok_or("config.json has no linux section")?;
     if let Some(cg) = linux.cgroups_path() {
         let cg = cg.display().to_string();
-        // Single-threaded: nothing but this thread has run since exec.
+        // Single-threaded: this process was exec'd or forked from the single-threaded supervisor.
         cgroups::join_self_single_threaded(&cg).map_err(|e| format!("joining cgroup {cg}: {e}"))?;
+        cgroups::restrict_devices(&cg).map_err(|e| format!("device rules of {cg}: {e}"))?;
     }
 
     let mut new = CloneFlags::CLONE_NEWNS;
