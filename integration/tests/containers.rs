@@ -1251,3 +1251,126 @@ async fn only_the_default_devices_can_be_opened() {
         "{list}"
     );
 }
+
+fn proc_status_field(pid: i32, key: &str) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .unwrap()
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix(&format!("{key}:"))
+                .map(|v| v.trim().to_string())
+        })
+        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn security_context_as_the_kernel_sees_it() {
+    let mut e = env("security").await;
+    // Default: root with the default capability set, in every set but the ambient one.
+    let a = run(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config("default", &e.image, &["sleep", "1000"]),
+    )
+    .await;
+    let pid = container_pid(&mut e.rt, &a).await;
+    // CHOWN DAC_OVERRIDE FOWNER FSETID KILL SETGID SETUID SETPCAP NET_BIND_SERVICE NET_RAW
+    // SYS_CHROOT MKNOD AUDIT_WRITE SETFCAP
+    let default_caps: u64 = [0, 1, 3, 4, 5, 6, 7, 8, 10, 13, 18, 27, 29, 31]
+        .iter()
+        .map(|b| 1u64 << b)
+        .sum();
+    let hex = |v: u64| format!("{v:016x}");
+    assert_eq!(proc_status_field(pid, "CapEff"), hex(default_caps));
+    assert_eq!(proc_status_field(pid, "CapBnd"), hex(default_caps));
+    assert_eq!(proc_status_field(pid, "CapAmb"), hex(0));
+    assert_eq!(proc_status_field(pid, "CapInh"), hex(0));
+    assert_eq!(proc_status_field(pid, "NoNewPrivs"), "0");
+    // Masked and read-only paths by default.
+    assert_eq!(sh(&mut e.rt, &a, "wc -c < /proc/keys").await.trim(), "0");
+    assert_eq!(
+        sh(&mut e.rt, &a, "wc -c < /proc/timer_list").await.trim(),
+        "0"
+    );
+    assert!(std::fs::metadata("/proc/timer_list").unwrap().len() == 0); // procfs reports 0
+    assert!(!std::fs::read_to_string("/proc/timer_list")
+        .unwrap()
+        .is_empty());
+    let r = exec(
+        &mut e.rt,
+        &a,
+        &["sh", "-c", "echo 1 > /proc/sys/vm/drop_caches"],
+        5,
+    )
+    .await
+    .unwrap();
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Read-only"),
+        "{r:?}"
+    );
+
+    // Dropped to one capability, a non-root user, no_new_privs and a read-only rootfs.
+    let mut c = container_config("tight", &e.image, &["sleep", "1000"]);
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            capabilities: Some(Capability {
+                drop_capabilities: vec!["ALL".into()],
+                add_capabilities: vec!["NET_BIND_SERVICE".into()],
+                ..Default::default()
+            }),
+            run_as_user: Some(Int64Value { value: 1000 }),
+            no_new_privs: true,
+            readonly_rootfs: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let b = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    let pid = container_pid(&mut e.rt, &b).await;
+    assert_eq!(proc_status_field(pid, "CapBnd"), hex(1 << 10));
+    assert_eq!(
+        proc_status_field(pid, "CapEff"),
+        hex(0),
+        "a non-root user keeps no effective caps: {}",
+        std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap()
+    );
+    assert_eq!(proc_status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(
+        proc_status_field(pid, "Uid").split_whitespace().next(),
+        Some("1000")
+    );
+    let r = exec(&mut e.rt, &b, &["sh", "-c", "echo x > /etc/new"], 5)
+        .await
+        .unwrap();
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Read-only"),
+        "{r:?}"
+    );
+    // The pod's /etc/hosts volume and /dev/shm stay writable by design only where mounted rw;
+    // the rootfs itself refuses writes even for root in the image's dirs.
+    let r = exec(&mut e.rt, &b, &["sh", "-c", "echo x > /bin/new"], 5)
+        .await
+        .unwrap();
+    assert_ne!(r.exit_code, 0);
+
+    // An ambient capability reaches a non-root user's effective set.
+    let mut c = container_config("ambient", &e.image, &["sleep", "1000"]);
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            capabilities: Some(Capability {
+                add_ambient_capabilities: vec!["NET_BIND_SERVICE".into()],
+                ..Default::default()
+            }),
+            run_as_user: Some(Int64Value { value: 1000 }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let amb = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    let pid = container_pid(&mut e.rt, &amb).await;
+    assert_eq!(proc_status_field(pid, "CapAmb"), hex(1 << 10));
+    assert_eq!(proc_status_field(pid, "CapEff"), hex(1 << 10));
+}

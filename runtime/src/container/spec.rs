@@ -209,6 +209,50 @@ pub fn capabilities(cfg: &ContainerConfig) -> Result<HashSet<Capability>> {
     Ok(set)
 }
 
+/// `add_capabilities` (every capability for `ALL`), checked.
+fn added_capabilities(cfg: &ContainerConfig) -> Result<HashSet<Capability>> {
+    let wanted = cfg
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.capabilities.as_ref());
+    let Some(w) = wanted else {
+        return Ok(HashSet::new());
+    };
+    if w.add_capabilities
+        .iter()
+        .any(|c| c.eq_ignore_ascii_case("ALL"))
+    {
+        return Ok(all_capabilities());
+    }
+    w.add_capabilities
+        .iter()
+        .map(|c| cap(c, "linux.security_context.capabilities.add_capabilities"))
+        .collect()
+}
+
+/// `add_ambient_capabilities`, checked.
+pub fn ambient_capabilities(cfg: &ContainerConfig) -> Result<HashSet<Capability>> {
+    let wanted = cfg
+        .linux
+        .as_ref()
+        .and_then(|l| l.security_context.as_ref())
+        .and_then(|s| s.capabilities.as_ref());
+    wanted
+        .map(|w| {
+            w.add_ambient_capabilities
+                .iter()
+                .map(|c| {
+                    cap(
+                        c,
+                        "linux.security_context.capabilities.add_ambient_capabilities",
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_else(|| Ok(HashSet::new()))
+}
+
 fn all_capabilities() -> HashSet<Capability> {
     // Every capability name the kernel's capability.h defines, that oci-spec knows.
     [
@@ -380,10 +424,24 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         ));
     }
     let caps = capabilities(cfg)?;
+    let ambient = ambient_capabilities(cfg)?;
+    // Every set is given explicitly: oci-spec's defaults would add KILL, NET_BIND_SERVICE and
+    // AUDIT_WRITE to the inheritable and ambient sets. Ambient capabilities must also be
+    // inheritable (and permitted) for the kernel to keep them.
+    let mut bounding = caps.clone();
+    bounding.extend(ambient.iter().copied());
+    // As api.proto says: added capabilities are inheritable too, the defaults are not.
+    let mut inheritable: HashSet<Capability> = added_capabilities(cfg)?
+        .into_iter()
+        .filter(|c| caps.contains(c))
+        .collect();
+    inheritable.extend(ambient.iter().copied());
     let capabilities = LinuxCapabilitiesBuilder::default()
-        .bounding(caps.clone())
-        .effective(caps.clone())
-        .permitted(caps.clone())
+        .bounding(bounding.clone())
+        .effective(bounding.clone())
+        .permitted(bounding)
+        .inheritable(inheritable)
+        .ambient(ambient)
         .build()
         .map_err(|e| Error::Internal(format!("capabilities: {e}")))?;
     let cwd = if !cfg.working_dir.is_empty() {
