@@ -1374,3 +1374,98 @@ async fn security_context_as_the_kernel_sees_it() {
     assert_eq!(proc_status_field(pid, "CapAmb"), hex(1 << 10));
     assert_eq!(proc_status_field(pid, "CapEff"), hex(1 << 10));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oom_score_adj_and_supplemental_groups_policy() {
+    let mut e = env("oomadj").await;
+    let with = |name: &str, adj: i64| {
+        let mut c = container_config(name, &e.image, &["sleep", "1000"]);
+        c.linux = Some(LinuxContainerConfig {
+            resources: Some(LinuxContainerResources {
+                oom_score_adj: adj,
+                ..Default::default()
+            }),
+            ..Default::default()
+        });
+        c
+    };
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), with("up", 500)).await;
+    let pid = container_pid(&mut e.rt, &id).await;
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .unwrap()
+            .trim(),
+        "500"
+    );
+    // Lowering it needs CAP_SYS_RESOURCE, which root lacks on this machine: a clear error...
+    let own: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    let lowers_need_cap = !nix::unistd::Uid::effective().is_root()
+        || std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .find_map(|l| l.strip_prefix("CapEff:"))
+            .map(|v| u64::from_str_radix(v.trim(), 16).unwrap() & (1 << 24) == 0)
+            .unwrap_or(true);
+    let id = create(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        with("down", own - 100),
+    )
+    .await
+    .unwrap();
+    let started = start(&mut e.rt, &id).await;
+    if lowers_need_cap {
+        let err = started.unwrap_err();
+        assert!(err.message().contains("oom_score_adj"), "{}", err.message());
+    }
+    // ...and restrict_oom_score_adj raises it to skiffd's own instead.
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/b", "v1")
+        .await;
+    let d = Skiffd::start_with(&[&reg.host], Some("restrict_oom_score_adj = true\n"), &[]);
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("clamp", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let mut c = container_config("down", &img.reference, &["sleep", "1000"]);
+    c.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            oom_score_adj: own - 100,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, &pcfg, c).await;
+    let pid = container_pid(&mut rt, &id).await;
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{pid}/oom_score_adj"))
+            .unwrap()
+            .trim(),
+        own.to_string()
+    );
+
+    // SupplementalGroupsPolicy Strict: the image's /etc/group memberships do not count.
+    let mut c = container_config("strict", &img.reference, &["sleep", "1000"]);
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            run_as_username: "app".into(),
+            supplemental_groups: vec![3000],
+            supplemental_groups_policy: SupplementalGroupsPolicy::Strict as i32,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, &pcfg, c).await;
+    let pid = container_pid(&mut rt, &id).await;
+    assert_eq!(proc_status_field(pid, "Groups"), "3000");
+    let st = status(&mut rt, &id).await.user.unwrap().linux.unwrap();
+    assert_eq!(st.supplemental_groups, vec![3000]);
+}

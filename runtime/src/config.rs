@@ -62,6 +62,9 @@ pub struct FileConfig {
     pub shim_binary: Option<PathBuf>,
     /// cgroup under which pods get theirs when kubelet names no cgroup_parent.
     pub cgroup_root: Option<String>,
+    /// Raise a requested oom_score_adj to skiffd's own when it is lower (for nodes where skiffd
+    /// lacks CAP_SYS_RESOURCE, as containerd's restrict_oom_score_adj).
+    pub restrict_oom_score_adj: Option<bool>,
 }
 
 /// The configuration in force.
@@ -76,6 +79,7 @@ pub struct Config {
     pub max_concurrent_downloads: usize,
     pub shim_binary: Option<PathBuf>,
     pub cgroup_root: String,
+    pub restrict_oom_score_adj: bool,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -153,6 +157,7 @@ impl Config {
             cgroup_root: file
                 .cgroup_root
                 .unwrap_or_else(|| DEFAULT_CGROUP_ROOT.into()),
+            restrict_oom_score_adj: file.restrict_oom_score_adj.unwrap_or(false),
         };
         skiff_shim::cgroups::clean_path(&cfg.cgroup_root)
             .map_err(|e| ConfigError::Invalid(format!("cgroup_root: {e}")))?;

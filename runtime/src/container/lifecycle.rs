@@ -96,6 +96,30 @@ impl Node {
         Ok(pod)
     }
 
+    /// The container's oom_score_adj: the request's, raised to skiffd's own when
+    /// `restrict_oom_score_adj` is set.
+    fn oom_score_adj(
+        &self,
+        r: Option<&skiff_proto::cri::LinuxContainerResources>,
+    ) -> Result<Option<i32>> {
+        let Some(r) = r else { return Ok(None) };
+        let v = r.oom_score_adj;
+        if !(-1000..=1000).contains(&v) {
+            return Err(Error::InvalidArgument(format!(
+                "resources.oom_score_adj: {v} is outside -1000..1000"
+            )));
+        }
+        if !self.cfg.restrict_oom_score_adj {
+            return Ok(Some(v as i32));
+        }
+        let own: i64 = std::fs::read_to_string("/proc/self/oom_score_adj")
+            .ctx(|| "reading skiffd's oom_score_adj")?
+            .trim()
+            .parse()
+            .unwrap_or(0);
+        Ok(Some(v.max(own) as i32))
+    }
+
     /// CreateContainer: writes the bundle and the record; nothing runs yet.
     pub async fn create_container(
         &self,
@@ -181,7 +205,9 @@ impl Node {
             }
             extra.push(*g as u32);
         }
-        let resolved = user::resolve(&layers, &user_spec, group, &extra)
+        let merge =
+            sc.supplemental_groups_policy() != skiff_proto::cri::SupplementalGroupsPolicy::Strict;
+        let resolved = user::resolve(&layers, &user_spec, group, &extra, merge)
             .map_err(|e| e.context("linux.security_context / image user"))?;
         let (user_mounts, mount_records) = spec::user_mounts(&cfg)?;
         let resources = cfg.linux.as_ref().and_then(|l| l.resources.clone());
@@ -224,6 +250,7 @@ impl Node {
             rootfs: bundle.join("rootfs"),
             cgroup: cgroup.clone(),
             user_mounts,
+            oom_score_adj: self.oom_score_adj(resources.as_ref())?,
         })?;
         let image_ref = image
             .repo_digests

@@ -399,6 +399,7 @@ pub struct SpecInput<'a> {
     pub rootfs: PathBuf,
     pub cgroup: String,
     pub user_mounts: Vec<Mount>,
+    pub oom_score_adj: Option<i32>,
 }
 
 pub fn build(input: SpecInput<'_>) -> Result<Spec> {
@@ -410,6 +411,7 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         rootfs,
         cgroup,
         user_mounts,
+        oom_score_adj,
     } = input;
     let sc = cfg
         .linux
@@ -473,6 +475,8 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         .no_new_privileges(sc.no_new_privs)
         .build()
         .map_err(|e| Error::Internal(format!("process: {e}")))?;
+    let mut process = process;
+    process.set_oom_score_adj(oom_score_adj);
 
     let run = pod.run_dir;
     let path = |name: &str| run.join(name).display().to_string();

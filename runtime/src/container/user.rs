@@ -113,6 +113,7 @@ pub fn resolve(
     user: &str,
     group_override: Option<u32>,
     extra_groups: &[u32],
+    image_groups: bool,
 ) -> Result<ResolvedUser> {
     let pw = image_file(layers, "/etc/passwd")
         .map(|t| passwd(&t))
@@ -153,7 +154,9 @@ pub fn resolve(
         gid = o;
     }
     let mut out_groups: Vec<u32> = vec![];
-    if let Some(n) = &name {
+    // SupplementalGroupsPolicy Merge: the user's groups in the image's /etc/group count too;
+    // Strict: only the ones the request names.
+    if let Some(n) = name.as_ref().filter(|_| image_groups) {
         for (_, id, members) in &gr {
             if members.iter().any(|m| m == n) && *id != gid && !out_groups.contains(id) {
                 out_groups.push(*id);
@@ -193,24 +196,34 @@ mod tests {
         .unwrap();
         let layers = vec![top.path().to_path_buf(), bottom.path().to_path_buf()];
         assert_eq!(
-            resolve(&layers, "app", None, &[3000]).unwrap(),
+            resolve(&layers, "app", None, &[3000], true).unwrap(),
             ResolvedUser {
                 uid: 1000,
                 gid: 1000,
                 groups: vec![2000, 3000]
             }
         );
-        assert_eq!(resolve(&layers, "", None, &[]).unwrap().uid, 0);
-        assert_eq!(resolve(&layers, "1000:extra", None, &[]).unwrap().gid, 2000);
+        assert_eq!(resolve(&layers, "", None, &[], true).unwrap().uid, 0);
         assert_eq!(
-            resolve(&layers, "4242", Some(7), &[]).unwrap(),
+            resolve(&layers, "app", None, &[3000], false)
+                .unwrap()
+                .groups,
+            vec![3000],
+            "Strict leaves the image's group memberships out"
+        );
+        assert_eq!(
+            resolve(&layers, "1000:extra", None, &[], true).unwrap().gid,
+            2000
+        );
+        assert_eq!(
+            resolve(&layers, "4242", Some(7), &[], true).unwrap(),
             ResolvedUser {
                 uid: 4242,
                 gid: 7,
                 groups: vec![]
             }
         );
-        assert!(resolve(&layers, "nobody-here", None, &[]).is_err());
+        assert!(resolve(&layers, "nobody-here", None, &[], true).is_err());
         // A whiteout in the top layer hides the file.
         std::fs::create_dir_all(top.path().join("etc")).unwrap();
         nix::sys::stat::mknod(

@@ -4,8 +4,8 @@ use std::collections::HashMap;
 
 use skiff_proto::cri::{
     CgroupDriver, LinuxRuntimeConfiguration, RuntimeCondition, RuntimeConfigResponse,
-    RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest, StatusResponse,
-    VersionResponse,
+    RuntimeFeatures, RuntimeHandler, RuntimeHandlerFeatures, RuntimeStatus, StatusRequest,
+    StatusResponse, VersionResponse,
 };
 
 use super::Cri;
@@ -64,7 +64,9 @@ pub fn status(cri: &Cri, req: &StatusRequest) -> StatusResponse {
                 user_namespaces: false,
             }),
         }],
-        features: None,
+        features: Some(RuntimeFeatures {
+            supplemental_groups_policy: true,
+        }),
     }
 }
 
