@@ -1210,37 +1210,26 @@ async fn only_the_default_devices_can_be_opened() {
         .trim(),
         "4"
     );
-    // CAP_MKNOD lets a container create a node of the host's disk or memory, but the device
-    // cgroup refuses to open it.
-    // The host's root disk: readable by root in the container were it not for the cgroup.
-    use std::os::unix::fs::MetadataExt;
-    let dev = std::fs::metadata("/").unwrap().dev();
-    let (major, minor) = (
-        nix::sys::stat::major(dev).to_string(),
-        nix::sys::stat::minor(dev).to_string(),
+    // CAP_MKNOD lets a container create a node of any device, but the device cgroup refuses
+    // to open one that is not allowed: /dev/fuse (c 10:229), which root opens on the host.
+    let r = exec(
+        &mut e.rt,
+        &id,
+        &[
+            "sh",
+            "-c",
+            "busybox mknod /tmp/fuse c 10 229 && exec 3</tmp/fuse",
+        ],
+        5,
+    )
+    .await
+    .unwrap();
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
     );
-    for (node, kind, major, minor) in [("disk", "b", major.as_str(), minor.as_str())] {
-        let r = exec(
-            &mut e.rt,
-            &id,
-            &[
-                "sh",
-                "-c",
-                &format!(
-                    "busybox mknod /tmp/{node} {kind} {major} {minor} && head -c 1 /tmp/{node}"
-                ),
-            ],
-            5,
-        )
-        .await
-        .unwrap();
-        assert_ne!(r.exit_code, 0, "{node}");
-        assert!(
-            String::from_utf8_lossy(&r.stderr).contains("Operation not permitted"),
-            "{node}: {}",
-            String::from_utf8_lossy(&r.stderr)
-        );
-    }
     let cg = container_info(&mut e.rt, &id).await["cgroup"]
         .as_str()
         .unwrap()
@@ -1468,4 +1457,82 @@ async fn oom_score_adj_and_supplemental_groups_policy() {
     assert_eq!(proc_status_field(pid, "Groups"), "3000");
     let st = status(&mut rt, &id).await.user.unwrap().linux.unwrap();
     assert_eq!(st.supplemental_groups, vec![3000]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn devices_from_the_request_and_privileged_containers() {
+    let mut e = env("privileged").await;
+    // A device the request names (/dev/fuse, not a default one), read-only: it opens for
+    // reading, not for writing.
+    let mut c = container_config("dev", &e.image, &["sleep", "1000"]);
+    c.devices = vec![Device {
+        container_path: "/dev/myfuse".into(),
+        host_path: "/dev/fuse".into(),
+        permissions: "r".into(),
+    }];
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    assert_eq!(
+        sh(&mut e.rt, &id, "exec 3</dev/myfuse && echo opened")
+            .await
+            .trim(),
+        "opened"
+    );
+    let r = exec(&mut e.rt, &id, &["sh", "-c", "exec 3>/dev/myfuse"], 5)
+        .await
+        .unwrap();
+    assert_ne!(r.exit_code, 0, "write refused by the device cgroup");
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Operation not permitted"),
+        "{r:?}"
+    );
+    // A host path that is no device is refused by name.
+    let mut bad = container_config("baddev", &e.image, &["true"]);
+    bad.devices = vec![Device {
+        container_path: "/dev/x".into(),
+        host_path: "/etc/hostname".into(),
+        permissions: "rw".into(),
+    }];
+    let err = create(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), bad)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message().contains("devices[0].host_path"),
+        "{}",
+        err.message()
+    );
+
+    // Privileged: every capability the node has, the host's devices, nothing masked.
+    let mut c = container_config("priv", &e.image, &["sleep", "1000"]);
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            privileged: true,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    let pid = container_pid(&mut e.rt, &id).await;
+    let own_bnd = proc_status_field(std::process::id() as i32, "CapBnd");
+    assert_eq!(proc_status_field(pid, "CapEff"), own_bnd);
+    assert_eq!(
+        sh(&mut e.rt, &id, "exec 3<>/dev/fuse && echo opened")
+            .await
+            .trim(),
+        "opened",
+        "host devices are there and usable"
+    );
+    assert_ne!(
+        sh(&mut e.rt, &id, "wc -c < /proc/timer_list").await.trim(),
+        "0"
+    );
+    let r = exec(
+        &mut e.rt,
+        &id,
+        &["sh", "-c", "grep -w /sys /proc/self/mountinfo"],
+        5,
+    )
+    .await
+    .unwrap();
+    assert!(String::from_utf8_lossy(&r.stdout).contains(" rw,"), "{r:?}");
 }

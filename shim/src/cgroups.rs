@@ -141,9 +141,11 @@ const ALLOWED_DEVICES: &[&str] = &[
     "c 10:200 rwm", // tun
 ];
 
-/// Restricts cgroup `path` (a leaf) to the default devices (v1 devices controller: deny all,
-/// then allow the list). On v2 the equivalent is an eBPF program, not loaded by this skiff yet.
-pub fn restrict_devices(path: &str) -> io::Result<()> {
+/// Restricts cgroup `path` (a leaf) to the default devices and the `extra` rules
+/// (`c 8:0 rw` …) on the v1 devices controller: deny all, then allow. With `allow_all`
+/// (privileged containers) nothing is restricted. On v2 the equivalent is an eBPF program, not
+/// loaded by this skiff yet.
+pub fn restrict_devices(path: &str, extra: &[String], allow_all: bool) -> io::Result<()> {
     if is_v2() {
         return Ok(());
     }
@@ -156,8 +158,15 @@ pub fn restrict_devices(path: &str) -> io::Result<()> {
         fs::write(d.join(file), rule)
             .map_err(|e| io::Error::new(e.kind(), format!("{}/{file} {rule:?}: {e}", d.display())))
     };
+    if allow_all {
+        return write("devices.allow", "a");
+    }
     write("devices.deny", "a")?;
-    for rule in ALLOWED_DEVICES {
+    for rule in ALLOWED_DEVICES
+        .iter()
+        .copied()
+        .chain(extra.iter().map(String::as_str))
+    {
         write("devices.allow", rule)?;
     }
     Ok(())

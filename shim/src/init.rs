@@ -107,6 +107,35 @@ fn ns_flag(t: LinuxNamespaceType) -> Option<CloneFlags> {
     })
 }
 
+/// The spec's device cgroup rules as v1 `devices.allow` lines, and whether one allows all.
+fn device_rules(linux: &oci_spec::runtime::Linux) -> (Vec<String>, bool) {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    let mut rules = vec![];
+    let mut all = false;
+    for r in linux
+        .resources()
+        .as_ref()
+        .and_then(|r| r.devices().clone())
+        .unwrap_or_default()
+    {
+        if !r.allow() {
+            continue;
+        }
+        let typ = match r.typ().unwrap_or(T::A) {
+            T::A => {
+                all = true;
+                continue;
+            }
+            T::B => "b",
+            _ => "c",
+        };
+        let n = |v: Option<i64>| v.map(|v| v.to_string()).unwrap_or_else(|| "*".into());
+        let access = r.access().clone().unwrap_or_else(|| "rwm".into());
+        rules.push(format!("{typ} {}:{} {access}", n(r.major()), n(r.minor())));
+    }
+    (rules, all)
+}
+
 fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
     let spec = Spec::load(bundle.join("config.json"))
         .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
@@ -120,7 +149,9 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
         let cg = cg.display().to_string();
         // Single-threaded: this process was exec'd or forked from the single-threaded supervisor.
         cgroups::join_self_single_threaded(&cg).map_err(|e| format!("joining cgroup {cg}: {e}"))?;
-        cgroups::restrict_devices(&cg).map_err(|e| format!("device rules of {cg}: {e}"))?;
+        let (rules, allow_all) = device_rules(linux);
+        cgroups::restrict_devices(&cg, &rules, allow_all)
+            .map_err(|e| format!("device rules of {cg}: {e}"))?;
     }
 
     let mut new = CloneFlags::CLONE_NEWNS;

@@ -165,6 +165,13 @@ fn set_user_and_caps(uid: u32, gid: u32, groups: &[u32], process: &Process) -> R
     unsafe {
         libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
     }
+    // A capability the node does not grant us (not in our bounding set) cannot be given to the
+    // container; everything else is.
+    let available = caps::read(None, CapSet::Bounding).map_err(|e| format!("bounding set: {e}"))?;
+    let effective: CapsHashSet = effective.intersection(&available).copied().collect();
+    let permitted: CapsHashSet = permitted.intersection(&available).copied().collect();
+    let inheritable: CapsHashSet = inheritable.intersection(&available).copied().collect();
+    let ambient: CapsHashSet = ambient.intersection(&available).copied().collect();
     caps::set(None, CapSet::Effective, &effective).map_err(|e| format!("effective caps: {e}"))?;
     caps::set(None, CapSet::Permitted, &permitted).map_err(|e| format!("permitted caps: {e}"))?;
     caps::set(None, CapSet::Inheritable, &inheritable)

@@ -74,6 +74,9 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
         mount_one(&rootfd, m).map_err(|e| format!("mount {}: {e}", m.destination().display()))?;
     }
     populate_dev(&rootfd)?;
+    if let Some(linux) = spec.linux() {
+        create_devices(&rootfd, linux.devices().as_deref().unwrap_or(&[]))?;
+    }
     drop(rootfd);
     pivot(&root)?;
     if let Some(linux) = spec.linux() {
@@ -351,6 +354,52 @@ fn populate_dev(rootfd: &OwnedFd) -> R<()> {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
             Err(e) => return Err(format!("creating /dev/{name}: {e}")),
         }
+    }
+    Ok(())
+}
+
+/// The spec's extra device nodes (the request's devices, or the host's for a privileged
+/// container), each made inside the rootfs.
+fn create_devices(rootfd: &OwnedFd, devices: &[oci_spec::runtime::LinuxDevice]) -> R<()> {
+    use oci_spec::runtime::LinuxDeviceType as T;
+    for d in devices {
+        let rel = fsutil::clean(d.path()).ok_or("device at /")?;
+        let parent = rel.parent().unwrap_or(Path::new(""));
+        let name = rel.file_name().ok_or("device without a name")?;
+        let dir = mkdir_all_in_root(rootfd, parent)
+            .map_err(|e| format!("device {}: {e}", d.path().display()))?;
+        let dir = fsutil::open_dir(&fd_path(&dir))
+            .map_err(|e| format!("device {}: {e}", d.path().display()))?;
+        let kind = match d.typ() {
+            T::B => SFlag::S_IFBLK,
+            T::P => SFlag::S_IFIFO,
+            _ => SFlag::S_IFCHR,
+        };
+        match mknodat(
+            Some(dir.as_raw_fd()),
+            name,
+            kind,
+            Mode::from_bits_truncate(d.file_mode().unwrap_or(0o660)),
+            makedev(d.major() as u64, d.minor() as u64),
+        ) {
+            Ok(()) => {}
+            Err(nix::errno::Errno::EEXIST) => continue,
+            Err(e) => return Err(format!("creating device {}: {e}", d.path().display())),
+        }
+        let _ = nix::sys::stat::fchmodat(
+            Some(dir.as_raw_fd()),
+            name,
+            Mode::from_bits_truncate(d.file_mode().unwrap_or(0o660)),
+            nix::sys::stat::FchmodatFlags::FollowSymlink,
+        );
+        nix::unistd::fchownat(
+            Some(dir.as_raw_fd()),
+            name,
+            d.uid().map(nix::unistd::Uid::from_raw),
+            d.gid().map(nix::unistd::Gid::from_raw),
+            nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+        )
+        .map_err(|e| format!("owning device {}: {e}", d.path().display()))?;
     }
     Ok(())
 }

@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
 use oci_spec::runtime::{
-    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxNamespaceBuilder, LinuxNamespaceType,
-    Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
+    Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDevice, LinuxDeviceBuilder,
+    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceBuilder,
+    LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
+    UserBuilder,
 };
 use skiff_proto::cri::{ContainerConfig, MountPropagation, NamespaceMode};
 use skiff_shim::api::{NsMode, PidMode, SHM_DIR};
@@ -207,6 +209,131 @@ pub fn capabilities(cfg: &ContainerConfig) -> Result<HashSet<Capability>> {
         }
     }
     Ok(set)
+}
+
+/// Device nodes the container gets beyond the defaults, with the device cgroup rules that let
+/// it use them: the request's `devices` (host device files), or every host device for a
+/// privileged container (whose rule allows all).
+pub fn devices(
+    cfg: &ContainerConfig,
+    privileged: bool,
+) -> Result<(Vec<LinuxDevice>, Vec<LinuxDeviceCgroup>)> {
+    let mut nodes = vec![];
+    let mut rules = vec![];
+    for (i, d) in cfg.devices.iter().enumerate() {
+        let field = format!("devices[{i}]");
+        if !d.container_path.starts_with('/') || d.container_path.split('/').any(|c| c == "..") {
+            return Err(Error::InvalidArgument(format!(
+                "{field}.container_path: {:?} is not an absolute path without ..",
+                d.container_path
+            )));
+        }
+        let perms = if d.permissions.is_empty() {
+            "rwm"
+        } else {
+            d.permissions.as_str()
+        };
+        if !perms.chars().all(|c| matches!(c, 'r' | 'w' | 'm')) {
+            return Err(Error::InvalidArgument(format!(
+                "{field}.permissions: {perms:?} is not made of r, w and m"
+            )));
+        }
+        let (typ, major, minor, mode) = host_device(Path::new(&d.host_path))
+            .map_err(|m| Error::InvalidArgument(format!("{field}.host_path: {m}")))?;
+        nodes.push(device(&d.container_path, typ, major, minor, mode)?);
+        rules.push(rule(Some(typ), Some(major), Some(minor), perms)?);
+    }
+    if privileged {
+        for (path, typ, major, minor, mode) in host_devices() {
+            nodes.push(device(&path, typ, major, minor, mode)?);
+        }
+        rules = vec![rule(None, None, None, "rwm")?];
+    }
+    Ok((nodes, rules))
+}
+
+fn device(
+    path: &str,
+    typ: LinuxDeviceType,
+    major: i64,
+    minor: i64,
+    mode: u32,
+) -> Result<LinuxDevice> {
+    LinuxDeviceBuilder::default()
+        .path(PathBuf::from(path))
+        .typ(typ)
+        .major(major)
+        .minor(minor)
+        .file_mode(mode)
+        .uid(0u32)
+        .gid(0u32)
+        .build()
+        .map_err(|e| Error::Internal(format!("device {path}: {e}")))
+}
+
+fn rule(
+    typ: Option<LinuxDeviceType>,
+    major: Option<i64>,
+    minor: Option<i64>,
+    access: &str,
+) -> Result<LinuxDeviceCgroup> {
+    let mut b = LinuxDeviceCgroupBuilder::default()
+        .allow(true)
+        .access(access.to_string())
+        .typ(typ.unwrap_or(LinuxDeviceType::A));
+    if let Some(m) = major {
+        b = b.major(m);
+    }
+    if let Some(m) = minor {
+        b = b.minor(m);
+    }
+    b.build()
+        .map_err(|e| Error::Internal(format!("device rule: {e}")))
+}
+
+/// (type, major, minor, permission bits) of a host device file.
+fn host_device(p: &Path) -> std::result::Result<(LinuxDeviceType, i64, i64, u32), String> {
+    use std::os::unix::fs::{FileTypeExt, MetadataExt};
+    let m = std::fs::metadata(p).map_err(|e| format!("{}: {e}", p.display()))?;
+    let typ = if m.file_type().is_char_device() {
+        LinuxDeviceType::C
+    } else if m.file_type().is_block_device() {
+        LinuxDeviceType::B
+    } else {
+        return Err(format!("{} is not a device", p.display()));
+    };
+    let rdev = m.rdev();
+    Ok((
+        typ,
+        nix::sys::stat::major(rdev) as i64,
+        nix::sys::stat::minor(rdev) as i64,
+        m.mode() & 0o777,
+    ))
+}
+
+/// Every device file under the host's /dev (not its pts, shm or mqueue).
+fn host_devices() -> Vec<(String, LinuxDeviceType, i64, i64, u32)> {
+    let mut out = vec![];
+    let mut stack = vec![PathBuf::from("/dev")];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            let Ok(ft) = e.file_type() else { continue };
+            if ft.is_dir() {
+                if !matches!(p.to_str(), Some("/dev/pts" | "/dev/shm" | "/dev/mqueue")) {
+                    stack.push(p);
+                }
+            } else if !ft.is_symlink() {
+                if let Ok((typ, major, minor, mode)) = host_device(&p) {
+                    out.push((p.display().to_string(), typ, major, minor, mode));
+                }
+            }
+        }
+    }
+    out
 }
 
 /// `add_capabilities` (every capability for `ALL`), checked.
@@ -418,14 +545,12 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         .as_ref()
         .and_then(|l| l.security_context.clone())
         .unwrap_or_default();
-    if sc.privileged {
-        return Err(Error::InvalidArgument(
-            "linux.security_context.privileged: privileged containers are not supported by this \
-             skiff yet"
-                .into(),
-        ));
-    }
-    let caps = capabilities(cfg)?;
+    let privileged = sc.privileged;
+    let caps = if privileged {
+        all_capabilities()
+    } else {
+        capabilities(cfg)?
+    };
     let ambient = ambient_capabilities(cfg)?;
     // Every set is given explicitly: oci-spec's defaults would add KILL, NET_BIND_SERVICE and
     // AUDIT_WRITE to the inheritable and ambient sets. Ambient capabilities must also be
@@ -511,7 +636,11 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
             "/sys",
             "sysfs",
             "sysfs",
-            &["nosuid", "noexec", "nodev", "ro"],
+            if privileged {
+                &["nosuid", "noexec", "nodev"]
+            } else {
+                &["nosuid", "noexec", "nodev", "ro"]
+            },
         )?,
     ];
     let shm = if pod.ipc == NsMode::Pod {
@@ -576,21 +705,34 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         (PidMode::Container, _) => namespaces.push(ns(LinuxNamespaceType::Pid, None)?),
         (PidMode::Node, _) => {}
     }
-    let masked: Vec<String> = if sc.masked_paths.is_empty() {
-        DEFAULT_MASKED.iter().map(|s| s.to_string()).collect()
-    } else {
+    // A privileged container sees everything unless paths are given explicitly.
+    let masked: Vec<String> = if !sc.masked_paths.is_empty() {
         sc.masked_paths.clone()
-    };
-    let readonly: Vec<String> = if sc.readonly_paths.is_empty() {
-        DEFAULT_READONLY.iter().map(|s| s.to_string()).collect()
+    } else if privileged {
+        vec![]
     } else {
-        sc.readonly_paths.clone()
+        DEFAULT_MASKED.iter().map(|s| s.to_string()).collect()
     };
+    let readonly: Vec<String> = if !sc.readonly_paths.is_empty() {
+        sc.readonly_paths.clone()
+    } else if privileged {
+        vec![]
+    } else {
+        DEFAULT_READONLY.iter().map(|s| s.to_string()).collect()
+    };
+    let (devices, device_rules) = devices(cfg, privileged)?;
     let linux = LinuxBuilder::default()
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(cgroup))
         .masked_paths(masked)
         .readonly_paths(readonly)
+        .devices(devices)
+        .resources(
+            oci_spec::runtime::LinuxResourcesBuilder::default()
+                .devices(device_rules)
+                .build()
+                .map_err(|e| Error::Internal(format!("device rules: {e}")))?,
+        )
         .build()
         .map_err(|e| Error::Internal(format!("linux: {e}")))?;
     let annotations: HashMap<String, String> = cfg.annotations.clone().into_iter().collect();
