@@ -1536,3 +1536,50 @@ async fn devices_from_the_request_and_privileged_containers() {
     .unwrap();
     assert!(String::from_utf8_lossy(&r.stdout).contains(" rw,"), "{r:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_apparmor_profile_without_apparmor_is_refused() {
+    let mut e = env("apparmor").await;
+    if std::path::Path::new("/sys/module/apparmor/parameters/enabled").exists() {
+        eprintln!("this node has AppArmor: the refusal below is for nodes without it");
+    }
+    let mut c = container_config("aa", &e.image, &["true"]);
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            apparmor: Some(SecurityProfile {
+                profile_type: security_profile::ProfileType::Localhost as i32,
+                localhost_ref: "k8s-nginx".into(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let err = create(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("apparmor") && err.message().contains("k8s-nginx"),
+        "{}",
+        err.message()
+    );
+    // RuntimeDefault needs nothing where AppArmor is off.
+    let mut c = container_config("rd", &e.image, &["true"]);
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            apparmor: Some(SecurityProfile {
+                profile_type: security_profile::ProfileType::RuntimeDefault as i32,
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    assert_eq!(
+        wait_exited(&mut e.rt, &id, Duration::from_secs(10))
+            .await
+            .exit_code,
+        0
+    );
+}
