@@ -1255,11 +1255,32 @@ fn proc_status_field(pid: i32, key: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_context_as_the_kernel_sees_it() {
     let mut e = env("security").await;
+    // skiffd's own soft limit lowered: a container inheriting it would show 1024.
+    let node_hard = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE)
+        .unwrap()
+        .1;
+    let lowered = libc::rlimit {
+        rlim_cur: 1024,
+        rlim_max: node_hard,
+    };
+    // SAFETY: prlimit on skiffd's pid with a valid rlimit and no old-value pointer.
+    let rc = unsafe {
+        libc::prlimit(
+            e.d.pid() as i32,
+            libc::RLIMIT_NOFILE,
+            &lowered,
+            std::ptr::null_mut(),
+        )
+    };
+    assert_eq!(rc, 0);
+    // A pod started now: its shim inherits the lowered limit.
+    let pcfg = pod_config("security-low", e.logs.path().to_str().unwrap());
+    let pod = run_pod(&mut e.rt, &pcfg).await;
     // Default: root with the default capability set, in every set but the ambient one.
     let a = run(
         &mut e.rt,
-        &e.pod.clone(),
-        &e.pcfg.clone(),
+        &pod,
+        &pcfg,
         container_config("default", &e.image, &["sleep", "1000"]),
     )
     .await;
@@ -1276,6 +1297,15 @@ async fn security_context_as_the_kernel_sees_it() {
     assert_eq!(proc_status_field(pid, "CapAmb"), hex(0));
     assert_eq!(proc_status_field(pid, "CapInh"), hex(0));
     assert_eq!(proc_status_field(pid, "NoNewPrivs"), "0");
+    // The default open-file limit: 1048576, or the node's hard limit when lower.
+    let want = node_hard.min(1_048_576).to_string();
+    let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
+    let line = limits
+        .lines()
+        .find(|l| l.starts_with("Max open files"))
+        .unwrap();
+    let f: Vec<&str> = line.split_whitespace().collect();
+    assert_eq!((f[3], f[4]), (want.as_str(), want.as_str()), "{line}");
     // Masked and read-only paths by default.
     assert_eq!(sh(&mut e.rt, &a, "wc -c < /proc/keys").await.trim(), "0");
     assert_eq!(

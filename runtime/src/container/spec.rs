@@ -243,6 +243,30 @@ fn check_apparmor(sc: &skiff_proto::cri::LinuxContainerSecurityContext) -> Resul
     )))
 }
 
+/// The file-descriptor limit every container gets: 1048576 open files, or the node's own hard
+/// limit when that is lower (raising a hard limit needs CAP_SYS_RESOURCE).
+pub fn default_rlimits() -> Result<Vec<oci_spec::runtime::PosixRlimit>> {
+    let mut cur = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes into the rlimit struct we pass.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut cur) } != 0 {
+        return Err(Error::io(
+            "reading skiffd's RLIMIT_NOFILE",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    let n = cur.rlim_max.min(1_048_576);
+    let nofile = oci_spec::runtime::PosixRlimitBuilder::default()
+        .typ(oci_spec::runtime::PosixRlimitType::RlimitNofile)
+        .hard(n)
+        .soft(n)
+        .build()
+        .map_err(|e| Error::Internal(format!("rlimit: {e}")))?;
+    Ok(vec![nofile])
+}
+
 /// Device nodes the container gets beyond the defaults, with the device cgroup rules that let
 /// it use them: the request's `devices` (host device files), or every host device for a
 /// privileged container (whose rule allows all).
@@ -631,6 +655,7 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         )
         .capabilities(capabilities)
         .no_new_privileges(sc.no_new_privs)
+        .rlimits(default_rlimits()?)
         .build()
         .map_err(|e| Error::Internal(format!("process: {e}")))?;
     let mut process = process;
