@@ -376,6 +376,18 @@ async fn hostname_resolv_conf_hosts_loopback_sysctls_and_shm() {
             .into_inner()
             .items;
     assert_eq!(pods.len(), 1);
+    // A cgroup_parent that climbs out of the hierarchy is refused by field.
+    let mut bad = pod_config("badcg", e.logs.path().to_str().unwrap());
+    bad.linux.as_mut().unwrap().cgroup_parent = "/kubepods/../../etc".into();
+    let err =
+        e.rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(bad),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("cgroup_parent"), "{}", err.message());
     // The same name/namespace/uid/attempt is refused while the first pod exists.
     let err =
         e.rt.run_pod_sandbox(RunPodSandboxRequest {
