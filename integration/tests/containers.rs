@@ -1241,17 +1241,6 @@ async fn only_the_default_devices_can_be_opened() {
     );
 }
 
-fn proc_status_field(pid: i32, key: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{key}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn security_context_as_the_kernel_sees_it() {
     let mut e = env("security").await;
@@ -1292,11 +1281,11 @@ async fn security_context_as_the_kernel_sees_it() {
         .map(|b| 1u64 << b)
         .sum();
     let hex = |v: u64| format!("{v:016x}");
-    assert_eq!(proc_status_field(pid, "CapEff"), hex(default_caps));
-    assert_eq!(proc_status_field(pid, "CapBnd"), hex(default_caps));
-    assert_eq!(proc_status_field(pid, "CapAmb"), hex(0));
-    assert_eq!(proc_status_field(pid, "CapInh"), hex(0));
-    assert_eq!(proc_status_field(pid, "NoNewPrivs"), "0");
+    assert_eq!(proc_status(pid, "CapEff"), hex(default_caps));
+    assert_eq!(proc_status(pid, "CapBnd"), hex(default_caps));
+    assert_eq!(proc_status(pid, "CapAmb"), hex(0));
+    assert_eq!(proc_status(pid, "CapInh"), hex(0));
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "0");
     // The default open-file limit: 1048576, or the node's hard limit when lower.
     let want = node_hard.min(1_048_576).to_string();
     let limits = std::fs::read_to_string(format!("/proc/{pid}/limits")).unwrap();
@@ -1348,16 +1337,16 @@ async fn security_context_as_the_kernel_sees_it() {
     });
     let b = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
     let pid = container_pid(&mut e.rt, &b).await;
-    assert_eq!(proc_status_field(pid, "CapBnd"), hex(1 << 10));
+    assert_eq!(proc_status(pid, "CapBnd"), hex(1 << 10));
     assert_eq!(
-        proc_status_field(pid, "CapEff"),
+        proc_status(pid, "CapEff"),
         hex(0),
         "a non-root user keeps no effective caps: {}",
         std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap()
     );
-    assert_eq!(proc_status_field(pid, "NoNewPrivs"), "1");
+    assert_eq!(proc_status(pid, "NoNewPrivs"), "1");
     assert_eq!(
-        proc_status_field(pid, "Uid").split_whitespace().next(),
+        proc_status(pid, "Uid").split_whitespace().next(),
         Some("1000")
     );
     let r = exec(&mut e.rt, &b, &["sh", "-c", "echo x > /etc/new"], 5)
@@ -1390,8 +1379,8 @@ async fn security_context_as_the_kernel_sees_it() {
     });
     let amb = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
     let pid = container_pid(&mut e.rt, &amb).await;
-    assert_eq!(proc_status_field(pid, "CapAmb"), hex(1 << 10));
-    assert_eq!(proc_status_field(pid, "CapEff"), hex(1 << 10));
+    assert_eq!(proc_status(pid, "CapAmb"), hex(1 << 10));
+    assert_eq!(proc_status(pid, "CapEff"), hex(1 << 10));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -1484,7 +1473,7 @@ async fn oom_score_adj_and_supplemental_groups_policy() {
     });
     let id = run(&mut rt, &pod, &pcfg, c).await;
     let pid = container_pid(&mut rt, &id).await;
-    assert_eq!(proc_status_field(pid, "Groups"), "3000");
+    assert_eq!(proc_status(pid, "Groups"), "3000");
     let st = status(&mut rt, &id).await.user.unwrap().linux.unwrap();
     assert_eq!(st.supplemental_groups, vec![3000]);
 }
@@ -1543,8 +1532,8 @@ async fn devices_from_the_request_and_privileged_containers() {
     });
     let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
     let pid = container_pid(&mut e.rt, &id).await;
-    let own_bnd = proc_status_field(std::process::id() as i32, "CapBnd");
-    assert_eq!(proc_status_field(pid, "CapEff"), own_bnd);
+    let own_bnd = proc_status(std::process::id() as i32, "CapBnd");
+    assert_eq!(proc_status(pid, "CapEff"), own_bnd);
     assert_eq!(
         sh(&mut e.rt, &id, "exec 3<>/dev/fuse && echo opened")
             .await

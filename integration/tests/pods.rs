@@ -70,17 +70,6 @@ async fn a_container_runs_and_exits_with_its_code_and_output() {
     drop(e.d);
 }
 
-fn proc_status(pid: i32, key: &str) -> String {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap()
-        .lines()
-        .find_map(|l| {
-            l.strip_prefix(&format!("{key}:"))
-                .map(|v| v.trim().to_string())
-        })
-        .unwrap()
-}
-
 fn ns_of(pid: i32, ns: &str) -> String {
     std::fs::read_link(format!("/proc/{pid}/ns/{ns}"))
         .unwrap()
