@@ -202,14 +202,10 @@ fn mount_one(rootfd: &OwnedFd, m: &Mount) -> R<()> {
         let extra = o.flags & !MsFlags::MS_REC;
         if !extra.is_empty() {
             // The new mount now sits at the destination: reopen to name it, not what it covers.
-            let mounted = openat2_in_root(rootfd, &dest, libc::O_PATH | libc::O_CLOEXEC)
-                .map_err(|e| format!("reopening: {e}"))?;
-            mount(
-                None::<&str>,
-                &fd_path(&mounted),
-                None::<&str>,
+            remount_at(
+                rootfd,
+                &dest,
                 MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
-                None::<&str>,
             )
             .map_err(|e| format!("remounting with {extra:?}: {e}"))?;
         }
@@ -226,23 +222,33 @@ fn mount_one(rootfd: &OwnedFd, m: &Mount) -> R<()> {
         .map_err(|e| format!("mounting {typ}: {e}"))?;
     }
     if let Some(p) = o.propagation {
-        let mounted = openat2_in_root(rootfd, &dest, libc::O_PATH | libc::O_CLOEXEC)
-            .map_err(|e| format!("reopening: {e}"))?;
-        mount(
-            None::<&str>,
-            &fd_path(&mounted),
-            None::<&str>,
-            p,
-            None::<&str>,
-        )
-        .map_err(|e| format!("setting propagation {p:?}: {e}"))?;
+        remount_at(rootfd, &dest, p).map_err(|e| format!("setting propagation {p:?}: {e}"))?;
     }
     if o.recursive_readonly {
-        let mounted = openat2_in_root(rootfd, &dest, libc::O_PATH | libc::O_CLOEXEC)
-            .map_err(|e| format!("reopening: {e}"))?;
-        set_recursive_readonly(&mounted)?;
+        set_recursive_readonly(&reopen_mount(rootfd, &dest)?)?;
     }
     Ok(())
+}
+
+/// Opens the mount that now sits at `dest` (inside the root), so that it is named rather than
+/// what it covers.
+fn reopen_mount(rootfd: &OwnedFd, dest: &Path) -> R<OwnedFd> {
+    openat2_in_root(rootfd, dest, libc::O_PATH | libc::O_CLOEXEC)
+        .map_err(|e| format!("reopening {}: {e}", dest.display()))
+}
+
+/// Changes the flags or propagation of the mount at `dest` (inside the root) through its
+/// descriptor.
+fn remount_at(rootfd: &OwnedFd, dest: &Path, flags: MsFlags) -> R<()> {
+    let mounted = reopen_mount(rootfd, dest)?;
+    mount(
+        None::<&str>,
+        &fd_path(&mounted),
+        None::<&str>,
+        flags,
+        None::<&str>,
+    )
+    .map_err(|e| e.to_string())
 }
 
 /// `struct mount_attr` of mount_setattr(2).

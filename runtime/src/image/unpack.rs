@@ -174,22 +174,8 @@ impl LayerWriter {
                 remove_existing(&dir, base)?;
                 unistd::symlinkat(target.as_os_str(), Some(dir.as_raw_fd()), base)
                     .ctx(|| "creating symlink")?;
-                unistd::fchownat(
-                    Some(dir.as_raw_fd()),
-                    base,
-                    Some(Uid::from_raw(meta.uid)),
-                    Some(Gid::from_raw(meta.gid)),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .ctx(|| "setting symlink owner")?;
-                stat::utimensat(
-                    Some(dir.as_raw_fd()),
-                    base,
-                    &meta.mtime,
-                    &meta.mtime,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .ctx(|| "setting symlink times")?;
+                chown_at(&dir, base, &meta)?;
+                set_times_at(&dir, base, &meta)?;
             }
             tar::EntryType::Link => {
                 let target = entry
@@ -247,14 +233,7 @@ impl LayerWriter {
                     stat::makedev(major.into(), minor.into()),
                 )
                 .ctx(|| "creating device node")?;
-                unistd::fchownat(
-                    Some(dir.as_raw_fd()),
-                    base,
-                    Some(Uid::from_raw(meta.uid)),
-                    Some(Gid::from_raw(meta.gid)),
-                    AtFlags::AT_SYMLINK_NOFOLLOW,
-                )
-                .ctx(|| "setting owner")?;
+                chown_at(&dir, base, &meta)?;
                 stat::fchmodat(
                     Some(dir.as_raw_fd()),
                     base,
@@ -275,14 +254,7 @@ impl LayerWriter {
                     }
                 })
                 .ctx(|| "setting mode")?;
-                stat::utimensat(
-                    Some(dir.as_raw_fd()),
-                    base,
-                    &meta.mtime,
-                    &meta.mtime,
-                    UtimensatFlags::NoFollowSymlink,
-                )
-                .ctx(|| "setting times")?;
+                set_times_at(&dir, base, &meta)?;
             }
             other => {
                 tracing::warn!(entry = %rel.display(), kind = ?other, "skipping tar entry of unsupported type");
@@ -364,6 +336,30 @@ fn parse_pax_time(s: &str) -> Option<TimeSpec> {
 }
 
 /// Owner, then mode (chown clears set-id bits), then xattrs, on an open descriptor.
+/// Sets the owner of `name` in `dir` from the tar header, not following a symlink.
+fn chown_at(dir: &OwnedFd, name: &OsStr, meta: &Meta) -> Result<()> {
+    unistd::fchownat(
+        Some(dir.as_raw_fd()),
+        name,
+        Some(Uid::from_raw(meta.uid)),
+        Some(Gid::from_raw(meta.gid)),
+        AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .ctx(|| "setting owner")
+}
+
+/// Sets the access and modification times of `name` in `dir`, not following a symlink.
+fn set_times_at(dir: &OwnedFd, name: &OsStr, meta: &Meta) -> Result<()> {
+    stat::utimensat(
+        Some(dir.as_raw_fd()),
+        name,
+        &meta.mtime,
+        &meta.mtime,
+        UtimensatFlags::NoFollowSymlink,
+    )
+    .ctx(|| "setting times")
+}
+
 fn apply_meta_fd(fd: RawFd, meta: &Meta) -> Result<()> {
     unistd::fchown(
         fd,
