@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use skiff_integration::containerd::{rss_kib, Containerd};
 use skiff_integration::cri::*;
 use skiff_integration::image::Compression;
-use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_integration::{ImageBuilder, Layer, Registry, Skiffd};
 use skiff_proto::cri::*;
 
 const PODS: usize = 30;
@@ -36,13 +36,7 @@ fn ms(d: Duration) -> f64 {
 }
 
 fn main() {
-    require_root();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio");
-    rt.block_on(run_all());
+    skiff_integration::bench_main(run_all());
 }
 
 fn host_network(name: &str, logs: &str) -> PodSandboxConfig {

@@ -9,7 +9,7 @@ use std::process::Command;
 use std::time::{Duration, Instant};
 
 use skiff_integration::image::Compression;
-use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_integration::{ImageBuilder, Layer, Registry, Skiffd};
 use skiff_proto::cri::{ImageSpec, PullImageRequest};
 
 const LAYERS: usize = 5;
@@ -43,13 +43,7 @@ fn median(mut v: Vec<Duration>) -> Duration {
 }
 
 fn main() {
-    require_root();
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("tokio runtime");
-    rt.block_on(run());
+    skiff_integration::bench_main(run());
 }
 
 async fn run() {

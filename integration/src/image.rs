@@ -16,6 +16,14 @@ pub fn sha256(data: &[u8]) -> String {
     format!("sha256:{}", hex::encode(Sha256::digest(data)))
 }
 
+/// `len` bytes that gzip barely shrinks (a multiplicative hash of the index, shifted right by
+/// `shift`; different shifts give different data), for layers whose size must survive compression.
+pub fn noise(len: usize, shift: u32) -> Vec<u8> {
+    (0..len as u32)
+        .map(|i| (i.wrapping_mul(2654435761) >> shift) as u8)
+        .collect()
+}
+
 /// Writes tar layers entry by entry, with full control of owners, modes, times and xattrs.
 pub struct Layer {
     b: tar::Builder<Vec<u8>>,

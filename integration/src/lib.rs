@@ -44,3 +44,14 @@ pub fn require_root() {
         "skiff's integration tests run as root (they mount overlays and run a registry)"
     );
 }
+
+/// Runs a benchmark's async body as root on a two-worker tokio runtime (the machine's cores).
+pub fn bench_main<F: std::future::Future>(body: F) -> F::Output {
+    require_root();
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("tokio runtime")
+        .block_on(body)
+}

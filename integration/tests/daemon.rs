@@ -7,7 +7,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Command;
 
 use common::*;
-use skiff_integration::image::Compression;
+use skiff_integration::image::{noise, Compression};
 use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
 use skiff_proto::cri::{ListImagesRequest, RuntimeConfigRequest, StatusRequest, VersionRequest};
 
@@ -164,9 +164,7 @@ async fn images_survive_kill9_and_leftovers_are_cleaned() {
 async fn concurrent_pulls_download_each_layer_once() {
     require_root();
     let reg = Registry::start();
-    let noise: Vec<u8> = (0..4 << 20)
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 11) as u8)
-        .collect();
+    let noise = noise(4 << 20, 11);
     let img = ImageBuilder::new()
         .layer(Layer::busybox(), Compression::Gzip)
         .layer(Layer::new().file("noise", &noise, 0o644), Compression::Gzip)

@@ -4,7 +4,7 @@
 mod common;
 
 use common::*;
-use skiff_integration::image::Compression;
+use skiff_integration::image::{noise, Compression};
 use skiff_integration::{free_port, require_root, ImageBuilder, Layer, Registry, Skiffd};
 use skiff_proto::cri::ListImagesRequest;
 use tonic::Code;
@@ -147,9 +147,7 @@ async fn full_disk_is_resource_exhausted_and_leaves_nothing() {
     require_root();
     let reg = Registry::start();
     // busybox is ~2 MiB; two incompressible 3 MiB layers cannot fit a 4 MiB store.
-    let noise: Vec<u8> = (0..3 << 20)
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
-        .collect();
+    let noise = noise(3 << 20, 13);
     let img = ImageBuilder::new()
         .layer(Layer::busybox(), Compression::Gzip)
         .layer(Layer::new().file("noise", &noise, 0o644), Compression::Gzip)
@@ -214,9 +212,7 @@ async fn unimplemented_runtime_rpcs_say_so() {
 async fn a_cancelled_pull_leaves_no_temporary() {
     require_root();
     let reg = Registry::start();
-    let noise: Vec<u8> = (0..8 << 20)
-        .map(|i: u32| (i.wrapping_mul(2654435761) >> 9) as u8)
-        .collect();
+    let noise = noise(8 << 20, 9);
     let img = ImageBuilder::new()
         .layer(Layer::busybox(), Compression::Gzip)
         .layer(Layer::new().file("noise", &noise, 0o644), Compression::Gzip)
