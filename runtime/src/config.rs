@@ -16,6 +16,15 @@ pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
 pub const DEFAULT_RUN_ROOT: &str = "/run/skiff";
 pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
 pub const DEFAULT_CGROUP_ROOT: &str = "/skiff";
+pub const DEFAULT_SECCOMP_ROOT: &str = "/var/lib/kubelet/seccomp";
+
+/// What a container gets when neither it, its pod nor an annotation names a seccomp profile.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+pub enum UnsetSeccomp {
+    #[default]
+    RuntimeDefault,
+    Unconfined,
+}
 
 /// Command-line flags of `skiffd`. Each one, when given, wins over the same key in the file.
 #[derive(Debug, Parser, Default)]
@@ -65,6 +74,11 @@ pub struct FileConfig {
     /// Raise a requested oom_score_adj to skiffd's own when it is lower (for nodes where skiffd
     /// lacks CAP_SYS_RESOURCE, as containerd's restrict_oom_score_adj).
     pub restrict_oom_score_adj: Option<bool>,
+    /// Where `localhost/<path>` seccomp profiles (deprecated fields, legacy annotations) that
+    /// are not absolute are found.
+    pub seccomp_root: Option<PathBuf>,
+    /// What an unset seccomp profile means: "RuntimeDefault" (default) or "Unconfined".
+    pub unset_seccomp_profile: Option<UnsetSeccomp>,
 }
 
 /// The configuration in force.
@@ -80,6 +94,8 @@ pub struct Config {
     pub shim_binary: Option<PathBuf>,
     pub cgroup_root: String,
     pub restrict_oom_score_adj: bool,
+    pub seccomp_root: PathBuf,
+    pub unset_seccomp_profile: UnsetSeccomp,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +174,10 @@ impl Config {
                 .cgroup_root
                 .unwrap_or_else(|| DEFAULT_CGROUP_ROOT.into()),
             restrict_oom_score_adj: file.restrict_oom_score_adj.unwrap_or(false),
+            seccomp_root: file
+                .seccomp_root
+                .unwrap_or_else(|| DEFAULT_SECCOMP_ROOT.into()),
+            unset_seccomp_profile: file.unset_seccomp_profile.unwrap_or_default(),
         };
         skiff_shim::cgroups::clean_path(&cfg.cgroup_root)
             .map_err(|e| ConfigError::Invalid(format!("cgroup_root: {e}")))?;
@@ -165,6 +185,7 @@ impl Config {
             ("listen", &cfg.listen),
             ("root", &cfg.root),
             ("run_root", &cfg.run_root),
+            ("seccomp_root", &cfg.seccomp_root),
         ] {
             if !p.is_absolute() {
                 return Err(ConfigError::Invalid(format!(

@@ -27,6 +27,8 @@ pub struct Node {
     pub images: Arc<Images>,
     pub pods: Pods,
     pub containers: Containers,
+    /// Compiled seccomp filters, by profile content.
+    pub seccomp: crate::seccomp::Seccomp,
     /// Last CPU readings, for ContainerStats' nano-cores.
     pub cpu_samples: crate::container::stats::CpuSamples,
     pub launcher: Box<dyn Launcher>,
@@ -88,6 +90,7 @@ impl Node {
             images,
             pods,
             containers,
+            seccomp: Default::default(),
             cpu_samples: Default::default(),
             launcher: Box::new(Detached {
                 binary: shim.clone(),

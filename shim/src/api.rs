@@ -22,6 +22,9 @@ pub const SHM_DIR: &str = "shm";
 pub const STATE_FILE: &str = "state.json";
 /// Container rootfs layers, beside `config.json` in the bundle.
 pub const ROOTFS_FILE: &str = "rootfs.json";
+/// The compiled seccomp filter (`struct sock_filter` records), beside `config.json` when the
+/// spec has a `linux.seccomp` section.
+pub const SECCOMP_FILE: &str = "seccomp.bpf";
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]

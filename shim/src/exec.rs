@@ -172,6 +172,8 @@ fn helper(
     let spec = Spec::load(bundle.join("config.json"))
         .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
     let mut process = spec.process().clone().ok_or("config.json has no process")?;
+    // Read before joining the container's mount namespace hides the bundle.
+    let filter = crate::seccomp::read(&spec, bundle)?;
     process.set_args(Some(args));
     process.set_terminal(Some(false));
     // Open every namespace before entering any: after the mount namespace, /proc is the
@@ -215,5 +217,5 @@ fn helper(
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     // Its own process group, so that a timeout kills what it started too.
     nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
-    crate::process::exec_process(&process)
+    crate::process::exec_process(&process, filter.as_ref())
 }

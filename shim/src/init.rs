@@ -20,7 +20,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use skiff_shim::api::{Rootfs, ROOTFS_FILE};
 use skiff_shim::{cgroups, fsutil};
 
-use crate::{process, rootfs};
+use crate::{process, rootfs, seccomp};
 
 /// The sync socket every helper inherits as fd 3.
 pub const SYNC_FD: i32 = 3;
@@ -177,6 +177,8 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
 
     fork_reporting_pid(sync)?;
     report_host_pid(sync)?;
+    // Read now: the bundle is out of reach after pivot_root.
+    let filter = seccomp::read(&spec, bundle)?;
     rootfs::setup(&spec, &rootfs, bundle)?;
-    process::exec(&spec)
+    process::exec(&spec, filter.as_ref())
 }

@@ -9,6 +9,7 @@ mod logs;
 mod pod;
 mod process;
 mod rootfs;
+mod seccomp;
 mod selfexe;
 mod supervisor;
 

@@ -1,6 +1,6 @@
 //! The last steps before a container process runs, shared by container init and exec: terminal,
 //! rlimits, OOM score, working directory, user and groups, capabilities, no_new_privs, closing
-//! every inherited descriptor, and exec with the spec's environment.
+//! every inherited descriptor, the seccomp filter, and exec with the spec's environment.
 
 use std::convert::Infallible;
 use std::ffi::CString;
@@ -11,19 +11,22 @@ use caps::{CapSet, Capability, CapsHashSet};
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::{Process, Spec};
 
+use crate::seccomp::Filter;
+
 type R<T> = Result<T, String>;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
-pub fn exec(spec: &Spec) -> R<Infallible> {
+pub fn exec(spec: &Spec, filter: Option<&Filter>) -> R<Infallible> {
     let process = spec
         .process()
         .as_ref()
         .ok_or("config.json has no process")?;
-    exec_process(process)
+    exec_process(process, filter)
 }
 
-pub fn exec_process(process: &Process) -> R<Infallible> {
+/// Runs `process` in place of this one, with `filter` loaded just before the exec.
+pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible> {
     if process.terminal().unwrap_or(false) {
         // The pty slave on fds 0-2 becomes our controlling terminal.
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
@@ -63,16 +66,21 @@ pub fn exec_process(process: &Process) -> R<Infallible> {
         std::fs::create_dir_all(cwd).map_err(|e| format!("creating cwd {}: {e}", cwd.display()))?;
     }
     let user = process.user();
+    let no_new_privs = process.no_new_privileges().unwrap_or(false);
+    // Loading a filter needs no_new_privs or CAP_SYS_ADMIN. Without no_new_privs we keep
+    // CAP_SYS_ADMIN effective until the filter is in: the exec drops it again, since it is not in
+    // the bounding set unless the container was granted it.
     set_user_and_caps(
         user.uid(),
         user.gid(),
         user.additional_gids().as_deref().unwrap_or(&[]),
         process,
+        filter.is_some() && !no_new_privs,
     )?;
     if !cwd.as_os_str().is_empty() {
         std::env::set_current_dir(cwd).map_err(|e| format!("chdir {}: {e}", cwd.display()))?;
     }
-    if process.no_new_privileges().unwrap_or(false) {
+    if no_new_privs {
         // SAFETY: prctl with integer arguments.
         if unsafe { libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0) } != 0 {
             return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
@@ -94,6 +102,10 @@ pub fn exec_process(process: &Process) -> R<Infallible> {
         .iter()
         .map(|e| CString::new(e.as_bytes()).map_err(|_| format!("NUL in env {e:?}")))
         .collect::<R<_>>()?;
+    // The last step before exec: from here on only execve runs under the filter.
+    if let Some(f) = filter {
+        f.load()?;
+    }
     let e = match nix::unistd::execve(&cpath, &cargs, &cenv) {
         Ok(never) => match never {},
         Err(e) => e,
@@ -136,8 +148,16 @@ fn cap_set(names: Option<&oci_spec::runtime::Capabilities>) -> R<CapsHashSet> {
 }
 
 /// Groups, then gid and uid keeping capabilities across the switch, then the spec's capability
-/// sets (bounding first: dropping from it needs the full set we hold as root).
-fn set_user_and_caps(uid: u32, gid: u32, groups: &[u32], process: &Process) -> R<()> {
+/// sets (bounding first: dropping from it needs the full set we hold as root). With
+/// `keep_sys_admin`, CAP_SYS_ADMIN also stays effective and permitted (not bounding) for loading
+/// the seccomp filter; the exec drops it.
+fn set_user_and_caps(
+    uid: u32,
+    gid: u32,
+    groups: &[u32],
+    process: &Process,
+    keep_sys_admin: bool,
+) -> R<()> {
     let caps_spec = process.capabilities().as_ref();
     let bounding = cap_set(caps_spec.and_then(|c| c.bounding().as_ref()))?;
     let effective = cap_set(caps_spec.and_then(|c| c.effective().as_ref()))?;
@@ -168,8 +188,12 @@ fn set_user_and_caps(uid: u32, gid: u32, groups: &[u32], process: &Process) -> R
     // A capability the node does not grant us (not in our bounding set) cannot be given to the
     // container; everything else is.
     let available = caps::read(None, CapSet::Bounding).map_err(|e| format!("bounding set: {e}"))?;
-    let effective: CapsHashSet = effective.intersection(&available).copied().collect();
-    let permitted: CapsHashSet = permitted.intersection(&available).copied().collect();
+    let mut effective: CapsHashSet = effective.intersection(&available).copied().collect();
+    let mut permitted: CapsHashSet = permitted.intersection(&available).copied().collect();
+    if keep_sys_admin {
+        effective.insert(Capability::CAP_SYS_ADMIN);
+        permitted.insert(Capability::CAP_SYS_ADMIN);
+    }
     let inheritable: CapsHashSet = inheritable.intersection(&available).copied().collect();
     let ambient: CapsHashSet = ambient.intersection(&available).copied().collect();
     caps::set(None, CapSet::Effective, &effective).map_err(|e| format!("effective caps: {e}"))?;

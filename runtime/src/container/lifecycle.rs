@@ -10,7 +10,7 @@ use skiff_proto::shim::{
     ExecSyncRequest, ExecSyncResponse, KillContainerRequest, ReopenLogRequest,
     StartContainerRequest,
 };
-use skiff_shim::api::{ContainerState, Rootfs, ROOTFS_FILE};
+use skiff_shim::api::{ContainerState, Rootfs, ROOTFS_FILE, SECCOMP_FILE};
 use skiff_shim::{cgroups, fsutil};
 use tonic::transport::Channel;
 
@@ -118,6 +118,33 @@ impl Node {
             .parse()
             .unwrap_or(0);
         Ok(Some(v.max(own) as i32))
+    }
+
+    /// The container's seccomp filter, resolved against the capabilities its spec grants.
+    fn seccomp_filter(
+        &self,
+        pod: &PodSandboxConfig,
+        cfg: &ContainerConfig,
+        oci: &oci_spec::runtime::Spec,
+    ) -> Result<Option<crate::seccomp::Filter>> {
+        let sel = crate::seccomp::select(&self.cfg, pod, cfg)?;
+        let caps: std::collections::HashSet<String> = oci
+            .process()
+            .as_ref()
+            .and_then(|p| p.capabilities().as_ref())
+            .and_then(|c| c.bounding().as_ref())
+            .into_iter()
+            .flatten()
+            .map(|c| {
+                let n = c.to_string();
+                if n.starts_with("CAP_") {
+                    n
+                } else {
+                    format!("CAP_{n}")
+                }
+            })
+            .collect();
+        self.seccomp.filter(&sel, &caps)
     }
 
     /// CreateContainer: writes the bundle and the record; nothing runs yet.
@@ -242,7 +269,7 @@ impl Node {
             pid: ns.pid,
             hostname: &hostname,
         };
-        let oci = spec::build(SpecInput {
+        let mut oci = spec::build(SpecInput {
             cfg: &cfg,
             image: &img_cfg,
             pod: &pctx,
@@ -252,6 +279,10 @@ impl Node {
             user_mounts,
             oom_score_adj: self.oom_score_adj(resources.as_ref())?,
         })?;
+        let filter = self.seccomp_filter(&pod_cfg, &cfg, &oci)?;
+        if let (Some(f), Some(linux)) = (&filter, oci.linux_mut()) {
+            linux.set_seccomp(Some(f.spec.clone()));
+        }
         let image_ref = image
             .repo_digests
             .first()
@@ -302,6 +333,10 @@ impl Node {
                 .map_err(|e| Error::Internal(format!("encoding config.json: {e}")))?;
             store::write_atomic_volatile(&bundle.join("config.json"), &json)
                 .ctx(|| format!("writing {}/config.json", bundle.display()))?;
+            if let Some(f) = &filter {
+                store::write_atomic_volatile(&bundle.join(SECCOMP_FILE), &f.bpf)
+                    .ctx(|| format!("writing {}/{SECCOMP_FILE}", bundle.display()))?;
+            }
             if let Some(r) = &resources {
                 super::resources::apply(&rec.cgroup, r)?;
             }
