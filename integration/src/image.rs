@@ -144,6 +144,32 @@ impl Layer {
         l
     }
 
+    /// `/bin/sysprobe` (integration/probes/sysprobe.c, built static once per test process) with
+    /// busybox's `chmod`, `touch` and `grep` applets: a layer to stack on [`Layer::busybox`].
+    pub fn sysprobe() -> Layer {
+        static PROBE: std::sync::OnceLock<Vec<u8>> = std::sync::OnceLock::new();
+        let bin = PROBE.get_or_init(|| {
+            let src = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("probes/sysprobe.c");
+            let out = tempfile::tempdir().expect("probe dir");
+            let exe = out.path().join("sysprobe");
+            let st = std::process::Command::new("cc")
+                .args(["-static", "-O2", "-o"])
+                .arg(&exe)
+                .arg(&src)
+                .status()
+                .expect("cc: install build-essential");
+            assert!(st.success(), "building {}", src.display());
+            std::fs::read(&exe).expect("built probe")
+        });
+        let mut l = Layer::new()
+            .dir("bin", 0o755)
+            .file("bin/sysprobe", bin, 0o755);
+        for applet in ["chmod", "touch", "grep"] {
+            l = l.symlink(&format!("bin/{applet}"), "busybox");
+        }
+        l
+    }
+
     pub fn into_tar(self) -> Vec<u8> {
         self.b.into_inner().expect("tar finish")
     }

@@ -28,7 +28,8 @@ pub fn read(spec: &Spec, bundle: &Path) -> R<Option<Filter>> {
         return Ok(None);
     };
     let path = bundle.join(SECCOMP_FILE);
-    let raw = std::fs::read(&path).map_err(|e| format!("seccomp filter {}: {e}", path.display()))?;
+    let raw =
+        std::fs::read(&path).map_err(|e| format!("seccomp filter {}: {e}", path.display()))?;
     if raw.is_empty() || raw.len() % 8 != 0 || raw.len() / 8 > MAX_INSNS {
         return Err(format!(
             "seccomp filter {}: {} bytes is not a BPF program of at most {MAX_INSNS} instructions",

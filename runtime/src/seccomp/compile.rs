@@ -4,7 +4,9 @@
 use std::io::{Read, Seek};
 use std::os::fd::AsFd;
 
-use libseccomp::{ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall};
+use libseccomp::{
+    ScmpAction, ScmpArch, ScmpArgCompare, ScmpCompareOp, ScmpFilterContext, ScmpSyscall,
+};
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction as A, LinuxSeccompArg, LinuxSeccompOperator as Op,
 };
@@ -147,8 +149,11 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program, String> {
 }
 
 fn memfd() -> Result<std::fs::File, String> {
-    let fd = nix::sys::memfd::memfd_create(c"seccomp-bpf", nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC)
-        .map_err(|e| format!("memfd_create: {e}"))?;
+    let fd = nix::sys::memfd::memfd_create(
+        c"seccomp-bpf",
+        nix::sys::memfd::MemFdCreateFlag::MFD_CLOEXEC,
+    )
+    .map_err(|e| format!("memfd_create: {e}"))?;
     Ok(std::fs::File::from(fd))
 }
 

@@ -184,10 +184,13 @@ impl Seccomp {
         let spec = profile::resolve(&text, &ctx).map_err(|e| {
             Error::InvalidArgument(format!("{}: seccomp profile {source}: {e}", sel.field))
         })?;
-        let notifies = spec.default_action() == oci_spec::runtime::LinuxSeccompAction::ScmpActNotify
-            || spec.syscalls().iter().flatten().any(|r| {
-                r.action() == oci_spec::runtime::LinuxSeccompAction::ScmpActNotify
-            });
+        let notifies = spec.default_action()
+            == oci_spec::runtime::LinuxSeccompAction::ScmpActNotify
+            || spec
+                .syscalls()
+                .iter()
+                .flatten()
+                .any(|r| r.action() == oci_spec::runtime::LinuxSeccompAction::ScmpActNotify);
         if notifies {
             return Err(Error::FailedPrecondition(format!(
                 "{}: seccomp profile {source}: SCMP_ACT_NOTIFY (a seccomp agent at listenerPath) \
@@ -214,7 +217,11 @@ impl Seccomp {
         })?;
         let fresh: Vec<String> = {
             let mut w = self.warned.lock().unwrap_or_else(|p| p.into_inner());
-            prog.skipped.iter().filter(|n| w.insert(n.to_string())).cloned().collect()
+            prog.skipped
+                .iter()
+                .filter(|n| w.insert(n.to_string()))
+                .cloned()
+                .collect()
         };
         if !fresh.is_empty() {
             tracing::warn!(profile = %source, skipped = ?fresh,
@@ -236,10 +243,7 @@ impl Seccomp {
 /// Reads a Localhost profile; every failure names the file.
 fn read_profile(p: &Path, field: &str) -> Result<Vec<u8>> {
     let meta = std::fs::metadata(p).map_err(|e| {
-        Error::InvalidArgument(format!(
-            "{field}: seccomp profile {}: {e}",
-            p.display()
-        ))
+        Error::InvalidArgument(format!("{field}: seccomp profile {}: {e}", p.display()))
     })?;
     if !meta.is_file() {
         return Err(Error::InvalidArgument(format!(
@@ -248,10 +252,7 @@ fn read_profile(p: &Path, field: &str) -> Result<Vec<u8>> {
         )));
     }
     std::fs::read(p).map_err(|e| {
-        Error::InvalidArgument(format!(
-            "{field}: seccomp profile {}: {e}",
-            p.display()
-        ))
+        Error::InvalidArgument(format!("{field}: seccomp profile {}: {e}", p.display()))
     })
 }
 

@@ -10,8 +10,7 @@ use std::collections::HashSet;
 
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction as A, LinuxSeccompArg, LinuxSeccompArgBuilder,
-    LinuxSeccompFilterFlag as F,
-    LinuxSeccompOperator as Op, LinuxSyscall,
+    LinuxSeccompFilterFlag as F, LinuxSeccompOperator as Op, LinuxSyscall,
 };
 use serde_json::{Map, Value};
 
@@ -66,7 +65,12 @@ pub fn native_arch_names() -> &'static [&'static str] {
         "s390x" => &["s390x", "SCMP_ARCH_S390X"],
         "powerpc64" => &["ppc64le", "ppc64", "SCMP_ARCH_PPC64LE", "SCMP_ARCH_PPC64"],
         "loongarch64" => &["loong64", "loongarch64", "SCMP_ARCH_LOONGARCH64"],
-        "mips64" => &["mips64le", "mips64", "SCMP_ARCH_MIPSEL64", "SCMP_ARCH_MIPS64"],
+        "mips64" => &[
+            "mips64le",
+            "mips64",
+            "SCMP_ARCH_MIPSEL64",
+            "SCMP_ARCH_MIPS64",
+        ],
         _ => &[],
     }
 }
@@ -132,7 +136,9 @@ fn operator(v: &Value, field: &str) -> R<Op> {
 }
 
 fn arch(v: &Value, field: &str) -> R<Arch> {
-    let s = v.as_str().ok_or_else(|| format!("{field}: must be a string"))?;
+    let s = v
+        .as_str()
+        .ok_or_else(|| format!("{field}: must be a string"))?;
     ARCHES
         .iter()
         .find(|(n, _)| *n == s)
@@ -262,8 +268,7 @@ fn args(rule: &Map<String, Value>, field: &str) -> R<Vec<LinuxSeccompArg>> {
                 .ok_or_else(|| format!("{f}.valueTwo: must be a non-negative 64-bit integer"))?,
         };
         let op = operator(
-            a.get("op")
-                .ok_or_else(|| format!("{f}.op: is required"))?,
+            a.get("op").ok_or_else(|| format!("{f}.op: is required"))?,
             &format!("{f}.op"),
         )?;
         let arg = LinuxSeccompArgBuilder::default()
