@@ -468,3 +468,177 @@ async fn one_profile_compiles_once() {
         .count();
     assert_eq!(compiled, 1, "{log}");
 }
+
+/// `struct seccomp_notif` and `struct seccomp_notif_resp` (linux/seccomp.h).
+#[repr(C)]
+#[derive(Default)]
+struct Notif {
+    id: u64,
+    pid: u32,
+    flags: u32,
+    nr: i32,
+    arch: u32,
+    ip: u64,
+    args: [u64; 6],
+}
+
+#[repr(C)]
+struct NotifResp {
+    id: u64,
+    val: i64,
+    error: i32,
+    flags: u32,
+}
+
+const SECCOMP_IOCTL_NOTIF_RECV: libc::c_ulong = 0xc050_2100;
+const SECCOMP_IOCTL_NOTIF_SEND: libc::c_ulong = 0xc018_2101;
+
+/// A seccomp agent on `path`: for every process that connects, takes the listener descriptor and
+/// the OCI state sent with it, and answers each notification with EXDEV, reporting (state, the
+/// notified syscall number, the notified pid) on the channel.
+fn agent(path: &Path) -> std::sync::mpsc::Receiver<(serde_json::Value, i32, u32)> {
+    use nix::sys::socket::{recvmsg, ControlMessageOwned, MsgFlags};
+    use std::os::fd::AsRawFd;
+    let listener = std::os::unix::net::UnixListener::bind(path).expect("agent socket");
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut buf = vec![0u8; 65536];
+                let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 4]);
+                let (n, fd) = {
+                    let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+                    let msg = recvmsg::<()>(
+                        conn.as_raw_fd(),
+                        &mut iov,
+                        Some(&mut cmsg),
+                        MsgFlags::empty(),
+                    )
+                    .expect("recvmsg");
+                    let fd = msg
+                        .cmsgs()
+                        .expect("cmsgs")
+                        .find_map(|c| match c {
+                            ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                            _ => None,
+                        })
+                        .expect("a descriptor with the state");
+                    (msg.bytes, fd)
+                };
+                let state: serde_json::Value =
+                    serde_json::from_slice(&buf[..n]).expect("state JSON");
+                loop {
+                    let mut notif = Notif::default();
+                    // SAFETY: ioctls on the listener descriptor we were sent, with structs of
+                    // the kernel's layout that live across the calls.
+                    if unsafe {
+                        libc::ioctl(fd, SECCOMP_IOCTL_NOTIF_RECV, &mut notif as *mut Notif)
+                    } != 0
+                    {
+                        break; // every process under the filter is gone
+                    }
+                    let mut resp = NotifResp {
+                        id: notif.id,
+                        val: 0,
+                        error: -libc::EXDEV,
+                        flags: 0,
+                    };
+                    // SAFETY: as above.
+                    unsafe {
+                        libc::ioctl(fd, SECCOMP_IOCTL_NOTIF_SEND, &mut resp as *mut NotifResp)
+                    };
+                    let _ = tx.send((state.clone(), notif.nr, notif.pid));
+                }
+                // SAFETY: the descriptor came to us in the message and is ours to close.
+                unsafe { libc::close(fd) };
+            });
+        }
+    });
+    rx
+}
+
+/// SCMP_ACT_NOTIFY: the listener goes to the agent at listenerPath with the container's state,
+/// and the agent's answer is what the syscall returns in the container. Also exercises flags,
+/// argument operators and KILL_PROCESS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn notify_goes_to_the_agent_and_rules_match_arguments() {
+    let mut e = env("notify", |_, _| {}).await;
+    let sock = e.profiles.path().join("agent.sock");
+    let notes = agent(&sock);
+    let profile_path = e.profiles.path().join("notify.json");
+    std::fs::write(
+        &profile_path,
+        serde_json::json!({
+            "defaultAction": "SCMP_ACT_ALLOW",
+            "listenerPath": sock.display().to_string(),
+            "listenerMetadata": "from-the-test",
+            "flags": ["SECCOMP_FILTER_FLAG_LOG", "SECCOMP_FILTER_FLAG_SPEC_ALLOW"],
+            "syscalls": [
+                {"names": ["chmod"], "action": "SCMP_ACT_NOTIFY"},
+                {"names": ["keyctl"], "action": "SCMP_ACT_KILL_PROCESS"},
+                // unshare(CLONE_NEWUSER): masked-equal on the flags argument.
+                {"names": ["unshare"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EBUSY,
+                 "args": [{"index": 0, "value": libc::CLONE_NEWUSER, "valueTwo": libc::CLONE_NEWUSER,
+                           "op": "SCMP_CMP_MASKED_EQ"}]},
+                // mount with MS_RDONLY (1) only: not our probe's flags (0), so it passes to the
+                // capability check.
+                {"names": ["mount"], "action": "SCMP_ACT_ERRNO", "errnoRet": libc::EBUSY,
+                 "args": [{"index": 3, "value": 1, "op": "SCMP_CMP_EQ"}]},
+            ]
+        })
+        .to_string(),
+    )
+    .unwrap();
+    let sc = LinuxContainerSecurityContext {
+        seccomp: profile(ProfileType::Localhost, &profile_path.display().to_string()),
+        ..Default::default()
+    };
+    let mut c = container_config("notified", &e.image, &["sysprobe", "chmod", "/tmp"]);
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(sc.clone()),
+        ..Default::default()
+    });
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    let st = wait_exited(&mut e.rt, &id, Duration::from_secs(10)).await;
+    let log = std::fs::read_to_string(&st.log_path).unwrap_or_default();
+    assert!(log.contains("chmod: Invalid cross-device link"), "{log}");
+    let (state, nr, pid) = notes
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the agent was notified");
+    assert_eq!(nr as i64, libc::SYS_chmod);
+    assert!(pid > 0);
+    assert_eq!(state["fds"], serde_json::json!(["seccompFd"]));
+    assert_eq!(state["metadata"], "from-the-test");
+    assert_eq!(state["state"]["id"], id.as_str());
+    assert_eq!(state["state"]["status"], "creating");
+    assert!(state["pid"].as_i64().unwrap_or(0) > 0, "{state}");
+
+    // The same profile: argument rules and KILL_PROCESS. Exec'd processes get the filter too,
+    // and their listeners go to the agent as well.
+    let mut c = sleeper(&e, "rules", sc);
+    c.log_path = "rules/0.log".into();
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    let (code, out) = probe(&mut e, &id, &["sysprobe", "unshare-user"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (1, "unshare-user: Device or resource busy")
+    );
+    let (code, out) = probe(&mut e, &id, &["sysprobe", "mount-tmpfs", "/tmp"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (1, "mount-tmpfs: Operation not permitted")
+    );
+    let (code, _) = probe(&mut e, &id, &["sysprobe", "keyctl"]).await;
+    assert_eq!(code, 128 + libc::SIGSYS, "killed by SIGSYS");
+    let (code, out) = probe(&mut e, &id, &["sysprobe", "chmod", "/tmp"]).await;
+    assert_eq!(
+        (code, out.as_str()),
+        (1, "chmod: Invalid cross-device link")
+    );
+    let (state, _, _) = notes
+        .recv_timeout(Duration::from_secs(10))
+        .expect("the agent was notified by the exec'd process");
+    assert_eq!(state["state"]["status"], "running");
+}

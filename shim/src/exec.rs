@@ -173,7 +173,7 @@ fn helper(
         .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
     let mut process = spec.process().clone().ok_or("config.json has no process")?;
     // Read before joining the container's mount namespace hides the bundle.
-    let filter = crate::seccomp::read(&spec, bundle)?;
+    let filter = crate::seccomp::read(&spec, bundle, "running")?;
     process.set_args(Some(args));
     process.set_terminal(Some(false));
     // Open every namespace before entering any: after the mount namespace, /proc is the

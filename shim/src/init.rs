@@ -178,7 +178,7 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
     fork_reporting_pid(sync)?;
     report_host_pid(sync)?;
     // Read now: the bundle is out of reach after pivot_root.
-    let filter = seccomp::read(&spec, bundle)?;
+    let filter = seccomp::read(&spec, bundle, "creating")?;
     rootfs::setup(&spec, &rootfs, bundle)?;
     process::exec(&spec, filter.as_ref())
 }

@@ -329,7 +329,7 @@ impl Node {
             };
             store::write_json_volatile(&bundle.join(ROOTFS_FILE), &rootfs)
                 .ctx(|| format!("writing {}/{ROOTFS_FILE}", bundle.display()))?;
-            let json = serde_json::to_vec_pretty(&oci)
+            let json = serde_json::to_vec(&oci)
                 .map_err(|e| Error::Internal(format!("encoding config.json: {e}")))?;
             store::write_atomic_volatile(&bundle.join("config.json"), &json)
                 .ctx(|| format!("writing {}/config.json", bundle.display()))?;

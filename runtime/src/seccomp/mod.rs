@@ -184,20 +184,6 @@ impl Seccomp {
         let spec = profile::resolve(&text, &ctx).map_err(|e| {
             Error::InvalidArgument(format!("{}: seccomp profile {source}: {e}", sel.field))
         })?;
-        let notifies = spec.default_action()
-            == oci_spec::runtime::LinuxSeccompAction::ScmpActNotify
-            || spec
-                .syscalls()
-                .iter()
-                .flatten()
-                .any(|r| r.action() == oci_spec::runtime::LinuxSeccompAction::ScmpActNotify);
-        if notifies {
-            return Err(Error::FailedPrecondition(format!(
-                "{}: seccomp profile {source}: SCMP_ACT_NOTIFY (a seccomp agent at listenerPath) \
-                 is not supported by this skiff yet",
-                sel.field
-            )));
-        }
         let canonical = serde_json::to_vec(&spec)
             .map_err(|e| Error::Internal(format!("encoding the seccomp profile: {e}")))?;
         let key: [u8; 32] = Sha256::digest(&canonical).into();
