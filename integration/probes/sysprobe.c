@@ -5,6 +5,7 @@
 #include <errno.h>
 #include <sched.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <sys/mount.h>
 #include <sys/syscall.h>
@@ -12,7 +13,7 @@
 
 int main(int argc, char **argv) {
     if (argc < 2) {
-        fprintf(stderr, "usage: sysprobe keyctl|unshare-user|mount-tmpfs DIR|chmod PATH\n");
+        fprintf(stderr, "usage: sysprobe keyctl|unshare-user|mount-tmpfs DIR|chmod PATH|nr NUMBER\n");
         return 2;
     }
     const char *op = argv[1];
@@ -26,6 +27,9 @@ int main(int argc, char **argv) {
         rc = mount("probe", argv[2], "tmpfs", 0, "size=64k");
     } else if (!strcmp(op, "chmod") && argc > 2) {
         rc = syscall(SYS_chmod, argv[2], 0600);
+    } else if (!strcmp(op, "nr") && argc > 2) {
+        /* A syscall by number, without arguments. */
+        rc = syscall(atol(argv[2]));
     } else {
         fprintf(stderr, "sysprobe: unknown operation %s\n", op);
         return 2;

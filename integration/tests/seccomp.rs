@@ -182,6 +182,11 @@ async fn runtime_default_denies_what_unconfined_allows() {
         assert!(out.contains("Operation not permitted"), "{op:?}: {out}");
     }
 
+    // A syscall newer than every one the profile names (here: one no kernel has yet) gets
+    // ENOSYS, as the C library's fallbacks expect, not EPERM.
+    let (code, out) = probe(&mut e, &confined, &["sysprobe", "nr", "1000"]).await;
+    assert_eq!((code, out.as_str()), (1, "nr: Function not implemented"));
+
     let free = start_sleeper(
         &mut e,
         "free",

@@ -98,6 +98,9 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program, String> {
         }
     }
     let mut skipped = vec![];
+    // The highest native syscall number the profile names: anything above it is newer than
+    // the profile (or than this libseccomp) and gets ENOSYS, see `enosys_stub`.
+    let mut highest = 0i32;
     for (i, rule) in s.syscalls().iter().flatten().enumerate() {
         let act = scmp_action(rule.action(), rule.errno_ret())
             .map_err(|e| format!("syscalls[{i}].errnoRet: {e}"))?;
@@ -119,6 +122,7 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program, String> {
                 skipped.push(name.clone());
                 continue;
             };
+            highest = highest.max(nr.as_raw_syscall());
             let added = if conds.is_empty() {
                 ctx.add_rule(act, nr)
             } else if separate {
@@ -145,7 +149,61 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program, String> {
             bpf.len()
         ));
     }
+    if s.default_action() == A::ScmpActErrno && highest > 0 {
+        if let Some(stub) = enosys_stub(highest as u32) {
+            bpf.splice(0..0, stub);
+        }
+    }
     Ok(Program { bpf, skipped })
+}
+
+const AUDIT_ARCH_X86_64: u32 = 0xc000_003e;
+const AUDIT_ARCH_AARCH64: u32 = 0xc000_00b7;
+const X32_SYSCALL_BIT: u32 = 0x4000_0000;
+const SECCOMP_RET_ERRNO: u32 = 0x0005_0000;
+
+fn insn(code: u16, jt: u8, jf: u8, k: u32) -> [u8; 8] {
+    let mut b = [0u8; 8];
+    b[0..2].copy_from_slice(&code.to_ne_bytes());
+    b[2] = jt;
+    b[3] = jf;
+    b[4..8].copy_from_slice(&k.to_ne_bytes());
+    b
+}
+
+/// Instructions put in front of a deny-by-default (ERRNO) program: a native syscall numbered
+/// above every syscall the profile names returns ENOSYS instead of the default errno, as runc
+/// does. Such a syscall is newer than the profile or than the libseccomp that compiled it;
+/// C libraries probe new syscalls and fall back to older ones only on ENOSYS (glibc's
+/// fchmodat → fchmodat2, clone3 …), while EPERM would break them. `None` on architectures
+/// without a stub here.
+fn enosys_stub(highest: u32) -> Option<Vec<u8>> {
+    use libc::{BPF_ABS, BPF_JEQ, BPF_JGT, BPF_JMP, BPF_JSET, BPF_K, BPF_LD, BPF_RET, BPF_W};
+    let ld = (BPF_LD | BPF_W | BPF_ABS) as u16;
+    let jeq = (BPF_JMP | BPF_JEQ | BPF_K) as u16;
+    let jgt = (BPF_JMP | BPF_JGT | BPF_K) as u16;
+    let jset = (BPF_JMP | BPF_JSET | BPF_K) as u16;
+    let ret = (BPF_RET | BPF_K) as u16;
+    // struct seccomp_data: nr at 0, arch at 4.
+    let prog: Vec<[u8; 8]> = match std::env::consts::ARCH {
+        "x86_64" => vec![
+            insn(ld, 0, 0, 4),
+            insn(jeq, 0, 4, AUDIT_ARCH_X86_64), // another arch: to the program
+            insn(ld, 0, 0, 0),
+            insn(jset, 2, 0, X32_SYSCALL_BIT), // x32 numbers: to the program
+            insn(jgt, 0, 1, highest),
+            insn(ret, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        ],
+        "aarch64" => vec![
+            insn(ld, 0, 0, 4),
+            insn(jeq, 0, 3, AUDIT_ARCH_AARCH64),
+            insn(ld, 0, 0, 0),
+            insn(jgt, 0, 1, highest),
+            insn(ret, 0, 0, SECCOMP_RET_ERRNO | libc::ENOSYS as u32),
+        ],
+        _ => return None,
+    };
+    Some(prog.concat())
 }
 
 fn memfd() -> Result<std::fs::File, String> {
@@ -174,5 +232,76 @@ mod tests {
         let p = compile(&s).unwrap();
         assert_eq!(p.skipped, ["no_such_syscall_here"]);
         assert!(p.bpf.len() >= 8 * 4, "{}", p.bpf.len());
+    }
+
+    /// Loads the program in a forked child and returns the errno of getppid (named by no rule,
+    /// older than the rules' syscalls) and of syscall 1000 (newer than all of them).
+    #[cfg(target_arch = "x86_64")]
+    fn errnos_under(bpf: &[u8]) -> (i32, i32) {
+        let prog: Vec<libc::sock_filter> = bpf
+            .chunks_exact(8)
+            .map(|c| libc::sock_filter {
+                code: u16::from_ne_bytes([c[0], c[1]]),
+                jt: c[2],
+                jf: c[3],
+                k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+            })
+            .collect();
+        let fprog = libc::sock_fprog {
+            len: prog.len() as u16,
+            filter: prog.as_ptr() as *mut libc::sock_filter,
+        };
+        let mut fds = [0i32; 2];
+        // SAFETY: pipe writes two descriptors into the array.
+        assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+        // SAFETY: the child makes only raw syscalls (async-signal-safe) and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid == 0 {
+            // SAFETY: raw syscalls on our own memory and descriptors; see above.
+            unsafe {
+                libc::prctl(libc::PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0);
+                if libc::syscall(libc::SYS_seccomp, 1, 0, &fprog as *const libc::sock_fprog) != 0 {
+                    libc::_exit(2);
+                }
+                let mut out = [0i32; 2];
+                libc::syscall(libc::SYS_getppid);
+                out[0] = *libc::__errno_location();
+                libc::syscall(1000);
+                out[1] = *libc::__errno_location();
+                libc::write(fds[1], out.as_ptr().cast(), 8);
+                libc::_exit(0);
+            }
+        }
+        let mut out = [0i32; 2];
+        let mut status = 0;
+        // SAFETY: reading into our own array and reaping our own child.
+        unsafe {
+            libc::close(fds[1]);
+            assert_eq!(libc::read(fds[0], out.as_mut_ptr().cast(), 8), 8);
+            libc::close(fds[0]);
+            libc::waitpid(pid, &mut status, 0);
+        }
+        (out[0], out[1])
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn syscalls_newer_than_the_profile_get_enosys() {
+        let mut s = LinuxSeccomp::default();
+        s.set_default_action(A::ScmpActErrno);
+        let mut r = LinuxSyscall::default();
+        r.set_names(vec!["write".into(), "exit_group".into(), "exit".into()]);
+        r.set_action(A::ScmpActAllow);
+        s.set_syscalls(Some(vec![r]));
+        let p = compile(&s).unwrap();
+        assert_eq!(errnos_under(&p.bpf), (libc::EPERM, libc::ENOSYS));
+        // Allow by default: no stub, the kernel's own ENOSYS for 1000, getppid works.
+        s.set_default_action(A::ScmpActAllow);
+        let mut r = LinuxSyscall::default();
+        r.set_names(vec!["chmod".into()]);
+        r.set_action(A::ScmpActErrno);
+        s.set_syscalls(Some(vec![r]));
+        let p = compile(&s).unwrap();
+        assert_eq!(errnos_under(&p.bpf).1, libc::ENOSYS);
     }
 }
