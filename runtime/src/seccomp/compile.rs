@@ -90,6 +90,11 @@ pub fn compile(s: &LinuxSeccomp) -> Result<Program, String> {
         .map_err(|e| format!("defaultAction: {e}"))?;
     let mut ctx =
         ScmpFilterContext::new(default).map_err(|e| format!("creating the filter: {e}"))?;
+    // A binary tree of syscall numbers instead of a linear list: a few more instructions, but
+    // the kernel checks far fewer per syscall, and loading (which runs the filter for every
+    // syscall number to find the always-allowed ones) takes half the time.
+    ctx.set_ctl_optimize(2)
+        .map_err(|e| format!("asking libseccomp for a binary-tree filter: {e}"))?;
     for a in s.architectures().iter().flatten() {
         let arch = scmp_arch(*a);
         if !ctx.is_arch_present(arch).unwrap_or(false) {
