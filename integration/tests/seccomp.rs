@@ -109,6 +109,14 @@ async fn prevent_chmod_profile_refuses_chmod() {
     for (name, seccomp, ok) in [
         ("default", profile(ProfileType::RuntimeDefault, ""), true),
         (
+            "audited",
+            profile(
+                ProfileType::Localhost,
+                &repo_profile("audit.json").display().to_string(),
+            ),
+            true,
+        ),
+        (
             "nochmod",
             profile(
                 ProfileType::Localhost,

@@ -239,6 +239,53 @@ mod tests {
         assert!(p.bpf.len() >= 8 * 4, "{}", p.bpf.len());
     }
 
+    #[test]
+    fn every_action_and_operator_compiles() {
+        use oci_spec::runtime::LinuxSeccompArgBuilder;
+        let mut s = LinuxSeccomp::default();
+        s.set_default_action(A::ScmpActAllow);
+        let ops = [
+            Op::ScmpCmpNe,
+            Op::ScmpCmpLt,
+            Op::ScmpCmpLe,
+            Op::ScmpCmpEq,
+            Op::ScmpCmpGe,
+            Op::ScmpCmpGt,
+            Op::ScmpCmpMaskedEq,
+        ];
+        let actions = [
+            (A::ScmpActErrno, Some(13)),
+            (A::ScmpActKill, None),
+            (A::ScmpActKillThread, None),
+            (A::ScmpActKillProcess, None),
+            (A::ScmpActTrap, None),
+            (A::ScmpActTrace, Some(7)),
+            (A::ScmpActLog, None),
+            (A::ScmpActNotify, None),
+        ];
+        let names = ["read", "write", "openat", "close", "mmap", "munmap", "brk"];
+        let mut rules = vec![];
+        for (i, op) in ops.iter().enumerate() {
+            let (act, errno) = actions[i % actions.len()];
+            let mut r = LinuxSyscall::default();
+            r.set_names(vec![names[i].into()]);
+            r.set_action(act);
+            r.set_errno_ret(errno);
+            r.set_args(Some(vec![LinuxSeccompArgBuilder::default()
+                .index(1usize)
+                .value(0x10u64)
+                .value_two(0x10u64)
+                .op(*op)
+                .build()
+                .unwrap()]));
+            rules.push(r);
+        }
+        s.set_syscalls(Some(rules));
+        let p = compile(&s).unwrap();
+        assert!(p.skipped.is_empty());
+        assert!(p.bpf.len() / 8 > 7 * 3, "{} instructions", p.bpf.len() / 8);
+    }
+
     /// Loads the program in a forked child and returns the errno of getppid (named by no rule,
     /// older than the rules' syscalls) and of syscall 1000 (newer than all of them).
     #[cfg(target_arch = "x86_64")]
