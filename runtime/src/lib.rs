@@ -3,7 +3,7 @@
 //! Owns the CRI v1 gRPC server (`cri`, one module per RPC), images (`image`: registry client, layer
 //! unpack, store), pods (`pod`: records, pod files, launching the shim), containers (`container`:
 //! records, OCI spec, user resolution), seccomp profiles (`seccomp`: selection, resolution,
-//! compiled-filter cache), durable records (`store`) and configuration. It does not
+//! compiled-filter cache), user namespaces (`userns`: the node probe), durable records (`store`) and configuration. It does not
 //! run container processes: that is the per-pod `skiff-shim`'s job. See `shared/design.md`.
 
 pub mod config;
@@ -16,3 +16,4 @@ pub mod node;
 pub mod pod;
 pub mod seccomp;
 pub mod store;
+pub mod userns;

@@ -29,6 +29,8 @@ pub struct Node {
     pub containers: Containers,
     /// Compiled seccomp filters, by profile content.
     pub seccomp: crate::seccomp::Seccomp,
+    /// Whether pods may have user namespaces here (the start-up probe), or why not.
+    pub userns: std::result::Result<(), String>,
     /// Last CPU readings, for ContainerStats' nano-cores.
     pub cpu_samples: crate::container::stats::CpuSamples,
     pub launcher: Box<dyn Launcher>,
@@ -84,6 +86,10 @@ impl Node {
         images.store.collect_orphans()?;
         let source = launch::locate_shim(cfg.shim_binary.as_deref())?;
         let shim = launch::mount_shim_readonly(&cfg.run_root, &source)?;
+        let userns = crate::userns::probe(&cfg.root, &cfg.run_root);
+        if let Err(e) = &userns {
+            tracing::warn!(reason = %e, "user namespaces (hostUsers: false) are not available on this node");
+        }
         let node = Arc::new(Node {
             shims: Mutex::new(HashMap::new()),
             cfg,
@@ -91,6 +97,7 @@ impl Node {
             pods,
             containers,
             seccomp: Default::default(),
+            userns,
             cpu_samples: Default::default(),
             launcher: Box::new(Detached {
                 binary: shim.clone(),

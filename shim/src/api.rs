@@ -59,10 +59,13 @@ pub struct PodConfig {
     pub hostname: String,
     /// Namespaced sysctls (net.*, kernel.shm*, kernel.msg*, kernel.sem, fs.mqueue.*).
     pub sysctls: BTreeMap<String, String>,
+    /// The pod's own user namespace (`hostUsers: false`): created first, owning the others.
+    #[serde(default)]
+    pub userns: Option<crate::idmap::Maps>,
 }
 
 impl PodConfig {
-    /// Where namespace `name` (`net`, `ipc`, `uts`, `pid`) of the pod is pinned.
+    /// Where namespace `name` (`user`, `net`, `ipc`, `uts`, `pid`) of the pod is pinned.
     pub fn ns_path(&self, name: &str) -> PathBuf {
         self.dir.join(NS_DIR).join(name)
     }
@@ -90,6 +93,10 @@ pub struct Rootfs {
     pub lower: Vec<String>,
     pub upper: PathBuf,
     pub work: PathBuf,
+    /// Mount the layers idmapped with the container's user namespace (the spec's `user`
+    /// namespace path).
+    #[serde(default)]
+    pub idmap: bool,
 }
 
 /// A container's life as the shim saw it. Written crash-safely by the shim; read by skiffd.

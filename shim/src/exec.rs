@@ -212,6 +212,9 @@ fn helper(
     }
     for (f, flag, name) in &nss {
         setns(f.as_fd(), *flag).map_err(|e| format!("joining {name}: {e}"))?;
+        if *flag == CloneFlags::CLONE_NEWUSER {
+            crate::init::become_userns_root()?;
+        }
     }
     fork_reporting_pid(sync)?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;

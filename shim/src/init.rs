@@ -78,6 +78,15 @@ pub fn report_host_pid(sync: &mut File) -> Result<(), String> {
         .map_err(|e| format!("reporting the host pid: {e}"))
 }
 
+/// After joining a user namespace our ids are still the host's root, which it does not map:
+/// become its root (files we create are then owned by it; capabilities are kept).
+pub fn become_userns_root() -> Result<(), String> {
+    let (g, u) = (nix::unistd::Gid::from_raw(0), nix::unistd::Uid::from_raw(0));
+    nix::unistd::setresgid(g, g, g)
+        .map_err(|e| format!("becoming the user namespace's root group: {e}"))?;
+    nix::unistd::setresuid(u, u, u).map_err(|e| format!("becoming the user namespace's root: {e}"))
+}
+
 pub fn main(bundle: &Path) -> ! {
     // Until the exec, this process lives in the pod's namespaces: keep it out of reach of
     // ptrace and /proc from there (the exec of the container's binary resets this).
@@ -154,6 +163,30 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
             .map_err(|e| format!("device rules of {cg}: {e}"))?;
     }
 
+    // A container in its pod's user namespace: what only root on the host can do happens now,
+    // before joining it (idmapped layers and volumes, device nodes). The bundle's files are
+    // the host root's and unreadable from inside, so the filter is read now too.
+    let userns = linux
+        .namespaces()
+        .iter()
+        .flatten()
+        .find(|n| n.typ() == LinuxNamespaceType::User)
+        .and_then(|n| n.path().clone());
+    let prepared = match (&userns, rootfs.idmap) {
+        (Some(p), _) => {
+            let f = File::open(p).map_err(|e| format!("user namespace {}: {e}", p.display()))?;
+            Some(rootfs::prepare_userns(&spec, &rootfs, bundle, &f)?)
+        }
+        (None, true) => {
+            return Err(format!(
+                "{}/{ROOTFS_FILE} asks for idmapped layers but config.json has no user namespace",
+                bundle.display()
+            ))
+        }
+        (None, false) => None,
+    };
+    let filter = seccomp::read(&spec, bundle, "creating")?;
+
     let mut new = CloneFlags::CLONE_NEWNS;
     let mut joins: Vec<(File, CloneFlags, String)> = vec![];
     for ns in linux.namespaces().iter().flatten() {
@@ -172,13 +205,17 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
     joins.sort_by_key(|(_, f, _)| *f != CloneFlags::CLONE_NEWUSER);
     for (f, flag, path) in &joins {
         setns(f.as_fd(), *flag).map_err(|e| format!("joining namespace {path}: {e}"))?;
+        if *flag == CloneFlags::CLONE_NEWUSER {
+            become_userns_root()?;
+        }
     }
     unshare(new).map_err(|e| format!("creating the container's namespaces: {e}"))?;
 
     fork_reporting_pid(sync)?;
     report_host_pid(sync)?;
-    // Read now: the bundle is out of reach after pivot_root.
-    let filter = seccomp::read(&spec, bundle, "creating")?;
-    rootfs::setup(&spec, &rootfs, bundle)?;
+    match prepared {
+        Some(p) => rootfs::setup_in_userns(&spec, p)?,
+        None => rootfs::setup(&spec, &rootfs, bundle)?,
+    }
     process::exec(&spec, filter.as_ref())
 }

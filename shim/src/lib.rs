@@ -12,3 +12,4 @@
 pub mod api;
 pub mod cgroups;
 pub mod fsutil;
+pub mod idmap;

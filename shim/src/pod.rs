@@ -16,7 +16,7 @@ use nix::mount::{mount, MsFlags};
 use nix::sched::{unshare, CloneFlags};
 use nix::unistd::{fork, pipe2, setsid, ForkResult};
 use skiff_shim::api::{NsMode, PidMode, PodConfig, Ready, NS_DIR};
-use skiff_shim::fsutil;
+use skiff_shim::{fsutil, idmap};
 
 use crate::supervisor;
 
@@ -44,8 +44,13 @@ pub fn main(config_path: &Path) -> ! {
     if cfg.pid == PidMode::Pod {
         flags |= CloneFlags::CLONE_NEWPID;
     }
-    if let Err(e) = unshare(flags) {
-        report_and_exit(Ready::Error(format!("creating the pod's namespaces: {e}")));
+    let made = match &cfg.userns {
+        None => unshare(flags).map_err(|e| format!("creating the pod's namespaces: {e}")),
+        // The PID namespace comes later, from inside the user namespace (`pod_init`).
+        Some(maps) => namespaces_in_userns(&cfg, maps, flags - CloneFlags::CLONE_NEWPID),
+    };
+    if let Err(e) = made {
+        report_and_exit(Ready::Error(e));
     }
     let (r, w) = match pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
@@ -86,6 +91,39 @@ pub fn main(config_path: &Path) -> ! {
         }
         Err(e) => report_and_exit(Ready::Error(format!("fork: {e}"))),
     }
+}
+
+/// A pod with its own user namespace: a child creates it (we write its maps) and then the
+/// pod's network, IPC and UTS namespaces inside it, so they belong to it. We pin the user
+/// namespace and join the others, staying root on the host ourselves: the supervisor forked
+/// next lives in them.
+fn namespaces_in_userns(
+    cfg: &PodConfig,
+    maps: &idmap::Maps,
+    flags: CloneFlags,
+) -> Result<(), String> {
+    let child = idmap::UsernsChild::spawn(maps, flags.bits())
+        .map_err(|e| format!("creating the pod's user namespace: {e}"))?;
+    let ns_dir = cfg.dir.join(NS_DIR);
+    fs::create_dir_all(&ns_dir).map_err(|e| format!("creating {}: {e}", ns_dir.display()))?;
+    pin(
+        &format!("/proc/{}/ns/user", child.pid()),
+        &cfg.ns_path("user"),
+    )?;
+    for (name, flag) in [
+        ("net", CloneFlags::CLONE_NEWNET),
+        ("ipc", CloneFlags::CLONE_NEWIPC),
+        ("uts", CloneFlags::CLONE_NEWUTS),
+    ] {
+        if flags.contains(flag) {
+            let f = child
+                .ns(name)
+                .map_err(|e| format!("opening the pod's {name} namespace: {e}"))?;
+            nix::sched::setns(&f, flag)
+                .map_err(|e| format!("joining the pod's {name} namespace: {e}"))?;
+        }
+    }
+    Ok(())
 }
 
 fn report_and_exit(r: Ready) -> ! {
@@ -131,7 +169,13 @@ fn setup(cfg: &PodConfig) -> Result<(std::os::unix::net::UnixListener, PathBuf),
         ("pid", cfg.pid == PidMode::Pod),
     ];
     for (name, own) in owned {
-        if own {
+        if !own {
+            continue;
+        }
+        if name == "pid" && cfg.userns.is_some() {
+            let init = pod_init(cfg)?;
+            pin(&format!("/proc/{init}/ns/pid"), &cfg.ns_path(name))?;
+        } else {
             pin(&format!("/proc/self/ns/{name}"), &cfg.ns_path(name))?;
         }
     }
@@ -140,6 +184,92 @@ fn setup(cfg: &PodConfig) -> Result<(std::os::unix::net::UnixListener, PathBuf),
     let l = std::os::unix::net::UnixListener::bind(&sock)
         .map_err(|e| format!("binding {}: {e}", sock.display()))?;
     Ok((l, exe))
+}
+
+/// The PID 1 of a pod's PID namespace when the pod has its own user namespace. That PID
+/// namespace must belong to the user namespace (for /proc to be mountable inside), so it is
+/// created from inside it by a child of ours, and its first process — this reaper of orphans,
+/// as the pause process is elsewhere — cannot be us: we stay root on the host. Both die with
+/// the supervisor (parent-death signals), taking the PID namespace down with them. Returns
+/// the reaper's host PID.
+fn pod_init(cfg: &PodConfig) -> Result<i32, String> {
+    let userns = File::open(cfg.ns_path("user"))
+        .map_err(|e| format!("opening the pod's user namespace: {e}"))?;
+    let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
+    // SAFETY: the supervisor is single-threaded here (its runtime is not started yet), so the
+    // child may run any code.
+    match unsafe { fork() } {
+        Ok(ForkResult::Parent { .. }) => {
+            drop(w);
+            let mut msg = String::new();
+            let _ = File::from(r).read_to_string(&mut msg);
+            msg.trim()
+                .parse::<i32>()
+                .map_err(|_| format!("starting the pod's PID 1: {}", msg.trim()))
+        }
+        Ok(ForkResult::Child) => {
+            drop(r);
+            let mut out = File::from(w);
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            let made = nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER)
+                .and_then(|_| unshare(CloneFlags::CLONE_NEWPID));
+            if let Err(e) = made {
+                let _ = write!(out, "creating the PID namespace in the user namespace: {e}");
+                std::process::exit(1);
+            }
+            drop(userns);
+            // Nothing of the supervisor's (its ready pipe above all) may stay open here.
+            close_from(3, &[out.as_raw_fd()]);
+            // SAFETY: single-threaded, see above.
+            match unsafe { fork() } {
+                Ok(ForkResult::Parent { child }) => {
+                    let _ = write!(out, "{}", child.as_raw());
+                    drop(out);
+                    // Lives as long as the reaper, and takes it down if the supervisor dies.
+                    let _ = nix::sys::wait::waitpid(child, None);
+                    std::process::exit(0)
+                }
+                Ok(ForkResult::Child) => {
+                    drop(out);
+                    close_from(3, &[]);
+                    // SAFETY: prctl with integer arguments.
+                    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+                    loop {
+                        match nix::sys::wait::waitpid(None::<nix::unistd::Pid>, None) {
+                            Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                            Err(_) => std::thread::sleep(std::time::Duration::from_secs(1)),
+                        }
+                    }
+                }
+                Err(e) => {
+                    let _ = write!(out, "fork: {e}");
+                    std::process::exit(1)
+                }
+            }
+        }
+        Err(e) => Err(format!("fork: {e}")),
+    }
+}
+
+/// Closes every descriptor from `first` up except those in `keep`.
+fn close_from(first: u32, keep: &[i32]) {
+    let mut from = first;
+    let mut keep: Vec<u32> = keep
+        .iter()
+        .map(|k| *k as u32)
+        .filter(|k| *k >= first)
+        .collect();
+    keep.sort_unstable();
+    for k in keep {
+        if k > from {
+            // SAFETY: close_range only closes descriptors of this process.
+            unsafe { libc::syscall(libc::SYS_close_range, from, k - 1, 0) };
+        }
+        from = k + 1;
+    }
+    // SAFETY: as above.
+    unsafe { libc::syscall(libc::SYS_close_range, from, u32::MAX, 0) };
 }
 
 /// Bind-mounts namespace file `ns` onto `target` (created empty), keeping the namespace alive

@@ -4,6 +4,7 @@
 //! and read-only paths.
 
 use std::ffi::CString;
+use std::fs::File;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
@@ -13,6 +14,7 @@ use nix::sys::stat::{makedev, mknodat, Mode, SFlag};
 use oci_spec::runtime::{Mount, Spec};
 use skiff_shim::api::Rootfs;
 use skiff_shim::fsutil::{self, fd_path, mkdir_all_in_root, openat2_in_root};
+use skiff_shim::idmap;
 
 type R<T> = Result<T, String>;
 
@@ -35,23 +37,26 @@ const DEV_LINKS: &[(&str, &str)] = &[
     ("core", "/proc/kcore"),
 ];
 
-pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
+fn root_path(spec: &Spec, bundle: &Path) -> R<PathBuf> {
     let root = spec
         .root()
         .as_ref()
         .map(|r| r.path().clone())
         .ok_or("config.json has no root")?;
-    let root = if root.is_absolute() {
+    Ok(if root.is_absolute() {
         root
     } else {
         bundle.join(root)
-    };
-    let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+    })
+}
+
+/// Host mount events reach the container (rslave) unless a volume asks for more (rshared: peer
+/// groups copied from the host are kept so that volume stays in the host's group); and the
+/// bundle gets a private mount of its own, since pivot_root refuses a shared parent.
+fn isolate(mounts: &[Mount], bundle: &Path) -> R<()> {
     let rshared = mounts
         .iter()
         .any(|m| m.options().iter().flatten().any(|o| o == "rshared"));
-    // Host mount events reach the container (rslave) unless a volume asks for more (rshared:
-    // peer groups copied from the host are kept so that volume stays in the host's group).
     let prop = if rshared {
         MsFlags::MS_SHARED
     } else {
@@ -65,10 +70,15 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
         None::<&str>,
     )
     .map_err(|e| format!("setting mount propagation of /: {e}"))?;
-    // pivot_root refuses a shared parent: give the bundle a private mount of its own.
-    bind_self(bundle, MsFlags::MS_PRIVATE)?;
+    bind_self(bundle, MsFlags::MS_PRIVATE)
+}
 
-    mount_overlay(layers, &root)?;
+/// Builds the root filesystem in this process's (new) mount namespace and pivots into it.
+pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
+    let root = root_path(spec, bundle)?;
+    let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+    isolate(&mounts, bundle)?;
+    mount_overlay(layers, &root, None)?;
     let rootfd = fsutil::open_dir(&root).map_err(|e| format!("opening rootfs: {e}"))?;
     for m in &mounts {
         mount_one(&rootfd, m).map_err(|e| format!("mount {}: {e}", m.destination().display()))?;
@@ -77,8 +87,139 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
     if let Some(linux) = spec.linux() {
         create_devices(&rootfd, linux.devices().as_deref().unwrap_or(&[]))?;
     }
-    drop(rootfd);
-    pivot(&root)?;
+    pivot(rootfd)?;
+    finish(spec)
+}
+
+/// What a container in its pod's user namespace needs made by root on the host: the rootfs
+/// overlay (already mounted, with idmapped layers), and detached copies of every bind mount's
+/// source (idmapped where the spec asks) and of the standard device nodes, which root in the
+/// user namespace could not make or reach.
+pub struct Prepared {
+    binds: std::collections::HashMap<usize, OwnedFd>,
+    devices: Vec<(&'static str, OwnedFd)>,
+}
+
+/// The first half of [`setup_in_userns`], run as root on the host: in a new mount namespace
+/// of our own, mounts the overlay of the layers idmapped with `userns`, prepares the bind
+/// mounts and device nodes, and leaves the working directory at the rootfs (so that the mount
+/// namespace the container then creates inside its user namespace starts there).
+pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File) -> R<Prepared> {
+    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+        .map_err(|e| format!("creating a mount namespace: {e}"))?;
+    let root = root_path(spec, bundle)?;
+    let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+    isolate(&mounts, bundle)?;
+    let mut trees = vec![];
+    for l in &layers.lower {
+        let p = layers.layers_dir.join(l);
+        trees.push(
+            idmap::clone_tree(&p, false, Some(userns))
+                .map_err(|e| format!("idmapping layer {}: {e}", p.display()))?,
+        );
+    }
+    mount_overlay(layers, &root, Some(&trees))?;
+    drop(trees); // the overlay holds the layers now
+    let mut binds = std::collections::HashMap::new();
+    for (i, m) in mounts.iter().enumerate() {
+        let o = parse_opts(m);
+        if !o.bind {
+            continue;
+        }
+        let source = m.source().clone().unwrap_or_default();
+        let what = || format!("mount {} ({})", m.destination().display(), source.display());
+        // A mount's own mappings get a user namespace of their own; otherwise the pod's.
+        let own = match (m.uid_mappings(), m.gid_mappings()) {
+            (Some(u), Some(g)) if o.idmap => Some(
+                idmap::UsernsChild::spawn(
+                    &idmap::Maps {
+                        uids: u.iter().map(range).collect(),
+                        gids: g.iter().map(range).collect(),
+                    },
+                    0,
+                )
+                .and_then(|c| c.ns("user"))
+                .map_err(|e| format!("{}: a user namespace for its mappings: {e}", what()))?,
+            ),
+            _ => None,
+        };
+        let ns = match (&own, o.idmap) {
+            (Some(f), _) => Some(f),
+            (None, true) => Some(userns),
+            (None, false) => None,
+        };
+        let tree = idmap::clone_tree(&source, o.flags.contains(MsFlags::MS_REC), ns).map_err(
+            |e| match (ns, e.raw_os_error()) {
+                (Some(_), Some(libc::EINVAL | libc::EPERM | libc::EOPNOTSUPP)) => format!(
+                    "{}: the host filesystem cannot be idmapped ({e}); the container's root \
+                     would not own its files",
+                    what()
+                ),
+                _ => format!("{}: {e}", what()),
+            },
+        )?;
+        binds.insert(i, tree);
+    }
+    if let Some(linux) = spec.linux() {
+        if let Some(d) = linux.devices().iter().flatten().next() {
+            return Err(format!(
+                "device {}: devices cannot be given to a container in a user namespace by this \
+                 skiff",
+                d.path().display()
+            ));
+        }
+    }
+    let mut devices = vec![];
+    for (name, _, _) in DEFAULT_DEVICES {
+        let host = Path::new("/dev").join(name);
+        devices.push((
+            *name,
+            idmap::clone_tree(&host, false, None)
+                .map_err(|e| format!("device {}: {e}", host.display()))?,
+        ));
+    }
+    std::env::set_current_dir(&root).map_err(|e| format!("entering the rootfs: {e}"))?;
+    Ok(Prepared { binds, devices })
+}
+
+fn range(m: &oci_spec::runtime::LinuxIdMapping) -> idmap::IdRange {
+    idmap::IdRange {
+        container: m.container_id(),
+        host: m.host_id(),
+        len: m.size(),
+    }
+}
+
+/// The second half, inside the pod's user namespace and the container's new mount namespace
+/// (whose working directory is the rootfs): the other mounts, the prepared ones attached,
+/// /dev, pivot_root.
+pub fn setup_in_userns(spec: &Spec, prepared: Prepared) -> R<()> {
+    let inherited = fsutil::open_dir(Path::new(".")).map_err(|e| format!("opening rootfs: {e}"))?;
+    // The rootfs came from a more privileged mount namespace and is locked there: pivot_root
+    // refuses it. A copy of it mounted over it by us is not.
+    let rootfd =
+        idmap::clone_at(&inherited).map_err(|e| format!("copying the rootfs mount: {e}"))?;
+    idmap::attach(&rootfd, &inherited).map_err(|e| format!("mounting the rootfs copy: {e}"))?;
+    drop(inherited);
+    let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+    for (i, m) in mounts.iter().enumerate() {
+        let r = match prepared.binds.get(&i) {
+            Some(tree) => attach_one(&rootfd, m, tree),
+            None => mount_one(&rootfd, m),
+        };
+        r.map_err(|e| format!("mount {}: {e}", m.destination().display()))?;
+    }
+    for (name, tree) in &prepared.devices {
+        let target = make_target(&rootfd, &Path::new("dev").join(name), false)?;
+        idmap::attach(tree, &target).map_err(|e| format!("/dev/{name}: {e}"))?;
+    }
+    dev_links(&rootfd)?;
+    pivot(rootfd)?;
+    finish(spec)
+}
+
+/// Masked and read-only paths and a read-only rootfs, once inside.
+fn finish(spec: &Spec) -> R<()> {
     if let Some(linux) = spec.linux() {
         for p in linux.masked_paths().iter().flatten() {
             mask(Path::new(p))?;
@@ -105,17 +246,29 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
     Ok(())
 }
 
-fn mount_overlay(layers: &Rootfs, root: &Path) -> R<()> {
+/// Mounts the overlay of `layers` at `root`: the layer directories, or the idmapped `trees` of
+/// them (same order) when given.
+fn mount_overlay(layers: &Rootfs, root: &Path, trees: Option<&[OwnedFd]>) -> R<()> {
     std::fs::create_dir_all(root).map_err(|e| format!("creating {}: {e}", root.display()))?;
-    // Relative lower directories keep long layer lists inside the one-page option limit.
-    std::env::set_current_dir(&layers.layers_dir)
-        .map_err(|e| format!("entering {}: {e}", layers.layers_dir.display()))?;
     if layers.lower.is_empty() {
         return Err("image has no layers".into());
     }
+    let lower = match trees {
+        Some(t) => t
+            .iter()
+            .map(|fd| fd_path(fd).display().to_string())
+            .collect::<Vec<_>>()
+            .join(":"),
+        None => {
+            // Relative lower directories keep long layer lists inside the one-page option
+            // limit.
+            std::env::set_current_dir(&layers.layers_dir)
+                .map_err(|e| format!("entering {}: {e}", layers.layers_dir.display()))?;
+            layers.lower.join(":")
+        }
+    };
     let opts = format!(
-        "lowerdir={},upperdir={},workdir={}",
-        layers.lower.join(":"),
+        "lowerdir={lower},upperdir={},workdir={}",
         layers.upper.display(),
         layers.work.display()
     );
@@ -137,6 +290,9 @@ struct Opts {
     bind: bool,
     /// Read-only all the way down, submounts included (`rro`).
     recursive_readonly: bool,
+    /// Idmapped (`idmap`, `ridmap`): by the mount's own mappings, else the container's user
+    /// namespace.
+    idmap: bool,
 }
 
 fn parse_opts(m: &Mount) -> Opts {
@@ -146,6 +302,7 @@ fn parse_opts(m: &Mount) -> Opts {
         data: vec![],
         bind: m.typ().as_deref() == Some("bind"),
         recursive_readonly: false,
+        idmap: false,
     };
     for opt in m.options().iter().flatten() {
         match opt.as_str() {
@@ -166,6 +323,7 @@ fn parse_opts(m: &Mount) -> Opts {
                 o.bind = true;
                 o.flags |= MsFlags::MS_REC;
             }
+            "idmap" | "ridmap" => o.idmap = true,
             "private" => o.propagation = Some(MsFlags::MS_PRIVATE),
             "rprivate" => o.propagation = Some(MsFlags::MS_PRIVATE | MsFlags::MS_REC),
             "slave" => o.propagation = Some(MsFlags::MS_SLAVE),
@@ -199,16 +357,7 @@ fn mount_one(rootfd: &OwnedFd, m: &Mount) -> R<()> {
             None::<&str>,
         )
         .map_err(|e| format!("binding {}: {e}", source.display()))?;
-        let extra = o.flags & !MsFlags::MS_REC;
-        if !extra.is_empty() {
-            // The new mount now sits at the destination: reopen to name it, not what it covers.
-            remount_at(
-                rootfd,
-                &dest,
-                MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra,
-            )
-            .map_err(|e| format!("remounting with {extra:?}: {e}"))?;
-        }
+        bind_flags(rootfd, &dest, &o)?;
     } else {
         let typ = m.typ().clone().unwrap_or_else(|| "none".into());
         let data = o.data.join(",");
@@ -221,13 +370,42 @@ fn mount_one(rootfd: &OwnedFd, m: &Mount) -> R<()> {
         )
         .map_err(|e| format!("mounting {typ}: {e}"))?;
     }
-    if let Some(p) = o.propagation {
-        remount_at(rootfd, &dest, p).map_err(|e| format!("setting propagation {p:?}: {e}"))?;
-    }
-    if o.recursive_readonly {
-        set_recursive_readonly(&reopen_mount(rootfd, &dest)?)?;
+    finish_mount(rootfd, &dest, &o)
+}
+
+/// A bind mount's flags (read-only, nosuid …), which bind itself ignores.
+fn bind_flags(rootfd: &OwnedFd, dest: &Path, o: &Opts) -> R<()> {
+    let extra = o.flags & !MsFlags::MS_REC;
+    if !extra.is_empty() {
+        // The new mount now sits at the destination: reopen to name it, not what it covers.
+        remount_at(rootfd, dest, MsFlags::MS_BIND | MsFlags::MS_REMOUNT | extra)
+            .map_err(|e| format!("remounting with {extra:?}: {e}"))?;
     }
     Ok(())
+}
+
+/// Propagation and recursive read-only, once the mount is in place.
+fn finish_mount(rootfd: &OwnedFd, dest: &Path, o: &Opts) -> R<()> {
+    if let Some(p) = o.propagation {
+        remount_at(rootfd, dest, p).map_err(|e| format!("setting propagation {p:?}: {e}"))?;
+    }
+    if o.recursive_readonly {
+        set_recursive_readonly(&reopen_mount(rootfd, dest)?)?;
+    }
+    Ok(())
+}
+
+/// A bind mount whose source was prepared as the detached `tree`: attached at its target.
+fn attach_one(rootfd: &OwnedFd, m: &Mount, tree: &OwnedFd) -> R<()> {
+    let dest = fsutil::clean(m.destination()).ok_or("destination is the root")?;
+    let o = parse_opts(m);
+    let is_dir = nix::sys::stat::fstat(tree.as_raw_fd())
+        .map(|st| st.st_mode & libc::S_IFMT == libc::S_IFDIR)
+        .map_err(|e| format!("source: {e}"))?;
+    let target = make_target(rootfd, &dest, is_dir)?;
+    idmap::attach(tree, &target).map_err(|e| format!("attaching: {e}"))?;
+    bind_flags(rootfd, &dest, &o)?;
+    finish_mount(rootfd, &dest, &o)
 }
 
 /// Opens the mount that now sits at `dest` (inside the root), so that it is named rather than
@@ -355,6 +533,13 @@ fn populate_dev(rootfd: &OwnedFd) -> R<()> {
             nix::sys::stat::FchmodatFlags::FollowSymlink,
         );
     }
+    dev_links(rootfd)
+}
+
+/// The standard symlinks in /dev.
+fn dev_links(rootfd: &OwnedFd) -> R<()> {
+    let dev = mkdir_all_in_root(rootfd, Path::new("dev")).map_err(|e| format!("/dev: {e}"))?;
+    let dev = fsutil::open_dir(&fd_path(&dev)).map_err(|e| format!("/dev: {e}"))?;
     for (name, target) in DEV_LINKS {
         match nix::unistd::symlinkat(*target, Some(dev.as_raw_fd()), *name) {
             Ok(()) | Err(nix::errno::Errno::EEXIST) => {}
@@ -410,9 +595,10 @@ fn create_devices(rootfd: &OwnedFd, devices: &[oci_spec::runtime::LinuxDevice]) 
     Ok(())
 }
 
-fn pivot(root: &Path) -> R<()> {
+fn pivot(root: OwnedFd) -> R<()> {
     let old_root = fsutil::open_dir(Path::new("/")).map_err(|e| format!("opening /: {e}"))?;
-    std::env::set_current_dir(root).map_err(|e| format!("entering rootfs: {e}"))?;
+    nix::unistd::fchdir(root.as_raw_fd()).map_err(|e| format!("entering rootfs: {e}"))?;
+    drop(root);
     nix::unistd::pivot_root(".", ".").map_err(|e| format!("pivot_root: {e}"))?;
     // The old root is now stacked on the new one. Step onto it explicitly ("." would still be
     // the new root) and detach it without telling the host or touching the new tree's mounts.

@@ -236,7 +236,7 @@ impl Node {
             sc.supplemental_groups_policy() != skiff_proto::cri::SupplementalGroupsPolicy::Strict;
         let resolved = user::resolve(&layers, &user_spec, group, &extra, merge)
             .map_err(|e| e.context("linux.security_context / image user"))?;
-        let (user_mounts, mount_records) = spec::user_mounts(&cfg)?;
+        let (user_mounts, mount_records) = spec::user_mounts(&cfg, ns.userns.is_some())?;
         let resources = cfg.linux.as_ref().and_then(|l| l.resources.clone());
         if let Some(r) = &resources {
             super::resources::to_oci(r)?;
@@ -268,6 +268,7 @@ impl Node {
             ipc: ns.ipc,
             pid: ns.pid,
             hostname: &hostname,
+            userns: ns.userns.as_ref(),
         };
         let mut oci = spec::build(SpecInput {
             cfg: &cfg,
@@ -316,6 +317,14 @@ impl Node {
             ] {
                 std::fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
             }
+            if let Some(m) = &ns.userns {
+                // The container's writable layer belongs to its root, as the host numbers it.
+                let (uid, gid) = (m.host_uid(0), m.host_gid(0));
+                for d in [data_dir.join("upper"), data_dir.join("work")] {
+                    std::os::unix::fs::chown(&d, uid, gid)
+                        .ctx(|| format!("giving {} to the pod's root", d.display()))?;
+                }
+            }
             let rootfs = Rootfs {
                 layers_dir: self.images.store.dir().join("layers"),
                 lower: image
@@ -326,6 +335,7 @@ impl Node {
                     .collect(),
                 upper: data_dir.join("upper"),
                 work: data_dir.join("work"),
+                idmap: ns.userns.is_some(),
             };
             store::write_json_volatile(&bundle.join(ROOTFS_FILE), &rootfs)
                 .ctx(|| format!("writing {}/{ROOTFS_FILE}", bundle.display()))?;

@@ -7,9 +7,9 @@ use std::str::FromStr;
 
 use oci_spec::runtime::{
     Capability, LinuxBuilder, LinuxCapabilitiesBuilder, LinuxDevice, LinuxDeviceBuilder,
-    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxNamespaceBuilder,
-    LinuxNamespaceType, Mount, MountBuilder, ProcessBuilder, RootBuilder, Spec, SpecBuilder,
-    UserBuilder,
+    LinuxDeviceCgroup, LinuxDeviceCgroupBuilder, LinuxDeviceType, LinuxIdMapping,
+    LinuxIdMappingBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, Mount, MountBuilder,
+    ProcessBuilder, RootBuilder, Spec, SpecBuilder, UserBuilder,
 };
 use skiff_proto::cri::{ContainerConfig, MountPropagation, NamespaceMode};
 use skiff_shim::api::{NsMode, PidMode, SHM_DIR};
@@ -69,6 +69,8 @@ pub struct PodContext<'a> {
     pub ipc: NsMode,
     pub pid: PidMode,
     pub hostname: &'a str,
+    /// The pod's own user namespace, when it has one.
+    pub userns: Option<&'a skiff_shim::idmap::Maps>,
 }
 
 /// The image config fields a container inherits.
@@ -497,7 +499,24 @@ fn mount(dest: &str, typ: &str, source: &str, opts: &[&str]) -> Result<Mount> {
 }
 
 /// The request's volumes, checked: absolute container paths, existing (or creatable) host paths.
-pub fn user_mounts(cfg: &ContainerConfig) -> Result<(Vec<Mount>, Vec<MountRecord>)> {
+/// Id ranges as the OCI spec writes them.
+fn oci_idmaps(v: &[skiff_shim::idmap::IdRange]) -> Result<Vec<LinuxIdMapping>> {
+    v.iter()
+        .map(|r| {
+            LinuxIdMappingBuilder::default()
+                .container_id(r.container)
+                .host_id(r.host)
+                .size(r.len)
+                .build()
+                .map_err(|e| Error::Internal(format!("id mapping: {e}")))
+        })
+        .collect()
+}
+
+/// The request's volumes as OCI bind mounts. In a pod with its own user namespace (`userns`)
+/// each is idmapped (option `ridmap`): with the mount's own `uidMappings`/`gidMappings` when
+/// kubelet sends them, else with the pod's mapping.
+pub fn user_mounts(cfg: &ContainerConfig, userns: bool) -> Result<(Vec<Mount>, Vec<MountRecord>)> {
     let mut mounts = vec![];
     let mut records = vec![];
     for (i, m) in cfg.mounts.iter().enumerate() {
@@ -536,11 +555,26 @@ pub fn user_mounts(cfg: &ContainerConfig) -> Result<(Vec<Mount>, Vec<MountRecord
                 "{field}.recursive_read_only: requires private propagation"
             )));
         }
-        if !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty() {
+        let has_maps = !m.uid_mappings.is_empty() || !m.gid_mappings.is_empty();
+        if has_maps && !userns {
             return Err(Error::InvalidArgument(format!(
-                "{field}: idmapped mounts need user namespaces, not supported by this skiff yet"
+                "{field}.uidMappings: idmapped volumes need a pod user namespace \
+                 (userns_options mode POD)"
             )));
         }
+        let maps = if has_maps {
+            let (u, g) = (
+                crate::pod::lifecycle::id_ranges(&m.uid_mappings),
+                crate::pod::lifecycle::id_ranges(&m.gid_mappings),
+            );
+            skiff_shim::idmap::validate(&u, &format!("{field}.uidMappings"))
+                .map_err(Error::InvalidArgument)?;
+            skiff_shim::idmap::validate(&g, &format!("{field}.gidMappings"))
+                .map_err(Error::InvalidArgument)?;
+            Some((u, g))
+        } else {
+            None
+        };
         let host = Path::new(&m.host_path);
         if std::fs::symlink_metadata(host).is_err() {
             // As containerd does: a missing host path becomes a directory.
@@ -562,7 +596,15 @@ pub fn user_mounts(cfg: &ContainerConfig) -> Result<(Vec<Mount>, Vec<MountRecord
         } else if m.readonly {
             opts.push("ro");
         }
-        mounts.push(mount(&m.container_path, "bind", &m.host_path, &opts)?);
+        if userns {
+            opts.push("ridmap");
+        }
+        let mut mnt = mount(&m.container_path, "bind", &m.host_path, &opts)?;
+        if let Some((u, g)) = maps {
+            mnt.set_uid_mappings(Some(oci_idmaps(&u)?));
+            mnt.set_gid_mappings(Some(oci_idmaps(&g)?));
+        }
+        mounts.push(mnt);
         records.push(MountRecord {
             container_path: m.container_path.clone(),
             host_path: m.host_path.clone(),
@@ -723,6 +765,8 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
     ] {
         // kubelet mounts its own /etc/hosts for most pods: the request's volume wins.
         if !volume_paths.contains(dest) {
+            // Not idmapped in a pod with a user namespace: the files stay the host root's,
+            // readable but not writable from inside.
             mounts.push(mount(dest, "bind", &path(name), &["rbind", "rprivate"])?);
         }
     }
@@ -738,6 +782,9 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
     };
     let pinned = |name: &str| Some(run.join("ns").join(name));
     let mut namespaces = vec![ns(LinuxNamespaceType::Mount, None)?];
+    if pod.userns.is_some() {
+        namespaces.push(ns(LinuxNamespaceType::User, pinned("user"))?);
+    }
     if pod.network == NsMode::Pod {
         namespaces.push(ns(LinuxNamespaceType::Network, pinned("net"))?);
         namespaces.push(ns(LinuxNamespaceType::Uts, pinned("uts"))?);
@@ -779,7 +826,13 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         DEFAULT_READONLY.iter().map(|s| s.to_string()).collect()
     };
     let (devices, device_rules) = devices(cfg, privileged)?;
+    let (uid_mappings, gid_mappings) = match pod.userns {
+        Some(m) => (oci_idmaps(&m.uids)?, oci_idmaps(&m.gids)?),
+        None => (vec![], vec![]),
+    };
     let linux = LinuxBuilder::default()
+        .uid_mappings(uid_mappings)
+        .gid_mappings(gid_mappings)
         .namespaces(namespaces)
         .cgroups_path(PathBuf::from(cgroup))
         .masked_paths(masked)

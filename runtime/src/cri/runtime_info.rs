@@ -61,7 +61,8 @@ pub fn status(cri: &Cri, req: &StatusRequest) -> StatusResponse {
             name: String::new(),
             features: Some(RuntimeHandlerFeatures {
                 recursive_read_only_mounts: true,
-                user_namespaces: false,
+                // Only once the start-up probe showed idmapped mounts work here.
+                user_namespaces: cri.node.userns.is_ok(),
             }),
         }],
         features: Some(RuntimeFeatures {

@@ -9,7 +9,7 @@ use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use skiff_proto::cri::{NamespaceMode, PodSandboxConfig};
 use skiff_proto::shim::ShutdownRequest;
 use skiff_shim::api::{NsMode, PidMode, PodConfig, NS_DIR, POD_CONFIG, SHM_DIR};
-use skiff_shim::cgroups;
+use skiff_shim::{cgroups, idmap};
 
 use super::{files, shim_client, PodRecord, PodState};
 use crate::error::{Error, IoContext, Result};
@@ -21,6 +21,8 @@ pub struct PodNamespaces {
     pub network: NsMode,
     pub ipc: NsMode,
     pub pid: PidMode,
+    /// The pod's own user namespace, when it has one.
+    pub userns: Option<idmap::Maps>,
 }
 
 pub fn pod_namespaces(config: &PodSandboxConfig) -> Result<PodNamespaces> {
@@ -49,20 +51,79 @@ pub fn pod_namespaces(config: &PodSandboxConfig) -> Result<PodNamespaces> {
             ))
         }
     };
-    if let Some(u) = &ns.userns_options {
-        if u.mode() == NamespaceMode::Pod {
-            return Err(Error::FailedPrecondition(
-                "linux.security_context.namespace_options.userns_options: user namespaces \
-                 (hostUsers: false) are not supported by this skiff yet"
-                    .into(),
-            ));
+    let userns = match &ns.userns_options {
+        None => None,
+        Some(u) => match u.mode() {
+            NamespaceMode::Node => None,
+            NamespaceMode::Pod => Some(userns_maps(u)?),
+            other => {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.security_context.namespace_options.userns_options.mode: {} is not \
+                     valid (POD or NODE)",
+                    other.as_str_name()
+                )))
+            }
+        },
+    };
+    if userns.is_some() {
+        for (field, host) in [
+            ("network", ns.network() == NamespaceMode::Node),
+            ("ipc", ns.ipc() == NamespaceMode::Node),
+            ("pid", ns.pid() == NamespaceMode::Node),
+        ] {
+            if host {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.security_context.namespace_options.{field}: NODE cannot go with a \
+                     pod user namespace (userns_options mode POD)"
+                )));
+            }
         }
     }
     Ok(PodNamespaces {
         network: two("network", ns.network())?,
         ipc: two("ipc", ns.ipc())?,
         pid,
+        userns,
     })
+}
+
+/// kubelet's id mappings as ranges.
+pub fn id_ranges(v: &[skiff_proto::cri::IdMapping]) -> Vec<idmap::IdRange> {
+    v.iter()
+        .map(|m| idmap::IdRange {
+            container: m.container_id,
+            host: m.host_id,
+            len: m.length,
+        })
+        .collect()
+}
+
+/// The pod user namespace's maps from kubelet's ranges, validated.
+fn userns_maps(u: &skiff_proto::cri::UserNamespace) -> Result<idmap::Maps> {
+    let field = "linux.security_context.namespace_options.userns_options";
+    let maps = idmap::Maps {
+        uids: id_ranges(&u.uids),
+        gids: id_ranges(&u.gids),
+    };
+    idmap::validate(&maps.uids, &format!("{field}.uids")).map_err(Error::InvalidArgument)?;
+    idmap::validate(&maps.gids, &format!("{field}.gids")).map_err(Error::InvalidArgument)?;
+    for (what, host) in [("uids", maps.host_uid(0)), ("gids", maps.host_gid(0))] {
+        match host {
+            None => {
+                return Err(Error::InvalidArgument(format!(
+                    "{field}.{what}: container id 0 (the pod's root) is not mapped"
+                )))
+            }
+            Some(0) => {
+                return Err(Error::InvalidArgument(format!(
+                    "{field}.{what}: the pod's root maps to the host's root; a user namespace \
+                     would not protect the node"
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(maps)
 }
 
 /// Accepts only sysctls namespaced by a namespace the pod owns.
@@ -123,6 +184,14 @@ impl Node {
         }
         crate::cri::check_runtime_handler(handler)?;
         let ns = pod_namespaces(&config)?;
+        if ns.userns.is_some() {
+            if let Err(why) = &self.userns {
+                return Err(Error::FailedPrecondition(format!(
+                    "linux.security_context.namespace_options.userns_options: user namespaces \
+                     are not available on this node: {why}"
+                )));
+            }
+        }
         let linux = config.linux.clone().unwrap_or_default();
         for (k, v) in &linux.sysctls {
             check_sysctl(k, v, &ns)?;
@@ -195,6 +264,7 @@ impl Node {
             pid: ns.pid,
             hostname: hostname.clone(),
             sysctls: linux.sysctls.clone().into_iter().collect(),
+            userns: ns.userns.clone(),
         };
         match self.make_pod(&rec, &pod_cfg, &config).await {
             Ok(pid) => {
@@ -237,12 +307,18 @@ impl Node {
         if pod.ipc == NsMode::Pod {
             let shm = dir.join(SHM_DIR);
             std::fs::create_dir_all(&shm).ctx(|| format!("creating {}", shm.display()))?;
+            // In a pod with its own user namespace, the pod's root owns it.
+            let owner = pod
+                .userns
+                .as_ref()
+                .and_then(|m| Some(format!(",uid={},gid={}", m.host_uid(0)?, m.host_gid(0)?)))
+                .unwrap_or_default();
             mount(
                 Some("shm"),
                 &shm,
                 Some("tmpfs"),
                 MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some("mode=1777,size=65536k"),
+                Some(format!("mode=1777,size=65536k{owner}").as_str()),
             )
             .ctx(|| format!("mounting the pod's /dev/shm at {}", shm.display()))?;
         }
@@ -333,7 +409,7 @@ impl Node {
             self.stop_shim(rec).await;
         }
         let dir = rec.run_dir.clone();
-        for name in ["net", "ipc", "uts", "pid"] {
+        for name in ["net", "ipc", "uts", "pid", "user"] {
             let p = dir.join(NS_DIR).join(name);
             unmount_all(&p);
         }
