@@ -843,7 +843,7 @@ async fn recursive_read_only_mounts_cover_submounts() {
             .unwrap()
             .into_inner();
     let f = st.runtime_handlers[0].features.unwrap();
-    assert!(f.recursive_read_only_mounts && !f.user_namespaces);
+    assert!(f.recursive_read_only_mounts);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
