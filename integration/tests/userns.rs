@@ -22,6 +22,10 @@ struct Env {
 
 /// busybox, a few more applets, and files owned by root and by 1000 in the image.
 async fn env() -> Env {
+    env_with(None).await
+}
+
+async fn env_with(config: Option<&str>) -> Env {
     require_root();
     let reg = Registry::start();
     let mut extra = Layer::new()
@@ -37,7 +41,7 @@ async fn env() -> Env {
         .layer(extra, Compression::Gzip)
         .push(&reg.host, "test/userns", "v1")
         .await;
-    let d = Skiffd::start(&[&reg.host]);
+    let d = Skiffd::start_with(&[&reg.host], config, &[]);
     pull(&mut d.images().await, &img.reference).await;
     let rt = d.runtime().await;
     Env {
@@ -160,8 +164,29 @@ async fn root_inside_is_the_mapped_id_outside_and_layers_are_idmapped() {
 
     let pcfg = userns_pod(&e, "userns", mapping(base), mapping(base));
     let pod = run_pod(&mut e.rt, &pcfg).await;
-    let id = sleeper(&mut e, &pod, &pcfg, "app", vec![]).await;
+    let mut c = container_config("app", &e.image, &["sleep", "3600"]);
+    c.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut e.rt, &pod, &pcfg, c).await;
     let pid = container_pid(&mut e.rt, &id).await;
+    // Seccomp (RuntimeDefault) and the memory limit hold inside the user namespace too.
+    assert_eq!(proc_status(pid, "Seccomp"), "2");
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let mem = cg
+        .lines()
+        .find_map(|l| l.split_once(":memory:").map(|(_, p)| p.to_string()))
+        .expect("memory cgroup");
+    let limit =
+        std::fs::read_to_string(format!("/sys/fs/cgroup/memory{mem}/memory.limit_in_bytes"))
+            .unwrap();
+    assert_eq!(limit.trim(), (32u64 << 20).to_string());
+    let userns = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
+    assert_ne!(userns, std::fs::read_link("/proc/self/ns/user").unwrap());
     let host_uids = proc_status(pid, "Uid");
     assert_eq!(host_uids, format!("{base}\t{base}\t{base}\t{base}"));
     assert_eq!(first_field(&proc_status(pid, "Gid")), base.to_string());
@@ -201,6 +226,46 @@ async fn root_inside_is_the_mapped_id_outside_and_layers_are_idmapped() {
     assert_ne!(code, 0);
     assert!(out.starts_with("65534"), "{out}");
     assert!(out.contains("Permission denied"), "{out}");
+
+    // Removing the pod leaves no process in its user namespace, no pinned namespace, no dir.
+    e.rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    e.rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .unwrap();
+    let mut left = vec![];
+    for p in std::fs::read_dir("/proc").unwrap().flatten() {
+        if std::fs::read_link(p.path().join("ns/user")).ok().as_ref() == Some(&userns) {
+            left.push(p.file_name());
+        }
+    }
+    let info: Vec<String> = left
+        .iter()
+        .map(|p| {
+            std::fs::read_to_string(format!("/proc/{}/status", p.to_string_lossy()))
+                .unwrap_or_default()
+                .lines()
+                .filter(|l| {
+                    ["Name", "State", "PPid", "NSpid"]
+                        .iter()
+                        .any(|k| l.starts_with(k))
+                })
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
+        .collect();
+    assert!(
+        left.is_empty(),
+        "processes left in the pod's user namespace: {info:?}"
+    );
+    let mountinfo = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!mountinfo.contains(&pod), "{mountinfo}");
+    assert!(!e.d.run_root.join("pods").join(&pod).exists());
 }
 
 /// Volumes are idmapped: what the container writes is owned on the host by the container-side
@@ -345,4 +410,73 @@ async fn bad_mappings_are_refused() {
         .flatten()
         .collect();
     assert!(left.is_empty(), "{left:?}");
+}
+
+/// `userns_rootfs = "chown"`: the container gets its own chowned copy of the layers (the image's
+/// stay as they are), the same view inside, and skiffd says it took the slow path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chown_fallback_copies_layers_only_when_configured() {
+    let mut e = env_with(Some("userns_rootfs = \"chown\"\n")).await;
+    let base = 500_000;
+    let pcfg = userns_pod(&e, "chowned", mapping(base), mapping(base));
+    let pod = run_pod(&mut e.rt, &pcfg).await;
+    let id = sleeper(&mut e, &pod, &pcfg, "app", vec![]).await;
+    let (code, out) = try_sh(
+        &mut e,
+        &id,
+        "id -u; stat -c '%u:%g' /data/by-root /data/by-1000",
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "0\n0:0\n1000:1000"));
+    let pid = container_pid(&mut e.rt, &id).await;
+    let seen = std::fs::metadata(format!("/proc/{pid}/root/data/by-1000")).unwrap();
+    assert_eq!(seen.uid(), base + 1000);
+    let copy = e.d.root.join("containers").join(&id).join("lower");
+    let copied: Vec<_> = std::fs::read_dir(&copy).unwrap().flatten().collect();
+    assert_eq!(copied.len(), 2, "one copy per layer");
+    assert!(e
+        .d
+        .log_text()
+        .contains("copied and chowned the image layers"));
+    // The image's own layers were not touched.
+    let mut img = e.d.images().await;
+    let info = img
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: e.image.clone(),
+                ..Default::default()
+            }),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&info.info["info"]).unwrap();
+    let top = info["chainIDs"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert_eq!(
+        std::fs::metadata(e.d.layer_dir(&top).join("data/by-1000"))
+            .unwrap()
+            .uid(),
+        1000
+    );
+    // Removing the container removes its copy.
+    e.rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    e.rt.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    assert!(!copy.exists());
 }

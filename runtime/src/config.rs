@@ -18,6 +18,18 @@ pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
 pub const DEFAULT_CGROUP_ROOT: &str = "/skiff";
 pub const DEFAULT_SECCOMP_ROOT: &str = "/var/lib/kubelet/seccomp";
 
+/// How the root filesystem of a container in a pod user namespace gets the pod's ids.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UsernsRootfs {
+    /// Image layers mounted idmapped: nothing copied or chowned.
+    #[default]
+    Idmap,
+    /// Each container gets a copy of its image's layers chowned into the pod's range: slow,
+    /// for nodes whose filesystems cannot be idmapped.
+    Chown,
+}
+
 /// What a container gets when neither it, its pod nor an annotation names a seccomp profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum UnsetSeccomp {
@@ -79,6 +91,8 @@ pub struct FileConfig {
     pub seccomp_root: Option<PathBuf>,
     /// What an unset seccomp profile means: "RuntimeDefault" (default) or "Unconfined".
     pub unset_seccomp_profile: Option<UnsetSeccomp>,
+    /// "idmap" (default) or "chown": see [`UsernsRootfs`].
+    pub userns_rootfs: Option<UsernsRootfs>,
 }
 
 /// The configuration in force.
@@ -96,6 +110,7 @@ pub struct Config {
     pub restrict_oom_score_adj: bool,
     pub seccomp_root: PathBuf,
     pub unset_seccomp_profile: UnsetSeccomp,
+    pub userns_rootfs: UsernsRootfs,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -178,6 +193,7 @@ impl Config {
                 .seccomp_root
                 .unwrap_or_else(|| DEFAULT_SECCOMP_ROOT.into()),
             unset_seccomp_profile: file.unset_seccomp_profile.unwrap_or_default(),
+            userns_rootfs: file.userns_rootfs.unwrap_or_default(),
         };
         skiff_shim::cgroups::clean_path(&cfg.cgroup_root)
             .map_err(|e| ConfigError::Invalid(format!("cgroup_root: {e}")))?;

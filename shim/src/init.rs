@@ -186,6 +186,12 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
         (None, false) => None,
     };
     let filter = seccomp::read(&spec, bundle, "creating")?;
+    let mut proc_spec = spec.process().clone().ok_or("config.json has no process")?;
+    if userns.is_some() {
+        // Now: from inside the user namespace /proc/self is not ours to write.
+        process::set_oom_score_adj(&proc_spec)?;
+        proc_spec.set_oom_score_adj(None);
+    }
 
     let mut new = CloneFlags::CLONE_NEWNS;
     let mut joins: Vec<(File, CloneFlags, String)> = vec![];
@@ -217,5 +223,5 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
         Some(p) => rootfs::setup_in_userns(&spec, p)?,
         None => rootfs::setup(&spec, &rootfs, bundle)?,
     }
-    process::exec(&spec, filter.as_ref())
+    process::exec_process(&proc_spec, filter.as_ref())
 }

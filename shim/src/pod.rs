@@ -78,10 +78,10 @@ pub fn main(config_path: &Path) -> ! {
             detach_stdout();
             let mut ready = File::from(w);
             match setup(&cfg) {
-                Ok((listener, exe)) => {
+                Ok((listener, exe, pod_init)) => {
                     let _ = ready.write_all(b"ok");
                     drop(ready);
-                    supervisor::run(cfg, listener, exe)
+                    supervisor::run(cfg, listener, exe, pod_init)
                 }
                 Err(e) => {
                     let _ = ready.write_all(e.as_bytes());
@@ -145,9 +145,12 @@ fn detach_stdout() {
     }
 }
 
-/// Sets the pod's namespaces up and pins them; returns the bound shim API socket and the
-/// read-only binary helpers run from.
-fn setup(cfg: &PodConfig) -> Result<(std::os::unix::net::UnixListener, PathBuf), String> {
+/// Sets the pod's namespaces up and pins them; returns the bound shim API socket, the
+/// read-only binary helpers run from, and the pod's PID 1 when it is not the supervisor
+/// (see [`pod_init`]).
+type Setup = (std::os::unix::net::UnixListener, PathBuf, Option<PodInit>);
+
+fn setup(cfg: &PodConfig) -> Result<Setup, String> {
     let exe = crate::selfexe::helper_binary().map_err(|e| e.to_string())?;
     if cfg.network == NsMode::Pod {
         loopback_up().map_err(|e| format!("bringing lo up in the pod network: {e}"))?;
@@ -168,13 +171,15 @@ fn setup(cfg: &PodConfig) -> Result<(std::os::unix::net::UnixListener, PathBuf),
         ("uts", cfg.uts == NsMode::Pod),
         ("pid", cfg.pid == PidMode::Pod),
     ];
+    let mut pod_init = None;
     for (name, own) in owned {
         if !own {
             continue;
         }
         if name == "pid" && cfg.userns.is_some() {
-            let init = pod_init(cfg)?;
-            pin(&format!("/proc/{init}/ns/pid"), &cfg.ns_path(name))?;
+            let init = start_pod_init(cfg)?;
+            pin(&format!("/proc/{}/ns/pid", init.reaper), &cfg.ns_path(name))?;
+            pod_init = Some(init);
         } else {
             pin(&format!("/proc/self/ns/{name}"), &cfg.ns_path(name))?;
         }
@@ -183,39 +188,50 @@ fn setup(cfg: &PodConfig) -> Result<(std::os::unix::net::UnixListener, PathBuf),
     let _ = fs::remove_file(&sock);
     let l = std::os::unix::net::UnixListener::bind(&sock)
         .map_err(|e| format!("binding {}: {e}", sock.display()))?;
-    Ok((l, exe))
+    Ok((l, exe, pod_init))
 }
 
 /// The PID 1 of a pod's PID namespace when the pod has its own user namespace. That PID
 /// namespace must belong to the user namespace (for /proc to be mountable inside), so it is
 /// created from inside it by a child of ours, and its first process — this reaper of orphans,
 /// as the pause process is elsewhere — cannot be us: we stay root on the host. Both die with
-/// the supervisor (parent-death signals), taking the PID namespace down with them. Returns
-/// the reaper's host PID.
-fn pod_init(cfg: &PodConfig) -> Result<i32, String> {
+/// the supervisor (parent-death signals, and [`PodInit::stop`] when it exits), taking the PID
+/// namespace down with them. Returns
+/// both processes.
+fn start_pod_init(cfg: &PodConfig) -> Result<PodInit, String> {
     let userns = File::open(cfg.ns_path("user"))
         .map_err(|e| format!("opening the pod's user namespace: {e}"))?;
     let (r, w) = pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe: {e}"))?;
     // SAFETY: the supervisor is single-threaded here (its runtime is not started yet), so the
     // child may run any code.
     match unsafe { fork() } {
-        Ok(ForkResult::Parent { .. }) => {
+        Ok(ForkResult::Parent { child }) => {
             drop(w);
             let mut msg = String::new();
             let _ = File::from(r).read_to_string(&mut msg);
-            msg.trim()
+            let reaper = msg
+                .trim()
                 .parse::<i32>()
-                .map_err(|_| format!("starting the pod's PID 1: {}", msg.trim()))
+                .map_err(|_| format!("starting the pod's PID 1: {}", msg.trim()))?;
+            Ok(PodInit {
+                creator: child.as_raw(),
+                reaper,
+            })
         }
         Ok(ForkResult::Child) => {
             drop(r);
             let mut out = File::from(w);
-            // SAFETY: prctl with integer arguments.
-            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            let supervisor = nix::unistd::getppid();
             let made = nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER)
                 .and_then(|_| unshare(CloneFlags::CLONE_NEWPID));
             if let Err(e) = made {
                 let _ = write!(out, "creating the PID namespace in the user namespace: {e}");
+                std::process::exit(1);
+            }
+            // Set after joining the user namespace: changing credentials clears it.
+            // SAFETY: prctl with integer arguments.
+            unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) };
+            if nix::unistd::getppid() != supervisor {
                 std::process::exit(1);
             }
             drop(userns);
@@ -249,6 +265,24 @@ fn pod_init(cfg: &PodConfig) -> Result<i32, String> {
             }
         }
         Err(e) => Err(format!("fork: {e}")),
+    }
+}
+
+/// The PID 1 of a pod in a user namespace, and its parent (our child).
+pub struct PodInit {
+    creator: i32,
+    reaper: i32,
+}
+
+impl PodInit {
+    /// Kills the pod's PID 1 (and with it whatever is left in its PID namespace) and reaps
+    /// its parent, which exits with it.
+    pub fn stop(&self) {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(self.reaper),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+        let _ = nix::sys::wait::waitpid(nix::unistd::Pid::from_raw(self.creator), None);
     }
 }
 

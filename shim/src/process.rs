@@ -9,21 +9,13 @@ use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::unistd::{Gid, Uid};
-use oci_spec::runtime::{Process, Spec};
+use oci_spec::runtime::Process;
 
 use crate::seccomp::Filter;
 
 type R<T> = Result<T, String>;
 
 const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
-
-pub fn exec(spec: &Spec, filter: Option<&Filter>) -> R<Infallible> {
-    let process = spec
-        .process()
-        .as_ref()
-        .ok_or("config.json has no process")?;
-    exec_process(process, filter)
-}
 
 /// Runs `process` in place of this one, with `filter` loaded just before the exec.
 pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible> {
@@ -56,10 +48,7 @@ pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible>
             ));
         }
     }
-    if let Some(adj) = process.oom_score_adj() {
-        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
-            .map_err(|e| format!("setting oom_score_adj {adj}: {e}"))?;
-    }
+    set_oom_score_adj(process)?;
     let cwd = process.cwd();
     if !cwd.as_os_str().is_empty() {
         // Created as root (containerd does too for the image's WorkingDir); entered as the user.
@@ -111,6 +100,17 @@ pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible>
         Err(e) => e,
     };
     Err(format!("exec {:?}: {e}", args[0]))
+}
+
+/// The process's oom_score_adj, if the spec sets one. Must run before joining a user
+/// namespace: from inside, /proc/self of our non-dumpable process is not ours to write.
+/// Inherited by the exec'd process.
+pub fn set_oom_score_adj(process: &Process) -> R<()> {
+    if let Some(adj) = process.oom_score_adj() {
+        std::fs::write("/proc/self/oom_score_adj", adj.to_string())
+            .map_err(|e| format!("setting oom_score_adj {adj}: {e}"))?;
+    }
+    Ok(())
 }
 
 fn rlimit_resource(name: &str) -> R<libc::__rlimit_resource_t> {

@@ -101,7 +101,8 @@ pub struct Prepared {
 }
 
 /// The first half of [`setup_in_userns`], run as root on the host: in a new mount namespace
-/// of our own, mounts the overlay of the layers idmapped with `userns`, prepares the bind
+/// of our own, mounts the overlay of the layers (idmapped with `userns` unless skiffd gave
+/// the container chowned copies), prepares the bind
 /// mounts and device nodes, and leaves the working directory at the rootfs (so that the mount
 /// namespace the container then creates inside its user namespace starts there).
 pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File) -> R<Prepared> {
@@ -110,16 +111,21 @@ pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File
     let root = root_path(spec, bundle)?;
     let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
     isolate(&mounts, bundle)?;
-    let mut trees = vec![];
-    for l in &layers.lower {
-        let p = layers.layers_dir.join(l);
-        trees.push(
-            idmap::clone_tree(&p, false, Some(userns))
-                .map_err(|e| format!("idmapping layer {}: {e}", p.display()))?,
-        );
+    if layers.idmap {
+        let mut trees = vec![];
+        for l in &layers.lower {
+            let p = layers.layers_dir.join(l);
+            trees.push(
+                idmap::clone_tree(&p, false, Some(userns))
+                    .map_err(|e| format!("idmapping layer {}: {e}", p.display()))?,
+            );
+        }
+        mount_overlay(layers, &root, Some(&trees))?;
+        // The overlay holds the layers now.
+    } else {
+        // Layers already owned by the pod's ids (skiffd's chown fallback).
+        mount_overlay(layers, &root, None)?;
     }
-    mount_overlay(layers, &root, Some(&trees))?;
-    drop(trees); // the overlay holds the layers now
     let mut binds = std::collections::HashMap::new();
     for (i, m) in mounts.iter().enumerate() {
         let o = parse_opts(m);

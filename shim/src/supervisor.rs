@@ -85,7 +85,12 @@ impl State {
     }
 }
 
-pub fn run(cfg: PodConfig, listener: std::os::unix::net::UnixListener, exe: PathBuf) -> ! {
+pub fn run(
+    cfg: PodConfig,
+    listener: std::os::unix::net::UnixListener,
+    exe: PathBuf,
+    pod_init: Option<crate::pod::PodInit>,
+) -> ! {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
     unsafe {
         libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0);
@@ -109,6 +114,9 @@ pub fn run(cfg: PodConfig, listener: std::os::unix::net::UnixListener, exe: Path
         shutdown: Notify::new(),
     });
     let code = rt.block_on(serve(state, listener));
+    if let Some(init) = pod_init {
+        init.stop();
+    }
     std::process::exit(code)
 }
 

@@ -120,6 +120,36 @@ impl Node {
         Ok(Some(v.max(own) as i32))
     }
 
+    /// `userns_rootfs = "chown"`: the container's own copy of its image's layers, owned by the
+    /// pod's ids, instead of idmapped mounts of the shared ones. Slow, and logged as such.
+    fn chowned_layers(
+        &self,
+        mut rootfs: Rootfs,
+        data_dir: &Path,
+        maps: &skiff_shim::idmap::Maps,
+        id: &str,
+    ) -> Result<Rootfs> {
+        let t = Instant::now();
+        let dir = data_dir.join("lower");
+        std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
+        let mut entries = 0;
+        let mut lower = vec![];
+        for (i, name) in rootfs.lower.iter().enumerate() {
+            let dest = dir.join(i.to_string());
+            entries +=
+                crate::userns::shift::copy_shifted(&rootfs.layers_dir.join(name), &dest, maps)
+                    .map_err(|e| Error::Internal(format!("userns_rootfs = \"chown\": {e}")))?;
+            lower.push(i.to_string());
+        }
+        tracing::warn!(container = %id, layers = lower.len(), entries,
+            millis = t.elapsed().as_millis() as u64,
+            "userns_rootfs = \"chown\": copied and chowned the image layers for this container (slow; idmapped mounts copy nothing)");
+        rootfs.layers_dir = dir;
+        rootfs.lower = lower;
+        rootfs.idmap = false;
+        Ok(rootfs)
+    }
+
     /// The container's seccomp filter, resolved against the capabilities its spec grants.
     fn seccomp_filter(
         &self,
@@ -325,7 +355,7 @@ impl Node {
                         .ctx(|| format!("giving {} to the pod's root", d.display()))?;
                 }
             }
-            let rootfs = Rootfs {
+            let mut rootfs = Rootfs {
                 layers_dir: self.images.store.dir().join("layers"),
                 lower: image
                     .chain_ids
@@ -337,6 +367,11 @@ impl Node {
                 work: data_dir.join("work"),
                 idmap: ns.userns.is_some(),
             };
+            if let (Some(maps), crate::config::UsernsRootfs::Chown) =
+                (&ns.userns, self.cfg.userns_rootfs)
+            {
+                rootfs = self.chowned_layers(rootfs, &data_dir, maps, &id)?;
+            }
             store::write_json_volatile(&bundle.join(ROOTFS_FILE), &rootfs)
                 .ctx(|| format!("writing {}/{ROOTFS_FILE}", bundle.display()))?;
             let json = serde_json::to_vec(&oci)

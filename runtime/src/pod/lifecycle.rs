@@ -184,7 +184,7 @@ impl Node {
         }
         crate::cri::check_runtime_handler(handler)?;
         let ns = pod_namespaces(&config)?;
-        if ns.userns.is_some() {
+        if ns.userns.is_some() && self.cfg.userns_rootfs == crate::config::UsernsRootfs::Idmap {
             if let Err(why) = &self.userns {
                 return Err(Error::FailedPrecondition(format!(
                     "linux.security_context.namespace_options.userns_options: user namespaces \

@@ -1,7 +1,9 @@
 //! User namespaces on this node: the start-up probe that decides whether pods with
-//! `hostUsers: false` can run here. The pod's namespaces are made by its shim and the idmapped
+//! `hostUsers: false` can run here, and the chown fallback (`shift`). The pod's namespaces are made by its shim and the idmapped
 //! mounts by container init (`skiff_shim::idmap`); skiffd validates the mappings
 //! (`pod::lifecycle`) and writes them into the OCI spec (`container::spec`).
+
+pub mod shift;
 
 use std::path::Path;
 
