@@ -10,7 +10,7 @@
 use std::fs::File;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
@@ -282,20 +282,82 @@ pub fn clone_tree(path: &Path, recursive: bool, userns: Option<&File>) -> io::Re
     Ok(tree)
 }
 
-/// A detached recursive copy of the mount tree at the open directory `dir` (its top mount is
-/// ours, not locked like a mount inherited from a more privileged namespace).
-pub fn clone_at(dir: &OwnedFd) -> io::Result<OwnedFd> {
-    let flags = OPEN_TREE_CLONE
-        | libc::O_CLOEXEC as libc::c_uint
-        | AT_RECURSIVE
-        | libc::AT_EMPTY_PATH as libc::c_uint;
-    // SAFETY: open_tree on an open descriptor with an empty path; the result is checked.
-    let fd = unsafe { libc::syscall(libc::SYS_open_tree, dir.as_raw_fd(), c"".as_ptr(), flags) };
+/// A detached overlay mount (fsopen/fsmount) of `lower` (top first) with `upper` and `work`.
+/// Each lower layer goes in with its own `lowerdir+` (fsconfig strings are short), falling back
+/// to one `lowerdir` list on kernels before 6.8.
+pub fn overlay_tree(lower: &[PathBuf], upper: &Path, work: &Path) -> io::Result<OwnedFd> {
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    const FSOPEN_CLOEXEC: libc::c_uint = 1;
+    const FSMOUNT_CLOEXEC: libc::c_uint = 1;
+    let cstr = |p: &Path| {
+        std::ffi::CString::new(p.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))
+    };
+    // SAFETY: fsopen with a valid C string; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_fsopen, c"overlay".as_ptr(), FSOPEN_CLOEXEC) };
     if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: open_tree returned a new descriptor nobody else owns.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+    // SAFETY: fsopen returned a new descriptor nobody else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    let set = |key: &std::ffi::CStr, value: &std::ffi::CStr| -> io::Result<()> {
+        // SAFETY: fsconfig with valid C strings on our fs context; the result is checked.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                FSCONFIG_SET_STRING,
+                key.as_ptr(),
+                value.as_ptr(),
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+        Ok(())
+    };
+    let mut appended = true;
+    for l in lower {
+        if let Err(e) = set(c"lowerdir+", &cstr(l)?) {
+            if e.raw_os_error() == Some(libc::EINVAL) && l == &lower[0] {
+                appended = false;
+                break;
+            }
+            return Err(io::Error::new(
+                e.kind(),
+                format!("lower layer {}: {e}", l.display()),
+            ));
+        }
+    }
+    if !appended {
+        let list: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
+        set(c"lowerdir", &cstr(Path::new(&list.join(":")))?)?;
+    }
+    set(c"upperdir", &cstr(upper)?)?;
+    set(c"workdir", &cstr(work)?)?;
+    // SAFETY: fsconfig command without key or value; the result is checked.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            FSCONFIG_CMD_CREATE,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fsmount on our created fs context; the result is checked.
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
+    if m < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fsmount returned a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as i32) })
 }
 
 /// Attaches a detached tree onto the file or directory `target` is open on (move_mount).

@@ -91,41 +91,44 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
     finish(spec)
 }
 
-/// What a container in its pod's user namespace needs made by root on the host: the rootfs
-/// overlay (already mounted, with idmapped layers), and detached copies of every bind mount's
-/// source (idmapped where the spec asks) and of the standard device nodes, which root in the
-/// user namespace could not make or reach.
+/// What a container in its pod's user namespace needs made by root on the host, as detached
+/// mounts: the rootfs overlay (of idmapped layers), every bind mount's source (idmapped where
+/// the spec asks) and the standard device nodes, which root in the user namespace could
+/// neither make nor reach.
 pub struct Prepared {
+    overlay: OwnedFd,
     binds: std::collections::HashMap<usize, OwnedFd>,
     devices: Vec<(&'static str, OwnedFd)>,
 }
 
-/// The first half of [`setup_in_userns`], run as root on the host: in a new mount namespace
-/// of our own, mounts the overlay of the layers (idmapped with `userns` unless skiffd gave
-/// the container chowned copies), prepares the bind
-/// mounts and device nodes, and leaves the working directory at the rootfs (so that the mount
-/// namespace the container then creates inside its user namespace starts there).
+/// The first half of [`setup_in_userns`], run as root on the host before joining the pod's
+/// user namespace: makes the detached mounts and leaves the working directory at the rootfs
+/// mount point, where the container's mount namespace, made next, will have its copy of it.
 pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File) -> R<Prepared> {
-    nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
-        .map_err(|e| format!("creating a mount namespace: {e}"))?;
     let root = root_path(spec, bundle)?;
-    let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
-    isolate(&mounts, bundle)?;
-    if layers.idmap {
-        let mut trees = vec![];
-        for l in &layers.lower {
-            let p = layers.layers_dir.join(l);
-            trees.push(
-                idmap::clone_tree(&p, false, Some(userns))
-                    .map_err(|e| format!("idmapping layer {}: {e}", p.display()))?,
-            );
-        }
-        mount_overlay(layers, &root, Some(&trees))?;
-        // The overlay holds the layers now.
-    } else {
-        // Layers already owned by the pod's ids (skiffd's chown fallback).
-        mount_overlay(layers, &root, None)?;
+    std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
+    if layers.lower.is_empty() {
+        return Err("image has no layers".into());
     }
+    // Idmapped copies of the layers (the overlay holds them once made), unless skiffd gave
+    // the container layers already owned by the pod's ids (its chown fallback).
+    let mut trees = vec![];
+    let mut lower = vec![];
+    for l in &layers.lower {
+        let p = layers.layers_dir.join(l);
+        if layers.idmap {
+            let t = idmap::clone_tree(&p, false, Some(userns))
+                .map_err(|e| format!("idmapping layer {}: {e}", p.display()))?;
+            lower.push(fd_path(&t));
+            trees.push(t);
+        } else {
+            lower.push(p);
+        }
+    }
+    let overlay = idmap::overlay_tree(&lower, &layers.upper, &layers.work)
+        .map_err(|e| format!("mounting the overlay rootfs: {e}"))?;
+    drop(trees);
+    let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
     let mut binds = std::collections::HashMap::new();
     for (i, m) in mounts.iter().enumerate() {
         let o = parse_opts(m);
@@ -184,8 +187,12 @@ pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File
                 .map_err(|e| format!("device {}: {e}", host.display()))?,
         ));
     }
-    std::env::set_current_dir(&root).map_err(|e| format!("entering the rootfs: {e}"))?;
-    Ok(Prepared { binds, devices })
+    std::env::set_current_dir(&root).map_err(|e| format!("entering {}: {e}", root.display()))?;
+    Ok(Prepared {
+        overlay,
+        binds,
+        devices,
+    })
 }
 
 fn range(m: &oci_spec::runtime::LinuxIdMapping) -> idmap::IdRange {
@@ -200,13 +207,15 @@ fn range(m: &oci_spec::runtime::LinuxIdMapping) -> idmap::IdRange {
 /// (whose working directory is the rootfs): the other mounts, the prepared ones attached,
 /// /dev, pivot_root.
 pub fn setup_in_userns(spec: &Spec, prepared: Prepared) -> R<()> {
-    let inherited = fsutil::open_dir(Path::new(".")).map_err(|e| format!("opening rootfs: {e}"))?;
-    // The rootfs came from a more privileged mount namespace and is locked there: pivot_root
-    // refuses it. A copy of it mounted over it by us is not.
-    let rootfd =
-        idmap::clone_at(&inherited).map_err(|e| format!("copying the rootfs mount: {e}"))?;
-    idmap::attach(&rootfd, &inherited).map_err(|e| format!("mounting the rootfs copy: {e}"))?;
-    drop(inherited);
+    // Copied from the host's mount namespace into one owned by a less privileged user
+    // namespace, every shared mount became a slave: nothing we mount reaches the host, and
+    // pivot_root finds no shared parent. The overlay, attached by us, is ours (not locked).
+    let target = fsutil::open_dir(Path::new("."))
+        .map_err(|e| format!("opening the rootfs mount point: {e}"))?;
+    idmap::attach(&prepared.overlay, &target)
+        .map_err(|e| format!("attaching the overlay rootfs: {e}"))?;
+    drop(target);
+    let rootfd = prepared.overlay;
     let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
     for (i, m) in mounts.iter().enumerate() {
         let r = match prepared.binds.get(&i) {
