@@ -327,6 +327,20 @@ async fn volumes_are_idmapped_and_pods_are_apart() {
         std::fs::read_to_string(a_tmp.join("secret")).unwrap(),
         "secret\n"
     );
+
+    // A host filesystem that cannot be idmapped (sysfs) is refused, naming the mount.
+    let mut c = container_config("sysfs", &e.image, &["true"]);
+    c.mounts = vec![volume(Path::new("/sys/kernel"), "/hostsys")];
+    let id = create(&mut e.rt, &b, &b_cfg, c)
+        .await
+        .expect("CreateContainer");
+    let err = start(&mut e.rt, &id).await.unwrap_err();
+    assert!(err.message().contains("/sys/kernel"), "{}", err.message());
+    assert!(
+        err.message().contains("cannot be idmapped"),
+        "{}",
+        err.message()
+    );
 }
 
 /// Mappings kubelet could never send are refused by field, and nothing is left.
