@@ -63,7 +63,7 @@ async fn bench(
     let warm = host_network("warmup", logs);
     let pod = run_pod(rt, &warm).await;
     run(rt, &pod, &warm, container_config("c", image, &["true"])).await;
-    teardown(rt, vec![pod]).await;
+    teardown_pods(rt, vec![pod]).await;
     for i in 0..PODS {
         let pcfg = host_network(&format!("bench{i}"), logs);
         let t = Instant::now();
@@ -94,19 +94,6 @@ async fn bench(
         pods.push(pod);
     }
     (samples, pods)
-}
-
-async fn teardown(rt: &mut Rt, pods: Vec<String>) {
-    for p in pods {
-        let _ = rt
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: p.clone(),
-            })
-            .await;
-        let _ = rt
-            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: p })
-            .await;
-    }
 }
 
 fn pid_from_info(st: &PodSandboxStatusResponse) -> i32 {
@@ -164,13 +151,7 @@ async fn run_all() {
     let logs_s = logs.path().to_str().unwrap().to_string();
 
     // The shim as it is deployed: built with the size-optimised `shim` profile.
-    let shim = skiff_integration::bin_dir().join("../shim/skiff-shim");
-    assert!(
-        shim.exists(),
-        "{} missing: cargo build --profile shim -p skiff-shim",
-        shim.display()
-    );
-    let shim_cfg = format!("shim_binary = \"{}\"\n", shim.display());
+    let shim_cfg = skiff_integration::deployed_shim_config();
     clean_node();
     let skiff = {
         let d = Skiffd::start_with(&[&reg.host], Some(&shim_cfg), &["--log-level", "warn"]);
@@ -180,7 +161,7 @@ async fn run_all() {
             rss_kib(pid_from_info(st))
         })
         .await;
-        teardown(&mut rt, pods).await;
+        teardown_pods(&mut rt, pods).await;
         s
     };
     clean_node();
@@ -194,7 +175,7 @@ async fn run_all() {
             rss_kib(containerd_shim_of(id)) + rss_kib(pid_from_info(st))
         })
         .await;
-        teardown(&mut rt, pods).await;
+        teardown_pods(&mut rt, pods).await;
         s
     };
     println!();

@@ -36,12 +36,6 @@ async fn run_all() {
         .layer(Layer::busybox(), Compression::Gzip)
         .push(&reg.host, "bench/busybox", "v1")
         .await;
-    let shim = skiff_integration::bin_dir().join("../shim/skiff-shim");
-    assert!(
-        shim.exists(),
-        "{} missing: cargo build --profile shim -p skiff-shim",
-        shim.display()
-    );
     let profiles = tempfile::tempdir().unwrap();
     let default: serde_json::Value = serde_json::from_slice(
         &std::fs::read(concat!(
@@ -51,7 +45,7 @@ async fn run_all() {
         .unwrap(),
     )
     .unwrap();
-    let cfg = format!("shim_binary = \"{}\"\n", shim.display());
+    let cfg = skiff_integration::deployed_shim_config();
     let d = Skiffd::start_with(&[&reg.host], Some(&cfg), &["--log-level", "warn"]);
     pull(&mut d.images().await, &img.reference).await;
     let mut rt = d.runtime().await;

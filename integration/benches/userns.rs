@@ -66,34 +66,15 @@ async fn start_one(rt: &mut Rt, image: &str, cfg: &PodSandboxConfig) -> (f64, St
     (t.elapsed().as_secs_f64() * 1000.0, id)
 }
 
-async fn teardown(rt: &mut Rt, pods: Vec<String>) {
-    for p in pods {
-        let _ = rt
-            .stop_pod_sandbox(StopPodSandboxRequest {
-                pod_sandbox_id: p.clone(),
-            })
-            .await;
-        let _ = rt
-            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: p })
-            .await;
-    }
-}
-
 async fn run_all() {
     let reg = Registry::start();
     let img = ImageBuilder::new()
         .layer(Layer::busybox(), Compression::Gzip)
         .push(&reg.host, "bench/busybox", "v1")
         .await;
-    let shim = skiff_integration::bin_dir().join("../shim/skiff-shim");
-    assert!(
-        shim.exists(),
-        "{} missing: cargo build --profile shim -p skiff-shim",
-        shim.display()
-    );
     let logs = tempfile::tempdir().unwrap();
     let logs = logs.path().to_str().unwrap().to_string();
-    let base_cfg = format!("shim_binary = \"{}\"\n", shim.display());
+    let base_cfg = skiff_integration::deployed_shim_config();
     let idmap_d = Skiffd::start_with(&[&reg.host], Some(&base_cfg), &["--log-level", "warn"]);
     let chown_cfg = format!("{base_cfg}userns_rootfs = \"chown\"\n");
     let chown_d = Skiffd::start_with(&[&reg.host], Some(&chown_cfg), &["--log-level", "error"]);
@@ -122,7 +103,7 @@ async fn run_all() {
         }
     }
     for (d, p) in pods.into_iter().enumerate() {
-        teardown(&mut rts[d], p).await;
+        teardown_pods(&mut rts[d], p).await;
     }
     tokio::time::sleep(Duration::from_millis(100)).await;
     println!();

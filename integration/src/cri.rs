@@ -78,6 +78,43 @@ pub async fn run_pod(rt: &mut Rt, cfg: &PodSandboxConfig) -> String {
     .pod_sandbox_id
 }
 
+/// RunPodSandbox that must fail: its status.
+pub async fn run_pod_err(rt: &mut Rt, cfg: PodSandboxConfig) -> tonic::Status {
+    match rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(cfg),
+            runtime_handler: String::new(),
+        })
+        .await
+    {
+        Ok(r) => panic!("RunPodSandbox succeeded: {}", r.into_inner().pod_sandbox_id),
+        Err(e) => e,
+    }
+}
+
+/// Every pod sandbox skiffd lists.
+pub async fn list_pods(rt: &mut Rt) -> Vec<PodSandbox> {
+    rt.list_pod_sandbox(ListPodSandboxRequest::default())
+        .await
+        .expect("ListPodSandbox")
+        .into_inner()
+        .items
+}
+
+/// Stops and removes pods, ignoring failures (benchmarks' cleanup).
+pub async fn teardown_pods(rt: &mut Rt, pods: Vec<String>) {
+    for p in pods {
+        let _ = rt
+            .stop_pod_sandbox(StopPodSandboxRequest {
+                pod_sandbox_id: p.clone(),
+            })
+            .await;
+        let _ = rt
+            .remove_pod_sandbox(RemovePodSandboxRequest { pod_sandbox_id: p })
+            .await;
+    }
+}
+
 pub async fn create(
     rt: &mut Rt,
     pod: &str,

@@ -45,6 +45,18 @@ pub fn require_root() {
     );
 }
 
+/// The config line that makes skiffd run pods with the shim as it is deployed (built with the
+/// size-optimised `shim` profile), for benchmarks.
+pub fn deployed_shim_config() -> String {
+    let shim = bin_dir().join("../shim/skiff-shim");
+    assert!(
+        shim.exists(),
+        "{} missing: cargo build --profile shim -p skiff-shim",
+        shim.display()
+    );
+    format!("shim_binary = \"{}\"\n", shim.display())
+}
+
 /// Runs a benchmark's async body as root on a two-worker tokio runtime (the machine's cores).
 pub fn bench_main<F: std::future::Future>(body: F) -> F::Output {
     require_root();

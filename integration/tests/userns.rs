@@ -112,6 +112,25 @@ async fn try_sh(e: &mut Env, id: &str, script: &str) -> (i32, String) {
     (r.exit_code, out.trim().to_string())
 }
 
+/// The unpacked directory of the image's top layer.
+async fn top_layer(e: &Env) -> PathBuf {
+    let mut img = e.d.images().await;
+    let r = img
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: e.image.clone(),
+                ..Default::default()
+            }),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
+    let top = info["chainIDs"].as_array().unwrap().last().unwrap();
+    e.d.layer_dir(top.as_str().unwrap())
+}
+
 fn first_field(s: &str) -> String {
     s.split_whitespace().next().unwrap_or("").to_string()
 }
@@ -132,33 +151,7 @@ async fn root_inside_is_the_mapped_id_outside_and_layers_are_idmapped() {
     assert!(features.user_namespaces, "Status reports user namespaces");
 
     // The unpacked layer file before any pod: owner and inode.
-    let (_, info) = {
-        let mut img = e.d.images().await;
-        let r = img
-            .image_status(ImageStatusRequest {
-                image: Some(ImageSpec {
-                    image: e.image.clone(),
-                    ..Default::default()
-                }),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        (
-            r.image,
-            serde_json::from_str::<serde_json::Value>(&r.info["info"]).unwrap(),
-        )
-    };
-    let top_chain = info["chainIDs"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string();
-    let layer_file = e.d.layer_dir(&top_chain).join("data/by-1000");
+    let layer_file = top_layer(&e).await.join("data/by-1000");
     let before = std::fs::metadata(&layer_file).unwrap();
     assert_eq!(before.uid(), 1000);
 
@@ -378,13 +371,7 @@ async fn bad_mappings_are_refused() {
     ];
     for (i, (uids, gids, want)) in cases.into_iter().enumerate() {
         let cfg = userns_pod(&e, &format!("bad{i}"), uids, gids);
-        let err =
-            e.rt.run_pod_sandbox(RunPodSandboxRequest {
-                config: Some(cfg),
-                runtime_handler: String::new(),
-            })
-            .await
-            .unwrap_err();
+        let err = run_pod_err(&mut e.rt, cfg).await;
         assert_eq!(err.code(), tonic::Code::InvalidArgument, "{want}: {err:?}");
         assert!(
             err.message().contains("userns_options"),
@@ -403,21 +390,10 @@ async fn bad_mappings_are_refused() {
     {
         ns.network = NamespaceMode::Node as i32;
     }
-    let err =
-        e.rt.run_pod_sandbox(RunPodSandboxRequest {
-            config: Some(cfg),
-            runtime_handler: String::new(),
-        })
-        .await
-        .unwrap_err();
+    let err = run_pod_err(&mut e.rt, cfg).await;
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("network"), "{}", err.message());
-    let pods =
-        e.rt.list_pod_sandbox(ListPodSandboxRequest::default())
-            .await
-            .unwrap()
-            .into_inner()
-            .items;
+    let pods = list_pods(&mut e.rt).await;
     assert!(pods.is_empty(), "{pods:?}");
     let left: Vec<_> = std::fs::read_dir(e.d.run_root.join("pods"))
         .unwrap()
@@ -453,31 +429,9 @@ async fn chown_fallback_copies_layers_only_when_configured() {
         .log_text()
         .contains("copied and chowned the image layers"));
     // The image's own layers were not touched.
-    let mut img = e.d.images().await;
-    let info = img
-        .image_status(ImageStatusRequest {
-            image: Some(ImageSpec {
-                image: e.image.clone(),
-                ..Default::default()
-            }),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&info.info["info"]).unwrap();
-    let top = info["chainIDs"]
-        .as_array()
-        .unwrap()
-        .last()
-        .unwrap()
-        .as_str()
-        .unwrap()
-        .to_string();
+    let layer = top_layer(&e).await;
     assert_eq!(
-        std::fs::metadata(e.d.layer_dir(&top).join("data/by-1000"))
-            .unwrap()
-            .uid(),
+        std::fs::metadata(layer.join("data/by-1000")).unwrap().uid(),
         1000
     );
     // Removing the container removes its copy.

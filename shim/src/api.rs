@@ -26,6 +26,19 @@ pub const ROOTFS_FILE: &str = "rootfs.json";
 /// spec has a `linux.seccomp` section.
 pub const SECCOMP_FILE: &str = "seccomp.bpf";
 
+/// The instructions of a [`SECCOMP_FILE`]: 8-byte `struct sock_filter` records in host byte
+/// order (a trailing partial record is ignored; callers check the length).
+pub fn bpf_program(raw: &[u8]) -> Vec<libc::sock_filter> {
+    raw.chunks_exact(8)
+        .map(|c| libc::sock_filter {
+            code: u16::from_ne_bytes([c[0], c[1]]),
+            jt: c[2],
+            jf: c[3],
+            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
+        })
+        .collect()
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum NsMode {

@@ -233,8 +233,46 @@ struct MountAttr {
 }
 
 const MOUNT_ATTR_IDMAP: u64 = 0x0010_0000;
+/// `MOUNT_ATTR_RDONLY` of mount_setattr(2).
+pub const MOUNT_ATTR_RDONLY: u64 = 0x1;
 const OPEN_TREE_CLONE: libc::c_uint = 1;
 const AT_RECURSIVE: libc::c_uint = 0x8000;
+
+/// Sets mount attributes `set` (and the user namespace `userns` for MOUNT_ATTR_IDMAP) on the
+/// mount `fd` is open on, and on every mount below it with `recursive` (Linux 5.12).
+pub fn set_mount_attr(
+    fd: &OwnedFd,
+    set: u64,
+    userns: Option<&File>,
+    recursive: bool,
+) -> io::Result<()> {
+    let attr = MountAttr {
+        attr_set: set,
+        attr_clr: 0,
+        propagation: 0,
+        userns_fd: userns.map(|f| f.as_raw_fd() as u64).unwrap_or(0),
+    };
+    let mut at = libc::AT_EMPTY_PATH as libc::c_uint;
+    if recursive {
+        at |= AT_RECURSIVE;
+    }
+    // SAFETY: `attr` is a valid mount_attr passed with its size; "" with AT_EMPTY_PATH names
+    // the open descriptor itself.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_mount_setattr,
+            fd.as_raw_fd(),
+            c"".as_ptr(),
+            at,
+            &attr as *const MountAttr,
+            std::mem::size_of::<MountAttr>(),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
 
 /// A detached copy of the tree at `path` (recursive with `recursive`), idmapped with the user
 /// namespace `userns` when given.
@@ -253,31 +291,7 @@ pub fn clone_tree(path: &Path, recursive: bool, userns: Option<&File>) -> io::Re
     // SAFETY: open_tree returned a new descriptor nobody else owns.
     let tree = unsafe { OwnedFd::from_raw_fd(fd as i32) };
     if let Some(ns) = userns {
-        let attr = MountAttr {
-            attr_set: MOUNT_ATTR_IDMAP,
-            attr_clr: 0,
-            propagation: 0,
-            userns_fd: ns.as_raw_fd() as u64,
-        };
-        let mut at = libc::AT_EMPTY_PATH as libc::c_uint;
-        if recursive {
-            at |= AT_RECURSIVE;
-        }
-        // SAFETY: `attr` is a valid mount_attr passed with its size; "" with AT_EMPTY_PATH names
-        // the detached tree itself.
-        let rc = unsafe {
-            libc::syscall(
-                libc::SYS_mount_setattr,
-                tree.as_raw_fd(),
-                c"".as_ptr(),
-                at,
-                &attr as *const MountAttr,
-                std::mem::size_of::<MountAttr>(),
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error());
-        }
+        set_mount_attr(&tree, MOUNT_ATTR_IDMAP, Some(ns), recursive)?;
     }
     Ok(tree)
 }

@@ -444,45 +444,10 @@ fn remount_at(rootfd: &OwnedFd, dest: &Path, flags: MsFlags) -> R<()> {
     .map_err(|e| e.to_string())
 }
 
-/// `struct mount_attr` of mount_setattr(2).
-#[repr(C)]
-struct MountAttr {
-    attr_set: u64,
-    attr_clr: u64,
-    propagation: u64,
-    userns_fd: u64,
-}
-
-const MOUNT_ATTR_RDONLY: u64 = 0x1;
-const AT_RECURSIVE: u32 = 0x8000;
-
-/// Makes the mount `fd` names and every mount below it read-only (mount_setattr, Linux 5.12).
+/// Makes the mount `fd` names and every mount below it read-only.
 fn set_recursive_readonly(fd: &OwnedFd) -> R<()> {
-    let attr = MountAttr {
-        attr_set: MOUNT_ATTR_RDONLY,
-        attr_clr: 0,
-        propagation: 0,
-        userns_fd: 0,
-    };
-    // SAFETY: `attr` is a valid mount_attr passed with its exact size, and "" with AT_EMPTY_PATH
-    // names the open descriptor itself.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_mount_setattr,
-            fd.as_raw_fd(),
-            c"".as_ptr(),
-            (libc::AT_EMPTY_PATH as u32) | AT_RECURSIVE,
-            &attr as *const MountAttr,
-            std::mem::size_of::<MountAttr>(),
-        )
-    };
-    if rc != 0 {
-        return Err(format!(
-            "making the mount recursively read-only: {}",
-            std::io::Error::last_os_error()
-        ));
-    }
-    Ok(())
+    idmap::set_mount_attr(fd, idmap::MOUNT_ATTR_RDONLY, None, true)
+        .map_err(|e| format!("making the mount recursively read-only: {e}"))
 }
 
 /// Creates the mount point `dest` inside the rootfs (a directory, or an empty file for a file

@@ -61,15 +61,7 @@ pub fn read(spec: &Spec, bundle: &Path, status: &str) -> R<Option<Filter>> {
             raw.len()
         ));
     }
-    let prog = raw
-        .chunks_exact(8)
-        .map(|c| libc::sock_filter {
-            code: u16::from_ne_bytes([c[0], c[1]]),
-            jt: c[2],
-            jf: c[3],
-            k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
-        })
-        .collect();
+    let prog = skiff_shim::api::bpf_program(&raw);
     let mut flags = 0;
     for f in s.flags().iter().flatten() {
         flags |= match f {

@@ -290,15 +290,7 @@ mod tests {
     /// older than the rules' syscalls) and of syscall 1000 (newer than all of them).
     #[cfg(target_arch = "x86_64")]
     fn errnos_under(bpf: &[u8]) -> (i32, i32) {
-        let prog: Vec<libc::sock_filter> = bpf
-            .chunks_exact(8)
-            .map(|c| libc::sock_filter {
-                code: u16::from_ne_bytes([c[0], c[1]]),
-                jt: c[2],
-                jf: c[3],
-                k: u32::from_ne_bytes([c[4], c[5], c[6], c[7]]),
-            })
-            .collect();
+        let prog = skiff_shim::api::bpf_program(bpf);
         let fprog = libc::sock_fprog {
             len: prog.len() as u16,
             filter: prog.as_ptr() as *mut libc::sock_filter,
