@@ -178,6 +178,19 @@ async fn root_inside_is_the_mapped_id_outside_and_layers_are_idmapped() {
         std::fs::read_to_string(format!("/sys/fs/cgroup/memory{mem}/memory.limit_in_bytes"))
             .unwrap();
     assert_eq!(limit.trim(), (32u64 << 20).to_string());
+    // Delegated to the pod's root: the directory and cgroup.procs, not the limits.
+    let dir = PathBuf::from(format!("/sys/fs/cgroup/memory{mem}"));
+    assert_eq!(std::fs::metadata(&dir).unwrap().uid(), base);
+    assert_eq!(
+        std::fs::metadata(dir.join("cgroup.procs")).unwrap().uid(),
+        base
+    );
+    assert_eq!(
+        std::fs::metadata(dir.join("memory.limit_in_bytes"))
+            .unwrap()
+            .uid(),
+        0
+    );
     let userns = std::fs::read_link(format!("/proc/{pid}/ns/user")).unwrap();
     assert_ne!(userns, std::fs::read_link("/proc/self/ns/user").unwrap());
     let host_uids = proc_status(pid, "Uid");
@@ -274,7 +287,43 @@ async fn volumes_are_idmapped_and_pods_are_apart() {
     .unwrap();
     let a_cfg = userns_pod(&e, "pod-a", mapping(300_000), mapping(300_000));
     let a = run_pod(&mut e.rt, &a_cfg).await;
-    let a_id = sleeper(&mut e, &a, &a_cfg, "a", vec![volume(vol.path(), "/vol")]).await;
+    // A volume with mappings of its own, as kubelet may send them: here the pod's root is
+    // 1000 on disk (and the directory, 1000's on the host, is its).
+    let own_dir = vol.path().join("own");
+    std::fs::create_dir(&own_dir).unwrap();
+    std::os::unix::fs::chown(&own_dir, Some(1000), Some(1000)).unwrap();
+    let own = Mount {
+        uid_mappings: vec![IdMapping {
+            host_id: 300_000,
+            container_id: 1000,
+            length: 1,
+        }],
+        gid_mappings: vec![IdMapping {
+            host_id: 300_000,
+            container_id: 1000,
+            length: 1,
+        }],
+        ..volume(&own_dir, "/vol-own")
+    };
+    let a_id = sleeper(
+        &mut e,
+        &a,
+        &a_cfg,
+        "a",
+        vec![volume(vol.path(), "/vol"), own],
+    )
+    .await;
+    let (code, out) = try_sh(
+        &mut e,
+        &a_id,
+        "touch /vol-own/by-own && stat -c %u /vol-own/by-own",
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "0"), "root inside");
+    assert_eq!(
+        std::fs::metadata(own_dir.join("by-own")).unwrap().uid(),
+        1000
+    );
     let (code, out) = try_sh(
         &mut e,
         &a_id,

@@ -190,6 +190,30 @@ pub fn join_self_single_threaded(path: &str) -> io::Result<()> {
     Ok(())
 }
 
+/// Delegates cgroup `path` to `uid`:`gid` (a pod user namespace's root, as the host numbers
+/// it), as systemd delegates: the directory and the files a delegatee writes to manage its
+/// processes and children, in every hierarchy. Limits stay the host's.
+pub fn delegate(path: &str, uid: u32, gid: u32) -> io::Result<()> {
+    let ds = dirs(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    for d in ds {
+        for f in [
+            "",
+            "cgroup.procs",
+            "tasks",
+            "cgroup.threads",
+            "cgroup.subtree_control",
+        ] {
+            let p = if f.is_empty() { d.clone() } else { d.join(f) };
+            match std::os::unix::fs::chown(&p, Some(uid), Some(gid)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", p.display()))),
+            }
+        }
+    }
+    Ok(())
+}
+
 /// PIDs in cgroup `path` (and its children on v2 is not included: containers have none).
 pub fn pids(path: &str) -> Vec<i32> {
     let Ok(ds) = dirs(path) else { return vec![] };

@@ -87,6 +87,17 @@ pub fn become_userns_root() -> Result<(), String> {
     nix::unistd::setresuid(u, u, u).map_err(|e| format!("becoming the user namespace's root: {e}"))
 }
 
+/// The host uid and gid of the user namespace's root, from the spec's mappings.
+fn userns_maps(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
+    let root = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
+        m.iter()
+            .flatten()
+            .find(|r| r.container_id() == 0)
+            .map(|r| r.host_id())
+    };
+    Some((root(linux.uid_mappings())?, root(linux.gid_mappings())?))
+}
+
 pub fn main(bundle: &Path) -> ! {
     // Until the exec, this process lives in the pod's namespaces: keep it out of reach of
     // ptrace and /proc from there (the exec of the container's binary resets this).
@@ -172,6 +183,12 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
         .flatten()
         .find(|n| n.typ() == LinuxNamespaceType::User)
         .and_then(|n| n.path().clone());
+    if let (Some(cg), Some(maps)) = (linux.cgroups_path(), userns_maps(linux)) {
+        // The container's cgroup is its root's to manage below (not to raise its limits).
+        let cg = cg.display().to_string();
+        cgroups::delegate(&cg, maps.0, maps.1)
+            .map_err(|e| format!("delegating cgroup {cg} to the pod's root: {e}"))?;
+    }
     let prepared = match (&userns, rootfs.idmap) {
         (Some(p), _) => {
             let f = File::open(p).map_err(|e| format!("user namespace {}: {e}", p.display()))?;
