@@ -233,6 +233,17 @@ async fn root_inside_is_the_mapped_id_outside_and_layers_are_idmapped() {
     assert!(out.starts_with("65534"), "{out}");
     assert!(out.contains("Permission denied"), "{out}");
 
+    // The pod's /dev/shm was made inside its user namespace: its root's.
+    let (code, out) = try_sh(
+        &mut e,
+        &id,
+        "echo x > /dev/shm/f && stat -c %u /dev/shm /dev/shm/f",
+    )
+    .await;
+    assert_eq!((code, out.as_str()), (0, "0\n0"));
+    let shm_file = e.d.run_root.join("pods").join(&pod).join("shm/f");
+    assert_eq!(std::fs::metadata(&shm_file).unwrap().uid(), base);
+
     // Removing the pod leaves no process in its user namespace, no pinned namespace, no dir.
     e.rt.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),

@@ -296,6 +296,71 @@ pub fn clone_tree(path: &Path, recursive: bool, userns: Option<&File>) -> io::Re
     Ok(tree)
 }
 
+/// A detached tmpfs mount (fsopen/fsmount) with `options` (`key=value` pairs) and mount
+/// attributes `attrs` (MOUNT_ATTR_*). Made inside a user namespace, it belongs to it.
+pub fn tmpfs_tree(
+    options: &[(&std::ffi::CStr, &std::ffi::CStr)],
+    attrs: u64,
+) -> io::Result<OwnedFd> {
+    const FSCONFIG_SET_STRING: libc::c_uint = 1;
+    const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
+    // SAFETY: fsopen with a valid C string; the result is checked.
+    let fd = unsafe { libc::syscall(libc::SYS_fsopen, c"tmpfs".as_ptr(), 1 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fsopen returned a new descriptor nobody else owns.
+    let fs = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    fs_create(&fs, options, FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE)?;
+    // SAFETY: fsmount on our created fs context; the result is checked.
+    let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), 1 as libc::c_uint, attrs) };
+    if m < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fsmount returned a new descriptor nobody else owns.
+    Ok(unsafe { OwnedFd::from_raw_fd(m as i32) })
+}
+
+/// Sets string options on an fs context and creates its superblock.
+fn fs_create(
+    fs: &OwnedFd,
+    options: &[(&std::ffi::CStr, &std::ffi::CStr)],
+    set_string: libc::c_uint,
+    create: libc::c_uint,
+) -> io::Result<()> {
+    for (k, v) in options {
+        // SAFETY: fsconfig with valid C strings on our fs context; the result is checked.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_fsconfig,
+                fs.as_raw_fd(),
+                set_string,
+                k.as_ptr(),
+                v.as_ptr(),
+                0,
+            )
+        };
+        if rc != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    // SAFETY: fsconfig command without key or value; the result is checked.
+    let rc = unsafe {
+        libc::syscall(
+            libc::SYS_fsconfig,
+            fs.as_raw_fd(),
+            create,
+            std::ptr::null::<libc::c_char>(),
+            std::ptr::null::<libc::c_void>(),
+            0,
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 /// A detached overlay mount (fsopen/fsmount) of `lower` (top first) with `upper` and `work`.
 /// Each lower layer goes in with its own `lowerdir+` (fsconfig strings are short), falling back
 /// to one `lowerdir` list on kernels before 6.8.
@@ -349,22 +414,13 @@ pub fn overlay_tree(lower: &[PathBuf], upper: &Path, work: &Path) -> io::Result<
         let list: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
         set(c"lowerdir", &cstr(Path::new(&list.join(":")))?)?;
     }
-    set(c"upperdir", &cstr(upper)?)?;
-    set(c"workdir", &cstr(work)?)?;
-    // SAFETY: fsconfig command without key or value; the result is checked.
-    let rc = unsafe {
-        libc::syscall(
-            libc::SYS_fsconfig,
-            fs.as_raw_fd(),
-            FSCONFIG_CMD_CREATE,
-            std::ptr::null::<libc::c_char>(),
-            std::ptr::null::<libc::c_void>(),
-            0,
-        )
-    };
-    if rc != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    let (upper, work) = (cstr(upper)?, cstr(work)?);
+    fs_create(
+        &fs,
+        &[(c"upperdir", &upper), (c"workdir", &work)],
+        FSCONFIG_SET_STRING,
+        FSCONFIG_CMD_CREATE,
+    )?;
     // SAFETY: fsmount on our created fs context; the result is checked.
     let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
     if m < 0 {

@@ -123,7 +123,108 @@ fn namespaces_in_userns(
                 .map_err(|e| format!("joining the pod's {name} namespace: {e}"))?;
         }
     }
+    if cfg.ipc == NsMode::Pod {
+        mount_shm_from_userns(cfg)?;
+    }
     Ok(())
+}
+
+/// The pod's /dev/shm, a tmpfs made from inside its user namespace (so it belongs to it and
+/// its root owns it) by a child of ours, and mounted at the pod's shm directory by us.
+fn mount_shm_from_userns(cfg: &PodConfig) -> Result<(), String> {
+    use nix::sys::socket::{
+        recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
+        SockFlag, SockType,
+    };
+    let userns = File::open(cfg.ns_path("user"))
+        .map_err(|e| format!("opening the pod's user namespace: {e}"))?;
+    let (ours, theirs) = socketpair(
+        AddressFamily::Unix,
+        SockType::Stream,
+        None,
+        SockFlag::SOCK_CLOEXEC,
+    )
+    .map_err(|e| format!("socketpair: {e}"))?;
+    // SAFETY: this process is single-threaded, so the child may run any code.
+    let child = match unsafe { fork() } {
+        Ok(ForkResult::Child) => {
+            drop(ours);
+            let made = nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER)
+                .map_err(|e| format!("joining the pod's user namespace: {e}"))
+                .and_then(|_| crate::init::become_userns_root())
+                // Making a filesystem needs a mount namespace of the user namespace's own.
+                .and_then(|_| {
+                    unshare(CloneFlags::CLONE_NEWNS)
+                        .map_err(|e| format!("creating a mount namespace: {e}"))
+                })
+                .and_then(|_| {
+                    const NOSUID_NODEV_NOEXEC: u64 = 0x2 | 0x4 | 0x8;
+                    idmap::tmpfs_tree(
+                        &[(c"size", c"65536k"), (c"mode", c"1777")],
+                        NOSUID_NODEV_NOEXEC,
+                    )
+                    .map_err(|e| format!("making the pod's /dev/shm: {e}"))
+                });
+            let sent = match &made {
+                Ok(fd) => sendmsg::<()>(
+                    theirs.as_raw_fd(),
+                    &[std::io::IoSlice::new(b"ok")],
+                    &[ControlMessage::ScmRights(&[fd.as_raw_fd()])],
+                    MsgFlags::empty(),
+                    None,
+                ),
+                Err(e) => sendmsg::<()>(
+                    theirs.as_raw_fd(),
+                    &[std::io::IoSlice::new(e.as_bytes())],
+                    &[],
+                    MsgFlags::empty(),
+                    None,
+                ),
+            };
+            std::process::exit(if made.is_ok() && sent.is_ok() { 0 } else { 1 })
+        }
+        Ok(ForkResult::Parent { child }) => child,
+        Err(e) => return Err(format!("fork: {e}")),
+    };
+    drop(theirs);
+    let mut buf = vec![0u8; 4096];
+    let mut cmsg = nix::cmsg_space!([std::os::fd::RawFd; 1]);
+    let got = {
+        let mut iov = [std::io::IoSliceMut::new(&mut buf)];
+        recvmsg::<()>(
+            ours.as_raw_fd(),
+            &mut iov,
+            Some(&mut cmsg),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        )
+        .map_err(|e| format!("receiving the pod's /dev/shm: {e}"))
+        .map(|m| {
+            let fd = m.cmsgs().ok().and_then(|mut c| {
+                c.find_map(|c| match c {
+                    ControlMessageOwned::ScmRights(fds) => fds.first().copied(),
+                    _ => None,
+                })
+            });
+            (m.bytes, fd)
+        })
+    };
+    let _ = nix::sys::wait::waitpid(child, None);
+    let (n, fd) = got?;
+    // SAFETY: the descriptor arrived in our message and nothing else owns it.
+    let tree = match fd {
+        Some(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        None => return Err(String::from_utf8_lossy(&buf[..n]).into_owned()),
+    };
+    let target = cfg.dir.join(skiff_shim::api::SHM_DIR);
+    let target = nix::fcntl::open(
+        &target,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_DIRECTORY,
+        nix::sys::stat::Mode::empty(),
+    )
+    .map_err(|e| format!("opening {}: {e}", target.display()))?;
+    // SAFETY: open just returned this descriptor and nothing else owns it.
+    let target = unsafe { OwnedFd::from_raw_fd(target) };
+    idmap::attach(&tree, &target).map_err(|e| format!("mounting the pod's /dev/shm: {e}"))
 }
 
 fn report_and_exit(r: Ready) -> ! {

@@ -307,20 +307,17 @@ impl Node {
         if pod.ipc == NsMode::Pod {
             let shm = dir.join(SHM_DIR);
             std::fs::create_dir_all(&shm).ctx(|| format!("creating {}", shm.display()))?;
-            // In a pod with its own user namespace, the pod's root owns it.
-            let owner = pod
-                .userns
-                .as_ref()
-                .and_then(|m| Some(format!(",uid={},gid={}", m.host_uid(0)?, m.host_gid(0)?)))
-                .unwrap_or_default();
-            mount(
-                Some("shm"),
-                &shm,
-                Some("tmpfs"),
-                MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                Some(format!("mode=1777,size=65536k{owner}").as_str()),
-            )
-            .ctx(|| format!("mounting the pod's /dev/shm at {}", shm.display()))?;
+            // A pod with its own user namespace gets one mounted from inside it, by its shim.
+            if pod.userns.is_none() {
+                mount(
+                    Some("shm"),
+                    &shm,
+                    Some("tmpfs"),
+                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
+                    Some("mode=1777,size=65536k"),
+                )
+                .ctx(|| format!("mounting the pod's /dev/shm at {}", shm.display()))?;
+            }
         }
         // The pod's cgroup (when skiff owns it) is made by its first container's init, which
         // creates the whole path; teardown removes it.
