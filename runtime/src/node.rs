@@ -31,6 +31,8 @@ pub struct Node {
     pub seccomp: crate::seccomp::Seccomp,
     /// Whether pods may have user namespaces here (the start-up probe), or why not.
     pub userns: std::result::Result<(), String>,
+    /// The pinned one-mount namespace pods with a user namespace make their /dev/shm in.
+    pub empty_mntns: Option<PathBuf>,
     /// Last CPU readings, for ContainerStats' nano-cores.
     pub cpu_samples: crate::container::stats::CpuSamples,
     pub launcher: Box<dyn Launcher>,
@@ -90,6 +92,13 @@ impl Node {
         if let Err(e) = &userns {
             tracing::warn!(reason = %e, "user namespaces (hostUsers: false) are not available on this node");
         }
+        let empty_mntns = match crate::userns::empty_mount_ns(&cfg.run_root) {
+            Ok(p) => Some(p),
+            Err(e) => {
+                tracing::warn!(reason = %e, "no empty mount namespace: pods with a user namespace start slower");
+                None
+            }
+        };
         let node = Arc::new(Node {
             shims: Mutex::new(HashMap::new()),
             cfg,
@@ -98,6 +107,7 @@ impl Node {
             containers,
             seccomp: Default::default(),
             userns,
+            empty_mntns,
             cpu_samples: Default::default(),
             launcher: Box::new(Detached {
                 binary: shim.clone(),

@@ -75,6 +75,10 @@ pub struct PodConfig {
     /// The pod's own user namespace (`hostUsers: false`): created first, owning the others.
     #[serde(default)]
     pub userns: Option<crate::idmap::Maps>,
+    /// A pinned mount namespace with a single mount, where the pod's /dev/shm is made from
+    /// inside its user namespace cheaply (skiffd's `mnt-empty`); without it, the node's.
+    #[serde(default)]
+    pub empty_mntns: Option<PathBuf>,
 }
 
 impl PodConfig {

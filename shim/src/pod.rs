@@ -138,6 +138,10 @@ fn mount_shm_from_userns(cfg: &PodConfig) -> Result<(), String> {
     };
     let userns = File::open(cfg.ns_path("user"))
         .map_err(|e| format!("opening the pod's user namespace: {e}"))?;
+    let empty = match &cfg.empty_mntns {
+        Some(p) => Some(File::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?),
+        None => None,
+    };
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -149,8 +153,15 @@ fn mount_shm_from_userns(cfg: &PodConfig) -> Result<(), String> {
     let child = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(ours);
-            let made = nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER)
-                .map_err(|e| format!("joining the pod's user namespace: {e}"))
+            // From a one-mount namespace, the one made below copies one mount, not the node's.
+            let made = empty
+                .as_ref()
+                .map_or(Ok(()), |f| nix::sched::setns(f, CloneFlags::CLONE_NEWNS))
+                .map_err(|e| format!("joining the empty mount namespace: {e}"))
+                .and_then(|_| {
+                    nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER)
+                        .map_err(|e| format!("joining the pod's user namespace: {e}"))
+                })
                 .and_then(|_| crate::init::become_userns_root())
                 // Making a filesystem needs a mount namespace of the user namespace's own.
                 .and_then(|_| {

@@ -265,6 +265,7 @@ impl Node {
             hostname: hostname.clone(),
             sysctls: linux.sysctls.clone().into_iter().collect(),
             userns: ns.userns.clone(),
+            empty_mntns: ns.userns.as_ref().and(self.empty_mntns.clone()),
         };
         match self.make_pod(&rec, &pod_cfg, &config).await {
             Ok(pid) => {
