@@ -16,4 +16,5 @@ pub mod node;
 pub mod pod;
 pub mod seccomp;
 pub mod store;
+pub mod streaming;
 pub mod userns;
