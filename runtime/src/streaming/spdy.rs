@@ -230,12 +230,13 @@ impl Default for HeaderEncoder {
 impl HeaderEncoder {
     pub fn new() -> HeaderEncoder {
         let mut z = Compress::new(Compression::default(), true);
-        // Cannot fail on a fresh stream with zlib-rs.
+        // On a fresh stream this cannot fail; were it to, the peer would refuse our first
+        // header block for its wrong dictionary id, which is where the error shows.
         let _ = z.set_dictionary(dictionary());
         HeaderEncoder { z }
     }
 
-    pub fn encode(&mut self, headers: &[(String, String)]) -> Vec<u8> {
+    pub fn encode(&mut self, headers: &[(String, String)]) -> Result<Vec<u8>, Error> {
         let mut raw = vec![];
         raw.extend_from_slice(&(headers.len() as u32).to_be_bytes());
         for (k, v) in headers {
@@ -249,7 +250,9 @@ impl HeaderEncoder {
         loop {
             out.reserve(256);
             let before = self.z.total_in();
-            let _ = self.z.compress_vec(input, &mut out, FlushCompress::Sync);
+            self.z
+                .compress_vec(input, &mut out, FlushCompress::Sync)
+                .map_err(|e| Error::Headers(format!("deflating: {e}")))?;
             let used = (self.z.total_in() - before) as usize;
             input = &input[used..];
             // Done when all input is in and the flush left spare room in the output.
@@ -257,7 +260,7 @@ impl HeaderEncoder {
                 break;
             }
         }
-        out
+        Ok(out)
     }
 }
 
@@ -383,9 +386,9 @@ fn control(kind: u16, flags: u8, payload: &[u8]) -> Vec<u8> {
 
 impl Frame {
     /// The frame's bytes; header blocks go through `enc`.
-    pub fn encode(&self, enc: &mut HeaderEncoder) -> Vec<u8> {
+    pub fn encode(&self, enc: &mut HeaderEncoder) -> Result<Vec<u8>, Error> {
         let id = |s: u32| (s & 0x7fff_ffff).to_be_bytes();
-        match self {
+        Ok(match self {
             Frame::SynStream {
                 stream_id,
                 associated_to,
@@ -397,7 +400,7 @@ impl Frame {
                 p.extend_from_slice(&id(*associated_to));
                 p.push((priority & 0x7) << 5);
                 p.push(0); // slot
-                p.extend_from_slice(&enc.encode(headers));
+                p.extend_from_slice(&enc.encode(headers)?);
                 control(SYN_STREAM, *flags, &p)
             }
             Frame::SynReply {
@@ -406,7 +409,7 @@ impl Frame {
                 headers,
             } => {
                 let mut p = id(*stream_id).to_vec();
-                p.extend_from_slice(&enc.encode(headers));
+                p.extend_from_slice(&enc.encode(headers)?);
                 control(SYN_REPLY, *flags, &p)
             }
             Frame::Headers {
@@ -415,7 +418,7 @@ impl Frame {
                 headers,
             } => {
                 let mut p = id(*stream_id).to_vec();
-                p.extend_from_slice(&enc.encode(headers));
+                p.extend_from_slice(&enc.encode(headers)?);
                 control(HEADERS, *flags, &p)
             }
             Frame::RstStream { stream_id, status } => {
@@ -459,7 +462,7 @@ impl Frame {
                 f
             }
             Frame::Unknown { kind } => control(*kind, 0, &[]),
-        }
+        })
     }
 
     /// Parses one frame from the front of `buf`: `Ok(None)` while it is incomplete, else the
@@ -697,7 +700,7 @@ mod tests {
         ];
         let mut wire = vec![];
         for f in &frames {
-            wire.extend(f.encode(&mut enc));
+            wire.extend(f.encode(&mut enc).unwrap());
         }
         // Parsed back byte by byte as they might arrive, then all at once.
         let mut got = vec![];
@@ -762,7 +765,8 @@ mod tests {
             flags: 0,
             headers: h(&[("streamtype", "stdout")]),
         }
-        .encode(&mut enc);
+        .encode(&mut enc)
+        .unwrap();
         for _ in 0..20_000 {
             let mut buf = if next() % 2 == 0 {
                 valid.clone()
