@@ -407,19 +407,20 @@ impl Frame {
                 stream_id,
                 flags,
                 headers,
-            } => {
-                let mut p = id(*stream_id).to_vec();
-                p.extend_from_slice(&enc.encode(headers)?);
-                control(SYN_REPLY, *flags, &p)
             }
-            Frame::Headers {
+            | Frame::Headers {
                 stream_id,
                 flags,
                 headers,
             } => {
+                let kind = if matches!(self, Frame::SynReply { .. }) {
+                    SYN_REPLY
+                } else {
+                    HEADERS
+                };
                 let mut p = id(*stream_id).to_vec();
                 p.extend_from_slice(&enc.encode(headers)?);
-                control(HEADERS, *flags, &p)
+                control(kind, *flags, &p)
             }
             Frame::RstStream { stream_id, status } => {
                 let mut p = id(*stream_id).to_vec();
