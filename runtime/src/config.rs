@@ -93,6 +93,10 @@ pub struct FileConfig {
     pub unset_seccomp_profile: Option<UnsetSeccomp>,
     /// "idmap" (default) or "chown": see [`UsernsRootfs`].
     pub userns_rootfs: Option<UsernsRootfs>,
+    /// The address the streaming server (PortForward) listens on (default 127.0.0.1).
+    pub streaming_address: Option<std::net::IpAddr>,
+    /// Its port; 0 (the default) takes any free one.
+    pub streaming_port: Option<u16>,
 }
 
 /// The configuration in force.
@@ -111,6 +115,8 @@ pub struct Config {
     pub seccomp_root: PathBuf,
     pub unset_seccomp_profile: UnsetSeccomp,
     pub userns_rootfs: UsernsRootfs,
+    pub streaming_address: std::net::IpAddr,
+    pub streaming_port: u16,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -194,6 +200,10 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_SECCOMP_ROOT.into()),
             unset_seccomp_profile: file.unset_seccomp_profile.unwrap_or_default(),
             userns_rootfs: file.userns_rootfs.unwrap_or_default(),
+            streaming_address: file
+                .streaming_address
+                .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
+            streaming_port: file.streaming_port.unwrap_or(0),
         };
         skiff_shim::cgroups::clean_path(&cfg.cgroup_root)
             .map_err(|e| ConfigError::Invalid(format!("cgroup_root: {e}")))?;

@@ -33,6 +33,8 @@ pub struct Node {
     pub userns: std::result::Result<(), String>,
     /// The pinned one-mount namespace pods with a user namespace make their /dev/shm in.
     pub empty_mntns: Option<PathBuf>,
+    /// The streaming server the URLs of PortForward lead to.
+    pub streaming: Arc<crate::streaming::Streaming>,
     /// Last CPU readings, for ContainerStats' nano-cores.
     pub cpu_samples: crate::container::stats::CpuSamples,
     pub launcher: Box<dyn Launcher>,
@@ -92,6 +94,8 @@ impl Node {
         if let Err(e) = &userns {
             tracing::warn!(reason = %e, "user namespaces (hostUsers: false) are not available on this node");
         }
+        let streaming =
+            crate::streaming::Streaming::start(cfg.streaming_address, cfg.streaming_port).await?;
         let empty_mntns = match crate::userns::empty_mount_ns(&cfg.run_root) {
             Ok(p) => Some(p),
             Err(e) => {
@@ -108,6 +112,7 @@ impl Node {
             seccomp: Default::default(),
             userns,
             empty_mntns,
+            streaming,
             cpu_samples: Default::default(),
             launcher: Box::new(Detached {
                 binary: shim.clone(),

@@ -19,6 +19,7 @@ pub mod image_remove;
 pub mod image_status;
 pub mod runtime_info;
 pub mod sandbox_list;
+pub mod sandbox_port_forward;
 pub mod sandbox_remove;
 pub mod sandbox_run;
 pub mod sandbox_stats;
@@ -297,6 +298,16 @@ impl RuntimeService for Cri {
 
     async fn exec_sync(&self, req: Request<ExecSyncRequest>) -> R<ExecSyncResponse> {
         reply(container_exec_sync::exec_sync(&self.node, req.into_inner()).await)
+    }
+
+    async fn port_forward(
+        &self,
+        req: Request<skiff_proto::cri::PortForwardRequest>,
+    ) -> R<skiff_proto::cri::PortForwardResponse> {
+        reply(sandbox_port_forward::port_forward(
+            &self.node,
+            req.into_inner(),
+        ))
     }
 }
 

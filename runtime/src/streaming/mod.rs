@@ -1,6 +1,10 @@
-//! Streaming for Exec, Attach and PortForward (kubelet and crictl connect to a URL skiffd
-//! returns). So far: the SPDY/3.1 framing those connections speak (`spdy`). The HTTP server,
-//! the WebSocket protocols and the CRI calls are not built yet: `Exec`, `Attach` and
-//! `PortForward` answer Unimplemented.
+//! Streaming for Exec, Attach and PortForward: kubelet and crictl connect to a URL skiffd
+//! returns (`server`: single-use tokens, the HTTP upgrade) and speak SPDY/3.1 (`spdy`). Built so
+//! far: PortForward (`portforward`). `Exec` and `Attach`, and the WebSocket protocols, are not
+//! built yet: those calls answer Unimplemented.
 
+pub mod portforward;
+pub mod server;
 pub mod spdy;
+
+pub use server::{Pending, Streaming};

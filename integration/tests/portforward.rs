@@ -1,0 +1,250 @@
+//! PortForward end to end, as kubectl port-forward reaches the runtime through kubelet: the URL
+//! from the CRI call, the HTTP upgrade to SPDY/3.1 with `portforward.k8s.io`, a pair of streams
+//! per connection, bytes to and from a server listening on localhost inside the pod's network
+//! namespace, errors on the error stream, single-use URLs, and no descriptor left behind by a
+//! client that vanishes.
+
+use std::time::{Duration, Instant};
+
+use skiff_integration::cri::*;
+use skiff_integration::image::Compression;
+use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_proto::cri::*;
+use skiff_runtime::streaming::spdy::{Frame, HeaderDecoder, HeaderEncoder, FLAG_FIN};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+const PAGE: &[u8] = b"hello from inside the pod\n";
+
+/// Connects to a streaming URL and upgrades: the connection, or the HTTP status and body.
+async fn upgrade(url: &str) -> Result<TcpStream, String> {
+    let rest = url.strip_prefix("http://").expect("http URL");
+    let (host, path) = rest.split_once('/').expect("path");
+    let mut c = TcpStream::connect(host).await.expect("connect");
+    c.write_all(
+        format!(
+            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+             X-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n"
+        )
+        .as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut head = vec![];
+    let mut b = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        if c.read(&mut b).await.unwrap() == 0 {
+            break;
+        }
+        head.push(b[0]);
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    if text.starts_with("HTTP/1.1 101") {
+        assert!(
+            text.contains("X-Stream-Protocol-Version: portforward.k8s.io"),
+            "{text}"
+        );
+        Ok(c)
+    } else {
+        let mut body = String::new();
+        let _ = c.read_to_string(&mut body).await;
+        Err(format!("{text}{body}"))
+    }
+}
+
+/// One forwarded connection to `port`: sends `payload` and ends its side, then collects what
+/// comes back on the data and error streams until both end.
+async fn forward_once(url: &str, port: u16, payload: &[u8]) -> (Vec<u8>, String) {
+    let mut c = upgrade(url).await.expect("upgrade");
+    let mut enc = HeaderEncoder::new();
+    let mut dec = HeaderDecoder::new();
+    let hdrs = |kind: &str| {
+        vec![
+            ("streamtype".to_string(), kind.to_string()),
+            ("port".to_string(), port.to_string()),
+            ("requestid".to_string(), "0".to_string()),
+        ]
+    };
+    for (id, kind) in [(1, "error"), (3, "data")] {
+        let f = Frame::SynStream {
+            stream_id: id,
+            associated_to: 0,
+            priority: 0,
+            flags: 0,
+            headers: hdrs(kind),
+        };
+        c.write_all(&f.encode(&mut enc).unwrap()).await.unwrap();
+    }
+    let data = Frame::Data {
+        stream_id: 3,
+        flags: FLAG_FIN,
+        data: payload.to_vec(),
+    };
+    c.write_all(&data.encode(&mut enc).unwrap()).await.unwrap();
+    let (mut got, mut err) = (vec![], vec![]);
+    let (mut data_done, mut err_done) = (false, false);
+    let mut buf = vec![];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !(data_done && err_done) {
+        while let Some((f, n)) = Frame::parse(&buf, &mut dec).unwrap() {
+            buf.drain(..n);
+            if let Frame::Data {
+                stream_id,
+                flags,
+                data,
+            } = f
+            {
+                let fin = flags & FLAG_FIN != 0;
+                if stream_id == 3 {
+                    got.extend(data);
+                    data_done |= fin;
+                } else if stream_id == 1 {
+                    err.extend(data);
+                    err_done |= fin;
+                }
+            }
+        }
+        if data_done && err_done {
+            break;
+        }
+        let mut chunk = [0u8; 4096];
+        let left = deadline.saturating_duration_since(Instant::now());
+        let n = tokio::time::timeout(left, c.read(&mut chunk))
+            .await
+            .expect("streams end within 10 s")
+            .unwrap();
+        assert!(n > 0, "skiffd closed the connection early");
+        buf.extend_from_slice(&chunk[..n]);
+    }
+    (got, String::from_utf8_lossy(&err).into_owned())
+}
+
+async fn port_forward_url(rt: &mut Rt, pod: &str, port: i32) -> Result<String, tonic::Status> {
+    rt.port_forward(PortForwardRequest {
+        pod_sandbox_id: pod.into(),
+        port: vec![port],
+    })
+    .await
+    .map(|r| r.into_inner().url)
+}
+
+fn open_fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .unwrap()
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn port_forward_reaches_a_server_in_the_pod() {
+    require_root();
+    let reg = Registry::start();
+    let site = Layer::new()
+        .dir("bin", 0o755)
+        .symlink("bin/httpd", "busybox")
+        .dir("www", 0o755)
+        .file("www/index.html", PAGE, 0o644);
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .layer(site, Compression::Gzip)
+        .push(&reg.host, "test/httpd", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("pf", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config(
+            "web",
+            &img.reference,
+            &["httpd", "-f", "-p", "8080", "-h", "/www"],
+        ),
+    )
+    .await;
+
+    // The server is only in the pod's network namespace: the node has nothing on 8080 (the
+    // forward below reaches it all the same).
+    assert!(std::net::TcpStream::connect("127.0.0.1:8080").is_err());
+    let request = b"GET /index.html HTTP/1.0\r\n\r\n";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (body, err) = loop {
+        let url = port_forward_url(&mut rt, &pod, 8080)
+            .await
+            .expect("PortForward");
+        let (body, err) = forward_once(&url, 8080, request).await;
+        if err.is_empty() || Instant::now() > deadline {
+            break (body, err);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // httpd still starting
+    };
+    assert_eq!(err, "");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.ends_with(std::str::from_utf8(PAGE).unwrap()), "{text}");
+
+    // Nothing listens on 9999: the error stream says so and the data stream ends.
+    let url = port_forward_url(&mut rt, &pod, 9999).await.unwrap();
+    let (body, err) = forward_once(&url, 9999, b"x").await;
+    assert!(body.is_empty());
+    assert!(err.contains("error forwarding port 9999"), "{err}");
+    assert!(err.contains("Connection refused"), "{err}");
+
+    // A URL serves once.
+    let url = port_forward_url(&mut rt, &pod, 8080).await.unwrap();
+    let _ = forward_once(&url, 8080, request).await;
+    let again = upgrade(&url).await.err().expect("a used URL is refused");
+    assert!(again.starts_with("HTTP/1.1 404"), "{again}");
+
+    // Bad requests are refused by field.
+    let err = port_forward_url(&mut rt, "nosuchpod", 80)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+    let err = port_forward_url(&mut rt, &pod, 70000).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("port"), "{}", err.message());
+
+    // Clients that vanish mid-connection leave no descriptor in skiffd.
+    let before = open_fds(d.pid());
+    for _ in 0..5 {
+        let url = port_forward_url(&mut rt, &pod, 8080).await.unwrap();
+        let mut c = upgrade(&url).await.unwrap();
+        let mut enc = HeaderEncoder::new();
+        for (id, kind) in [(1u32, "error"), (3, "data")] {
+            let f = Frame::SynStream {
+                stream_id: id,
+                associated_to: 0,
+                priority: 0,
+                flags: 0,
+                headers: vec![
+                    ("streamtype".into(), kind.into()),
+                    ("port".into(), "8080".into()),
+                    ("requestid".into(), "7".into()),
+                ],
+            };
+            c.write_all(&f.encode(&mut enc).unwrap()).await.unwrap();
+        }
+        // Half a request, then gone.
+        let f = Frame::Data {
+            stream_id: 3,
+            flags: 0,
+            data: b"GET / HTT".to_vec(),
+        };
+        c.write_all(&f.encode(&mut enc).unwrap()).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        drop(c);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while open_fds(d.pid()) > before && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(
+        open_fds(d.pid()) <= before,
+        "skiffd holds {} descriptors, {before} before",
+        open_fds(d.pid())
+    );
+}
