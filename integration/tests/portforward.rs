@@ -196,7 +196,7 @@ async fn port_forward_reaches_a_server_in_the_pod() {
     // A URL serves once.
     let url = port_forward_url(&mut rt, &pod, 8080).await.unwrap();
     let _ = forward_once(&url, 8080, request).await;
-    let again = upgrade(&url).await.err().expect("a used URL is refused");
+    let again = upgrade(&url).await.expect_err("a used URL is refused");
     assert!(again.starts_with("HTTP/1.1 404"), "{again}");
 
     // Bad requests are refused by field.
