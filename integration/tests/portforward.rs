@@ -52,29 +52,31 @@ async fn upgrade(url: &str) -> Result<TcpStream, String> {
     }
 }
 
-/// One forwarded connection to `port`: sends `payload` and ends its side, then collects what
-/// comes back on the data and error streams until both end.
-async fn forward_once(url: &str, port: u16, payload: &[u8]) -> (Vec<u8>, String) {
-    let mut c = upgrade(url).await.expect("upgrade");
-    let mut enc = HeaderEncoder::new();
-    let mut dec = HeaderDecoder::new();
-    let hdrs = |kind: &str| {
-        vec![
-            ("streamtype".to_string(), kind.to_string()),
-            ("port".to_string(), port.to_string()),
-            ("requestid".to_string(), "0".to_string()),
-        ]
-    };
+/// Opens the error (1) and data (3) streams of one forwarded connection to `port`.
+async fn open_pair(c: &mut TcpStream, enc: &mut HeaderEncoder, port: u16, request: &str) {
     for (id, kind) in [(1, "error"), (3, "data")] {
         let f = Frame::SynStream {
             stream_id: id,
             associated_to: 0,
             priority: 0,
             flags: 0,
-            headers: hdrs(kind),
+            headers: vec![
+                ("streamtype".to_string(), kind.to_string()),
+                ("port".to_string(), port.to_string()),
+                ("requestid".to_string(), request.to_string()),
+            ],
         };
-        c.write_all(&f.encode(&mut enc).unwrap()).await.unwrap();
+        c.write_all(&f.encode(enc).unwrap()).await.unwrap();
     }
+}
+
+/// One forwarded connection to `port`: sends `payload` and ends its side, then collects what
+/// comes back on the data and error streams until both end.
+async fn forward_once(url: &str, port: u16, payload: &[u8]) -> (Vec<u8>, String) {
+    let mut c = upgrade(url).await.expect("upgrade");
+    let mut enc = HeaderEncoder::new();
+    let mut dec = HeaderDecoder::new();
+    open_pair(&mut c, &mut enc, port, "0").await;
     let data = Frame::Data {
         stream_id: 3,
         flags: FLAG_FIN,
@@ -214,20 +216,7 @@ async fn port_forward_reaches_a_server_in_the_pod() {
         let url = port_forward_url(&mut rt, &pod, 8080).await.unwrap();
         let mut c = upgrade(&url).await.unwrap();
         let mut enc = HeaderEncoder::new();
-        for (id, kind) in [(1u32, "error"), (3, "data")] {
-            let f = Frame::SynStream {
-                stream_id: id,
-                associated_to: 0,
-                priority: 0,
-                flags: 0,
-                headers: vec![
-                    ("streamtype".into(), kind.into()),
-                    ("port".into(), "8080".into()),
-                    ("requestid".into(), "7".into()),
-                ],
-            };
-            c.write_all(&f.encode(&mut enc).unwrap()).await.unwrap();
-        }
+        open_pair(&mut c, &mut enc, 8080, "7").await;
         // Half a request, then gone.
         let f = Frame::Data {
             stream_id: 3,
