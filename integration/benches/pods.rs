@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use skiff_integration::containerd::{rss_kib, Containerd};
 use skiff_integration::cri::*;
 use skiff_integration::image::Compression;
-use skiff_integration::{ImageBuilder, Layer, Registry, Skiffd};
+use skiff_integration::{ms, pct, ImageBuilder, Layer, Registry, Skiffd};
 use skiff_proto::cri::*;
 
 const PODS: usize = 30;
@@ -23,16 +23,6 @@ struct Sample {
     run_pod: Duration,
     create_start: Duration,
     rss_kib: u64,
-}
-
-fn pct(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    let i = ((v.len() as f64 - 1.0) * p).round() as usize;
-    v[i]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
 }
 
 fn main() {

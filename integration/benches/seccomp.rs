@@ -7,24 +7,15 @@
 //!     cargo build --release --workspace && cargo build --profile shim -p skiff-shim &&
 //!     cargo bench -p skiff-integration --bench seccomp
 
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use skiff_integration::cri::*;
 use skiff_integration::image::Compression;
-use skiff_integration::{ImageBuilder, Layer, Registry, Skiffd};
+use skiff_integration::{ms, pct, ImageBuilder, Layer, Registry, Skiffd};
 use skiff_proto::cri::security_profile::ProfileType;
 use skiff_proto::cri::*;
 
 const N: usize = 30;
-
-fn pct(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
-
-fn ms(d: Duration) -> f64 {
-    d.as_secs_f64() * 1000.0
-}
 
 fn main() {
     skiff_integration::bench_main(run_all());

@@ -10,15 +10,10 @@ use std::time::{Duration, Instant};
 
 use skiff_integration::cri::*;
 use skiff_integration::image::Compression;
-use skiff_integration::{ImageBuilder, Layer, Registry, Skiffd};
+use skiff_integration::{ms, pct, ImageBuilder, Layer, Registry, Skiffd};
 use skiff_proto::cri::*;
 
 const N: usize = 20;
-
-fn pct(mut v: Vec<f64>, p: f64) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[((v.len() as f64 - 1.0) * p).round() as usize]
-}
 
 fn main() {
     skiff_integration::bench_main(run_all());
@@ -63,7 +58,7 @@ async fn start_one(rt: &mut Rt, image: &str, cfg: &PodSandboxConfig) -> (f64, St
         container_config("c", image, &["sleep", "3600"]),
     )
     .await;
-    (t.elapsed().as_secs_f64() * 1000.0, id)
+    (ms(t.elapsed()), id)
 }
 
 async fn run_all() {

@@ -57,6 +57,17 @@ pub fn deployed_shim_config() -> String {
     format!("shim_binary = \"{}\"\n", shim.display())
 }
 
+/// The `p` quantile (0.0–1.0) of `v`, nearest rank: benchmarks' p50 and p95.
+pub fn pct(mut v: Vec<f64>, p: f64) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[((v.len() as f64 - 1.0) * p).round() as usize]
+}
+
+/// A duration in milliseconds.
+pub fn ms(d: std::time::Duration) -> f64 {
+    d.as_secs_f64() * 1000.0
+}
+
 /// Runs a benchmark's async body as root on a two-worker tokio runtime (the machine's cores).
 pub fn bench_main<F: std::future::Future>(body: F) -> F::Output {
     require_root();

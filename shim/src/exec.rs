@@ -174,9 +174,7 @@ fn helper(
     let mut process = spec.process().clone().ok_or("config.json has no process")?;
     // Read before joining the container's mount namespace hides the bundle.
     let filter = crate::seccomp::read(&spec, bundle, "running")?;
-    // Before a user namespace makes /proc/self unwritable to us.
     crate::process::set_oom_score_adj(&process)?;
-    process.set_oom_score_adj(None);
     process.set_args(Some(args));
     process.set_terminal(Some(false));
     // Open every namespace before entering any: after the mount namespace, /proc is the

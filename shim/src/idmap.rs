@@ -30,6 +30,26 @@ pub struct Maps {
 }
 
 impl Maps {
+    /// The maps an OCI spec or mount gives as its uid and gid mappings.
+    pub fn from_oci(
+        uids: &[oci_spec::runtime::LinuxIdMapping],
+        gids: &[oci_spec::runtime::LinuxIdMapping],
+    ) -> Maps {
+        let ranges = |v: &[oci_spec::runtime::LinuxIdMapping]| {
+            v.iter()
+                .map(|m| IdRange {
+                    container: m.container_id(),
+                    host: m.host_id(),
+                    len: m.size(),
+                })
+                .collect()
+        };
+        Maps {
+            uids: ranges(uids),
+            gids: ranges(gids),
+        }
+    }
+
     /// The host id that `id` inside maps to, if any.
     pub fn host_uid(&self, id: u32) -> Option<u32> {
         map_one(&self.uids, id)
@@ -215,11 +235,89 @@ impl UsernsChild {
 
 impl Drop for UsernsChild {
     fn drop(&mut self) {
-        // SAFETY: signalling and reaping our own child.
-        unsafe {
-            libc::kill(self.pid, libc::SIGKILL);
-            libc::waitpid(self.pid, std::ptr::null_mut(), 0);
+        kill_and_reap(self.pid);
+    }
+}
+
+/// A child process alone in a mount namespace whose only mount is an empty read-only tmpfs
+/// (mounted at `dir` and pivoted into), for its namespace to be pinned. Killed and reaped on
+/// drop. Like [`UsernsChild`], the child runs only raw syscalls.
+pub struct EmptyMountNs {
+    pid: libc::pid_t,
+    _hold: OwnedFd,
+}
+
+impl EmptyMountNs {
+    pub fn spawn(dir: &Path) -> io::Result<EmptyMountNs> {
+        let cdir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "NUL in path"))?;
+        let (to_child_r, to_child_w) = pipe()?;
+        let (to_parent_r, to_parent_w) = pipe()?;
+        // SAFETY: the child makes only raw syscalls (async-signal-safe) on memory prepared
+        // before the fork, and leaves with _exit.
+        let pid = unsafe { libc::fork() };
+        if pid < 0 {
+            return Err(io::Error::last_os_error());
         }
+        if pid == 0 {
+            // SAFETY: see above.
+            unsafe {
+                let ok = libc::unshare(libc::CLONE_NEWNS) == 0
+                    && libc::mount(
+                        std::ptr::null(),
+                        c"/".as_ptr(),
+                        std::ptr::null(),
+                        libc::MS_REC | libc::MS_PRIVATE,
+                        std::ptr::null(),
+                    ) == 0
+                    && libc::mount(
+                        c"empty".as_ptr(),
+                        cdir.as_ptr(),
+                        c"tmpfs".as_ptr(),
+                        libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
+                        c"size=4k,mode=0555".as_ptr().cast(),
+                    ) == 0
+                    && libc::chdir(cdir.as_ptr()) == 0
+                    && libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0
+                    && libc::umount2(c".".as_ptr(), libc::MNT_DETACH) == 0;
+                let b: u8 = if ok { 1 } else { 0 };
+                libc::write(to_parent_w.as_raw_fd(), (&b as *const u8).cast(), 1);
+                let mut w = 0u8;
+                libc::read(to_child_r.as_raw_fd(), (&mut w as *mut u8).cast(), 1);
+                libc::_exit(0);
+            }
+        }
+        drop(to_child_r);
+        drop(to_parent_w);
+        let child = EmptyMountNs {
+            pid,
+            _hold: to_child_w,
+        };
+        if read_byte(&to_parent_r)? != 1 {
+            return Err(io::Error::other(
+                "the child could not make an empty mount namespace",
+            ));
+        }
+        Ok(child)
+    }
+
+    pub fn pid(&self) -> libc::pid_t {
+        self.pid
+    }
+}
+
+impl Drop for EmptyMountNs {
+    fn drop(&mut self) {
+        kill_and_reap(self.pid);
+    }
+}
+
+/// Ends one of our namespace-holding children.
+fn kill_and_reap(pid: libc::pid_t) {
+    // SAFETY: signalling and reaping our own child.
+    unsafe {
+        libc::kill(pid, libc::SIGKILL);
+        libc::waitpid(pid, std::ptr::null_mut(), 0);
     }
 }
 

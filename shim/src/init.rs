@@ -89,13 +89,11 @@ pub fn become_userns_root() -> Result<(), String> {
 
 /// The host uid and gid of the user namespace's root, from the spec's mappings.
 fn userns_maps(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
-    let root = |m: &Option<Vec<oci_spec::runtime::LinuxIdMapping>>| {
-        m.iter()
-            .flatten()
-            .find(|r| r.container_id() == 0)
-            .map(|r| r.host_id())
-    };
-    Some((root(linux.uid_mappings())?, root(linux.gid_mappings())?))
+    let maps = skiff_shim::idmap::Maps::from_oci(
+        linux.uid_mappings().as_deref().unwrap_or(&[]),
+        linux.gid_mappings().as_deref().unwrap_or(&[]),
+    );
+    Some((maps.host_uid(0)?, maps.host_gid(0)?))
 }
 
 pub fn main(bundle: &Path) -> ! {
@@ -203,12 +201,11 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
         (None, false) => None,
     };
     let filter = seccomp::read(&spec, bundle, "creating")?;
-    let mut proc_spec = spec.process().clone().ok_or("config.json has no process")?;
-    if userns.is_some() {
-        // Now: from inside the user namespace /proc/self is not ours to write.
-        process::set_oom_score_adj(&proc_spec)?;
-        proc_spec.set_oom_score_adj(None);
-    }
+    let proc_spec = spec
+        .process()
+        .as_ref()
+        .ok_or("config.json has no process")?;
+    process::set_oom_score_adj(proc_spec)?;
 
     let mut new = CloneFlags::CLONE_NEWNS;
     let mut joins: Vec<(File, CloneFlags, String)> = vec![];
@@ -240,5 +237,5 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
         Some(p) => rootfs::setup_in_userns(&spec, p)?,
         None => rootfs::setup(&spec, &rootfs, bundle)?,
     }
-    process::exec_process(&proc_spec, filter.as_ref())
+    process::exec_process(proc_spec, filter.as_ref())
 }

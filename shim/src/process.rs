@@ -1,5 +1,5 @@
 //! The last steps before a container process runs, shared by container init and exec: terminal,
-//! rlimits, OOM score, working directory, user and groups, capabilities, no_new_privs, closing
+//! rlimits, working directory, user and groups, capabilities, no_new_privs, closing
 //! every inherited descriptor, the seccomp filter, and exec with the spec's environment.
 
 use std::convert::Infallible;
@@ -48,7 +48,6 @@ pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible>
             ));
         }
     }
-    set_oom_score_adj(process)?;
     let cwd = process.cwd();
     if !cwd.as_os_str().is_empty() {
         // Created as root (containerd does too for the image's WorkingDir); entered as the user.
@@ -102,9 +101,9 @@ pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible>
     Err(format!("exec {:?}: {e}", args[0]))
 }
 
-/// The process's oom_score_adj, if the spec sets one. Must run before joining a user
-/// namespace: from inside, /proc/self of our non-dumpable process is not ours to write.
-/// Inherited by the exec'd process.
+/// The process's oom_score_adj, if the spec sets one. Init and exec set it before joining the
+/// container's namespaces: from inside a user namespace, /proc/self of our non-dumpable process
+/// is not ours to write. Inherited across fork and exec.
 pub fn set_oom_score_adj(process: &Process) -> R<()> {
     if let Some(adj) = process.oom_score_adj() {
         std::fs::write("/proc/self/oom_score_adj", adj.to_string())

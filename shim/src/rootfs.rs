@@ -140,15 +140,9 @@ pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File
         // A mount's own mappings get a user namespace of their own; otherwise the pod's.
         let own = match (m.uid_mappings(), m.gid_mappings()) {
             (Some(u), Some(g)) if o.idmap => Some(
-                idmap::UsernsChild::spawn(
-                    &idmap::Maps {
-                        uids: u.iter().map(range).collect(),
-                        gids: g.iter().map(range).collect(),
-                    },
-                    0,
-                )
-                .and_then(|c| c.ns("user"))
-                .map_err(|e| format!("{}: a user namespace for its mappings: {e}", what()))?,
+                idmap::UsernsChild::spawn(&idmap::Maps::from_oci(u, g), 0)
+                    .and_then(|c| c.ns("user"))
+                    .map_err(|e| format!("{}: a user namespace for its mappings: {e}", what()))?,
             ),
             _ => None,
         };
@@ -193,14 +187,6 @@ pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File
         binds,
         devices,
     })
-}
-
-fn range(m: &oci_spec::runtime::LinuxIdMapping) -> idmap::IdRange {
-    idmap::IdRange {
-        container: m.container_id(),
-        host: m.host_id(),
-        len: m.size(),
-    }
 }
 
 /// The second half, inside the pod's user namespace and the container's new mount namespace

@@ -65,79 +65,23 @@ pub fn empty_mount_ns(run_root: &Path) -> Result<std::path::PathBuf, String> {
     std::fs::File::create(&pin).map_err(|e| format!("creating {}: {e}", pin.display()))?;
     let dir = run_root.join(".mnt-empty-root");
     std::fs::create_dir_all(&dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
-    let cdir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| "NUL in run_root".to_string())?;
-    let mut fds = [0i32; 2];
-    let mut back = [0i32; 2];
-    // SAFETY: pipe writes two descriptors into each array.
-    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0
-        || unsafe { libc::pipe2(back.as_mut_ptr(), libc::O_CLOEXEC) } != 0
-    {
-        return Err(format!("pipe: {}", std::io::Error::last_os_error()));
-    }
-    // SAFETY: the child makes only raw syscalls (async-signal-safe) on memory prepared before
-    // the fork, and leaves with _exit.
-    let pid = unsafe { libc::fork() };
-    if pid == 0 {
-        // SAFETY: see above.
-        unsafe {
-            let ok = libc::unshare(libc::CLONE_NEWNS) == 0
-                && libc::mount(
-                    std::ptr::null(),
-                    c"/".as_ptr(),
-                    std::ptr::null(),
-                    libc::MS_REC | libc::MS_PRIVATE,
-                    std::ptr::null(),
-                ) == 0
-                && libc::mount(
-                    c"empty".as_ptr(),
-                    cdir.as_ptr(),
-                    c"tmpfs".as_ptr(),
-                    libc::MS_NOSUID | libc::MS_NODEV | libc::MS_NOEXEC,
-                    c"size=4k,mode=0555".as_ptr().cast(),
-                ) == 0
-                && libc::chdir(cdir.as_ptr()) == 0
-                && libc::syscall(libc::SYS_pivot_root, c".".as_ptr(), c".".as_ptr()) == 0
-                && libc::umount2(c".".as_ptr(), libc::MNT_DETACH) == 0;
-            let b: u8 = if ok { 1 } else { 0 };
-            libc::write(fds[1], (&b as *const u8).cast(), 1);
-            let mut w = 0u8;
-            libc::read(back[0], (&mut w as *mut u8).cast(), 1);
-            libc::_exit(0);
-        }
-    }
-    // SAFETY: closing our copies of the child's ends.
-    unsafe {
-        libc::close(fds[1]);
-        libc::close(back[0]);
-    }
-    let mut b = 0u8;
-    // SAFETY: reads one byte into a live local.
-    let n = unsafe { libc::read(fds[0], (&mut b as *mut u8).cast(), 1) };
-    let made = if n == 1 && b == 1 {
-        mount(
-            Some(Path::new(&format!("/proc/{pid}/ns/mnt"))),
-            &pin,
-            None::<&str>,
-            MsFlags::MS_BIND,
-            None::<&str>,
-        )
-        .map_err(|e| {
-            format!(
-                "pinning the empty mount namespace at {}: {e}",
-                pin.display()
+    let made = idmap::EmptyMountNs::spawn(&dir)
+        .map_err(|e| format!("making an empty mount namespace: {e}"))
+        .and_then(|child| {
+            mount(
+                Some(Path::new(&format!("/proc/{}/ns/mnt", child.pid()))),
+                &pin,
+                None::<&str>,
+                MsFlags::MS_BIND,
+                None::<&str>,
             )
-        })
-    } else {
-        Err("the child could not make an empty mount namespace".to_string())
-    };
-    // SAFETY: releasing and reaping our own child.
-    unsafe {
-        libc::close(back[1]);
-        libc::close(fds[0]);
-        libc::kill(pid, libc::SIGKILL);
-        libc::waitpid(pid, std::ptr::null_mut(), 0);
-    }
+            .map_err(|e| {
+                format!(
+                    "pinning the empty mount namespace at {}: {e}",
+                    pin.display()
+                )
+            })
+        });
     let _ = std::fs::remove_dir(&dir);
     made.map(|_| pin)
 }
