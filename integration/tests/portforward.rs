@@ -210,6 +210,32 @@ async fn port_forward_reaches_a_server_in_the_pod() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("port"), "{}", err.message());
 
+    // A host-network pod's ports are the node's: a server of the test's on the node's
+    // loopback is reached.
+    let node_server = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let node_port = node_server.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        if let Ok((mut c, _)) = node_server.accept() {
+            let mut got = vec![];
+            let _ = c.read_to_end(&mut got);
+            let _ = c.write_all(&[b"node heard: ", &got[..]].concat());
+        }
+    });
+    let hcfg = with_namespaces(
+        pod_config("pfhost", logs.path().to_str().unwrap()),
+        NamespaceMode::Node,
+        NamespaceMode::Pod,
+        NamespaceMode::Pod,
+    );
+    let host_pod = run_pod(&mut rt, &hcfg).await;
+    let url = port_forward_url(&mut rt, &host_pod, node_port as i32)
+        .await
+        .unwrap();
+    let (body, err) = forward_once(&url, node_port, b"ping").await;
+    assert_eq!(err, "");
+    assert_eq!(body, b"node heard: ping");
+
     // Clients that vanish mid-connection leave no descriptor in skiffd.
     let before = open_fds(d.pid());
     for _ in 0..5 {

@@ -33,6 +33,15 @@ fn repo_profile(name: &str) -> PathBuf {
 /// A skiffd whose seccomp root holds `prevent-chmod.json` (copied from profiles/), and a pod
 /// made from `pcfg` (after `edit`).
 async fn env(name: &str, edit: impl FnOnce(&mut PodSandboxConfig, &Path)) -> Env {
+    env_with(name, "", edit).await
+}
+
+/// Like [`env`], with more skiffd config keys.
+async fn env_with(
+    name: &str,
+    extra_config: &str,
+    edit: impl FnOnce(&mut PodSandboxConfig, &Path),
+) -> Env {
     require_root();
     let reg = Registry::start();
     let img = ImageBuilder::new()
@@ -46,7 +55,10 @@ async fn env(name: &str, edit: impl FnOnce(&mut PodSandboxConfig, &Path)) -> Env
         profiles.path().join("prevent-chmod.json"),
     )
     .expect("profiles/prevent-chmod.json");
-    let config = format!("seccomp_root = \"{}\"\n", profiles.path().display());
+    let config = format!(
+        "seccomp_root = \"{}\"\n{extra_config}",
+        profiles.path().display()
+    );
     let d = Skiffd::start_with(&[&reg.host], Some(&config), &[]);
     pull(&mut d.images().await, &img.reference).await;
     let mut rt = d.runtime().await;
@@ -654,4 +666,30 @@ async fn notify_goes_to_the_agent_and_rules_match_arguments() {
         .recv_timeout(Duration::from_secs(10))
         .expect("the agent was notified by the exec'd process");
     assert_eq!(state["state"]["status"], "running");
+}
+
+/// `unset_seccomp_profile = "Unconfined"`: a container that names no profile runs without a
+/// filter; one that names RuntimeDefault still gets it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unset_profile_can_mean_unconfined() {
+    let mut e = env_with(
+        "unset",
+        "unset_seccomp_profile = \"Unconfined\"\n",
+        |_, _| {},
+    )
+    .await;
+    let plain = start_sleeper(&mut e, "plain", Default::default()).await;
+    assert_eq!(seccomp_mode(container_pid(&mut e.rt, &plain).await), "0");
+    let (code, out) = probe(&mut e, &plain, &["sysprobe", "keyctl"]).await;
+    assert_eq!((code, out.as_str()), (0, "keyctl: ok"));
+    let named = start_sleeper(
+        &mut e,
+        "named",
+        LinuxContainerSecurityContext {
+            seccomp: profile(ProfileType::RuntimeDefault, ""),
+            ..Default::default()
+        },
+    )
+    .await;
+    assert_eq!(seccomp_mode(container_pid(&mut e.rt, &named).await), "2");
 }
