@@ -9,6 +9,7 @@ pub mod cri;
 pub mod image;
 pub mod registry;
 pub mod skiffd;
+pub mod stream;
 pub mod token;
 
 pub use image::{ImageBuilder, Layer, PushedImage};

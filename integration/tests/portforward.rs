@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use skiff_integration::cri::*;
 use skiff_integration::image::Compression;
-use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_integration::{require_root, stream, ImageBuilder, Layer, Registry, Skiffd};
 use skiff_proto::cri::*;
 use skiff_runtime::streaming::spdy::{Frame, HeaderDecoder, HeaderEncoder, FLAG_FIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -16,40 +16,66 @@ use tokio::net::TcpStream;
 
 const PAGE: &[u8] = b"hello from inside the pod\n";
 
-/// Connects to a streaming URL and upgrades: the connection, or the HTTP status and body.
+/// Connects to a streaming URL and upgrades to SPDY: the connection, or the HTTP status and
+/// body.
 async fn upgrade(url: &str) -> Result<TcpStream, String> {
-    let rest = url.strip_prefix("http://").expect("http URL");
-    let (host, path) = rest.split_once('/').expect("path");
-    let mut c = TcpStream::connect(host).await.expect("connect");
-    c.write_all(
-        format!(
-            "POST /{path} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
-             X-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n"
-        )
-        .as_bytes(),
-    )
-    .await
-    .unwrap();
-    let mut head = vec![];
-    let mut b = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        if c.read(&mut b).await.unwrap() == 0 {
-            break;
-        }
-        head.push(b[0]);
-    }
-    let text = String::from_utf8_lossy(&head).into_owned();
-    if text.starts_with("HTTP/1.1 101") {
-        assert!(
-            text.contains("X-Stream-Protocol-Version: portforward.k8s.io"),
-            "{text}"
+    let (c, head) = stream::upgrade(url, &stream::spdy_headers("portforward.k8s.io")).await?;
+    assert!(
+        head.contains("X-Stream-Protocol-Version: portforward.k8s.io"),
+        "{head}"
+    );
+    Ok(c)
+}
+
+/// One forwarded connection to the pod's `port` over WebSocket (`protocol`): the port
+/// announced on each channel, then `payload` sent; returns what came back on the data and
+/// error channels until skiffd closed the session.
+async fn ws_forward_once(
+    url: &str,
+    protocol: &str,
+    port: u16,
+    payload: &[u8],
+) -> (Vec<u8>, String) {
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::{protocol::Role, Message};
+    let (c, head) = stream::upgrade(url, &stream::ws_headers(protocol))
+        .await
+        .expect("WebSocket upgrade");
+    assert!(
+        head.contains(&format!("Sec-WebSocket-Protocol: {protocol}")),
+        "{head}"
+    );
+    let mut ws = tokio_tungstenite::WebSocketStream::from_raw_socket(c, Role::Client, None).await;
+    let p = port.to_le_bytes();
+    for ch in [0u8, 1] {
+        let m = ws.next().await.expect("a message").expect("a message");
+        assert_eq!(
+            m,
+            Message::binary(vec![ch, p[0], p[1]]),
+            "port on channel {ch}"
         );
-        Ok(c)
-    } else {
-        let mut body = String::new();
-        let _ = c.read_to_string(&mut body).await;
-        Err(format!("{text}{body}"))
     }
+    ws.send(Message::binary([&[0u8][..], payload].concat()))
+        .await
+        .unwrap();
+    let (mut data, mut err) = (vec![], vec![]);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match tokio::time::timeout(left, ws.next())
+            .await
+            .expect("session ends within 10 s")
+        {
+            Some(Ok(Message::Binary(b))) => match b.first() {
+                Some(0) => data.extend_from_slice(&b[1..]),
+                Some(1) => err.extend_from_slice(&b[1..]),
+                _ => panic!("message on an unknown channel: {b:?}"),
+            },
+            Some(Ok(Message::Close(_))) | None | Some(Err(_)) => break,
+            Some(Ok(_)) => {}
+        }
+    }
+    (data, String::from_utf8_lossy(&err).into_owned())
 }
 
 /// Opens the error (1) and data (3) streams of one forwarded connection to `port`.
@@ -187,6 +213,19 @@ async fn port_forward_reaches_a_server_in_the_pod() {
     let text = String::from_utf8_lossy(&body);
     assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
     assert!(text.ends_with(std::str::from_utf8(PAGE).unwrap()), "{text}");
+
+    // The same over WebSocket, as kubelet's streaming server offers it: the port from the
+    // request on both channels, then the exchange; the session ends with the connection.
+    let url = port_forward_url(&mut rt, &pod, 8080).await.unwrap();
+    let (body, err) = ws_forward_once(&url, "v4.channel.k8s.io", 8080, request).await;
+    assert_eq!(err, "");
+    let text = String::from_utf8_lossy(&body);
+    assert!(text.starts_with("HTTP/1.1 200 OK"), "{text}");
+    assert!(text.ends_with(std::str::from_utf8(PAGE).unwrap()), "{text}");
+    let url = port_forward_url(&mut rt, &pod, 9999).await.unwrap();
+    let (body, err) = ws_forward_once(&url, "v4.channel.k8s.io", 9999, b"x").await;
+    assert!(body.is_empty());
+    assert!(err.contains("error forwarding port 9999"), "{err}");
 
     // Nothing listens on 9999: the error stream says so and the data stream ends.
     let url = port_forward_url(&mut rt, &pod, 9999).await.unwrap();

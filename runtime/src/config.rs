@@ -93,10 +93,13 @@ pub struct FileConfig {
     pub unset_seccomp_profile: Option<UnsetSeccomp>,
     /// "idmap" (default) or "chown": see [`UsernsRootfs`].
     pub userns_rootfs: Option<UsernsRootfs>,
-    /// The address the streaming server (PortForward) listens on (default 127.0.0.1).
+    /// The address the streaming server (Exec, Attach, PortForward) listens on (default
+    /// 127.0.0.1).
     pub streaming_address: Option<std::net::IpAddr>,
     /// Its port; 0 (the default) takes any free one.
     pub streaming_port: Option<u16>,
+    /// Seconds a streaming URL stays usable (default 60, as kubelet's).
+    pub streaming_url_ttl: Option<u64>,
 }
 
 /// The configuration in force.
@@ -117,6 +120,7 @@ pub struct Config {
     pub userns_rootfs: UsernsRootfs,
     pub streaming_address: std::net::IpAddr,
     pub streaming_port: u16,
+    pub streaming_url_ttl: std::time::Duration,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -204,6 +208,15 @@ impl Config {
                 .streaming_address
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
             streaming_port: file.streaming_port.unwrap_or(0),
+            streaming_url_ttl: std::time::Duration::from_secs(match file.streaming_url_ttl {
+                Some(0) => {
+                    return Err(ConfigError::Invalid(
+                        "streaming_url_ttl: must be at least 1 second".into(),
+                    ))
+                }
+                Some(n) => n,
+                None => 60,
+            }),
         };
         skiff_shim::cgroups::clean_path(&cfg.cgroup_root)
             .map_err(|e| ConfigError::Invalid(format!("cgroup_root: {e}")))?;

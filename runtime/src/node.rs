@@ -94,8 +94,12 @@ impl Node {
         if let Err(e) = &userns {
             tracing::warn!(reason = %e, "user namespaces (hostUsers: false) are not available on this node");
         }
-        let streaming =
-            crate::streaming::Streaming::start(cfg.streaming_address, cfg.streaming_port).await?;
+        let streaming = crate::streaming::Streaming::start(
+            cfg.streaming_address,
+            cfg.streaming_port,
+            cfg.streaming_url_ttl,
+        )
+        .await?;
         let empty_mntns = match crate::userns::empty_mount_ns(&cfg.run_root) {
             Ok(p) => Some(p),
             Err(e) => {

@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::sys::wait::WaitStatus;
 use nix::unistd::Pid;
 use serde::Deserialize;
-use skiff_proto::shim::StartContainerRequest;
+use skiff_proto::shim::{stdio_out, StartContainerRequest, StdioOut};
 use skiff_shim::api::{now_ns, ContainerState};
 use skiff_shim::cgroups;
 use tokio::sync::watch;
@@ -34,6 +34,87 @@ pub struct Container {
     log: Option<Arc<LogFile>>,
     exited: watch::Receiver<bool>,
     state: Mutex<ContainerState>,
+    /// Where attached clients' input goes (the stdin pipe, or the pty master); `None` without
+    /// stdin, or once closed.
+    pub stdin: tokio::sync::Mutex<Option<FdWriter>>,
+    /// Close stdin when the first attach session that wrote to it ends.
+    pub stdin_once: bool,
+    /// The pty master of a tty container, for terminal resizes.
+    pub pty: Option<OwnedFd>,
+    /// Attached clients, fed with the output as it is logged.
+    pub taps: Taps,
+}
+
+/// Clients attached to a container's output.
+#[derive(Default)]
+pub struct Taps {
+    next: std::sync::atomic::AtomicU64,
+    list: Mutex<Vec<Tap>>,
+}
+
+struct Tap {
+    id: u64,
+    stdout: bool,
+    stderr: bool,
+    tx: tokio::sync::mpsc::Sender<Result<StdioOut, Status>>,
+}
+
+impl Taps {
+    /// Adds a client that receives stdout and/or stderr; returns its id for [`Taps::remove`].
+    pub fn add(
+        &self,
+        stdout: bool,
+        stderr: bool,
+        tx: tokio::sync::mpsc::Sender<Result<StdioOut, Status>>,
+    ) -> u64 {
+        let id = self.next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        self.list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Tap {
+                id,
+                stdout,
+                stderr,
+                tx,
+            });
+        id
+    }
+
+    pub fn remove(&self, id: u64) {
+        self.list
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|t| t.id != id);
+    }
+
+    /// Ends every attached client's output (the container exited).
+    fn close_all(&self) {
+        self.list.lock().unwrap_or_else(|p| p.into_inner()).clear();
+    }
+
+    /// Passes a chunk of `stream` output to the clients that want it. A client too slow to
+    /// keep up loses output rather than holding the container's output (and log) back.
+    pub fn send(&self, stream: &str, data: &[u8]) {
+        let mut list = self.list.lock().unwrap_or_else(|p| p.into_inner());
+        if list.is_empty() {
+            return;
+        }
+        let is_err = stream == "stderr";
+        list.retain(|t| {
+            if (is_err && !t.stderr) || (!is_err && !t.stdout) {
+                return true;
+            }
+            let msg = if is_err {
+                stdio_out::Msg::Stderr(data.to_vec())
+            } else {
+                stdio_out::Msg::Stdout(data.to_vec())
+            };
+            !matches!(
+                t.tx.try_send(Ok(StdioOut { msg: Some(msg) })),
+                Err(tokio::sync::mpsc::error::TrySendError::Closed(_))
+            )
+        });
+    }
 }
 
 impl Container {
@@ -145,14 +226,14 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
     };
 
     // stdio: a pty for tty containers (stdin, stdout and stderr), pipes otherwise; stdin is
-    // /dev/null without a tty.
-    let null: OwnedFd = std::fs::File::open("/dev/null")
-        .map_err(|e| Status::internal(format!("/dev/null: {e}")))?
-        .into();
+    // /dev/null unless the container asked for it. The shim keeps the writing side of stdin for
+    // attach, and the pty master for resizes.
     let dup = |fd: &OwnedFd| {
         fd.try_clone()
             .map_err(|e| Status::internal(format!("dup: {e}")))
     };
+    let mut stdin_writer = None;
+    let mut pty_master = None;
     let (child_in, child_out, child_err, out_src, err_src): (
         OwnedFd,
         OwnedFd,
@@ -163,6 +244,10 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         let pty =
             nix::pty::openpty(None, None).map_err(|e| Status::internal(format!("openpty: {e}")))?;
         set_cloexec(&pty.master);
+        if req.stdin {
+            stdin_writer = Some(dup(&pty.master)?);
+        }
+        pty_master = Some(dup(&pty.master)?);
         (
             dup(&pty.slave)?,
             dup(&pty.slave)?,
@@ -171,11 +256,18 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
             None,
         )
     } else {
-        let (or, ow) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Status::internal(format!("pipe: {e}")))?;
-        let (er, ew) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-            .map_err(|e| Status::internal(format!("pipe: {e}")))?;
-        (null, ow, ew, or, Some(er))
+        let child_in: OwnedFd = if req.stdin {
+            let (r, w) = pipe()?;
+            stdin_writer = Some(w);
+            r
+        } else {
+            std::fs::File::open("/dev/null")
+                .map_err(|e| Status::internal(format!("/dev/null: {e}")))?
+                .into()
+        };
+        let (or, ow) = pipe()?;
+        let (er, ew) = pipe()?;
+        (child_in, ow, ew, or, Some(er))
     };
     let mut lines = crate::helper::spawn_init(&state.exe, &bundle, child_in, child_out, child_err)?;
     let mut pid = 0;
@@ -239,24 +331,10 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         .write(&bundle)
         .map_err(|e| Status::internal(format!("recording start of {}: {e}", req.id)))?;
 
-    // Output pumps.
-    let mut pumps = vec![];
-    if let Some(log) = &log {
-        pumps.push(tokio::spawn(logs::pump(
-            reader(out_src)?,
-            "stdout",
-            log.clone(),
-        )));
-        if let Some(e) = err_src {
-            pumps.push(tokio::spawn(logs::pump(reader(e)?, "stderr", log.clone())));
-        }
-    } else {
-        pumps.push(tokio::spawn(drain(reader(out_src)?)));
-        if let Some(e) = err_src {
-            pumps.push(tokio::spawn(drain(reader(e)?)));
-        }
-    }
-
+    let stdin = match stdin_writer {
+        Some(w) => Some(FdWriter::new(w).map_err(|e| Status::internal(format!("stdin: {e}")))?),
+        None => None,
+    };
     let (exited_tx, exited_rx) = watch::channel(false);
     let c = Arc::new(Container {
         id: req.id.clone(),
@@ -267,7 +345,17 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         log,
         exited: exited_rx,
         state: Mutex::new(initial),
+        stdin: tokio::sync::Mutex::new(stdin),
+        stdin_once: req.stdin_once,
+        pty: pty_master,
+        taps: Taps::default(),
     });
+
+    // Output pumps: to the CRI log (or nowhere), and to attached clients.
+    let mut pumps = vec![tokio::spawn(pump(reader(out_src)?, "stdout", c.clone()))];
+    if let Some(e) = err_src {
+        pumps.push(tokio::spawn(pump(reader(e)?, "stderr", c.clone())));
+    }
     state
         .containers
         .lock()
@@ -306,12 +394,13 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
             eprintln!("skiff-shim: recording exit of {}: {e}", c.id);
         }
         *c.state.lock().unwrap_or_else(|p| p.into_inner()) = st;
+        c.taps.close_all();
         let _ = exited_tx.send(true);
     });
     Ok(reported)
 }
 
-fn set_cloexec(fd: &OwnedFd) {
+pub fn set_cloexec(fd: &OwnedFd) {
     // SAFETY: F_SETFD on a descriptor we own, with an integer flag.
     unsafe {
         libc::fcntl(fd.as_raw_fd(), libc::F_SETFD, libc::FD_CLOEXEC);
@@ -322,13 +411,87 @@ fn reader(fd: OwnedFd) -> Result<FdReader, Status> {
     FdReader::new(fd).map_err(|e| Status::internal(format!("output descriptor: {e}")))
 }
 
-async fn drain(mut r: FdReader) {
-    use tokio::io::AsyncReadExt;
-    let mut buf = vec![0u8; 4096];
-    while let Ok(n) = r.read(&mut buf).await {
-        if n == 0 {
-            break;
+/// Copies one output stream of the container to its log (if it has one) and to attached
+/// clients, until EOF.
+async fn pump(src: FdReader, stream: &'static str, c: Arc<Container>) {
+    let log = c.log.clone();
+    logs::pump(src, stream, log.as_deref(), |data| {
+        c.taps.send(stream, data)
+    })
+    .await
+}
+
+pub fn pipe() -> Result<(OwnedFd, OwnedFd), Status> {
+    nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Status::internal(format!("pipe: {e}")))
+}
+
+/// Sets a pty's window size.
+pub fn resize(pty: &OwnedFd, width: u32, height: u32) {
+    let ws = libc::winsize {
+        ws_row: height.min(u16::MAX as u32) as u16,
+        ws_col: width.min(u16::MAX as u32) as u16,
+        ws_xpixel: 0,
+        ws_ypixel: 0,
+    };
+    // SAFETY: TIOCSWINSZ reads a valid winsize struct; the descriptor is open.
+    unsafe {
+        libc::ioctl(pty.as_raw_fd(), libc::TIOCSWINSZ, &ws);
+    }
+}
+
+fn set_nonblocking(fd: &OwnedFd) -> std::io::Result<()> {
+    // SAFETY: fcntl on a descriptor we own, with integer flags.
+    unsafe {
+        let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
+        if fl < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
+            return Err(std::io::Error::last_os_error());
         }
+    }
+    Ok(())
+}
+
+/// Writes to a pipe or pty master through the runtime's epoll.
+pub struct FdWriter {
+    fd: tokio::io::unix::AsyncFd<OwnedFd>,
+}
+
+impl FdWriter {
+    pub fn new(fd: OwnedFd) -> std::io::Result<FdWriter> {
+        set_nonblocking(&fd)?;
+        // SAFETY: `fd` is an owned, valid descriptor that the AsyncFd keeps and closes; nothing
+        // replaces or closes it while registered.
+        let fd = unsafe {
+            tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::WRITABLE)?
+        };
+        Ok(FdWriter { fd })
+    }
+
+    pub async fn write_all(&self, mut data: &[u8]) -> std::io::Result<()> {
+        while !data.is_empty() {
+            let mut guard = self.fd.writable().await?;
+            match guard.try_io(|inner| {
+                // SAFETY: writes from a valid slice whose length is passed; the descriptor is
+                // open.
+                let n = unsafe {
+                    libc::write(
+                        inner.get_ref().as_raw_fd(),
+                        data.as_ptr().cast(),
+                        data.len(),
+                    )
+                };
+                if n < 0 {
+                    Err(std::io::Error::last_os_error())
+                } else {
+                    Ok(n as usize)
+                }
+            }) {
+                Ok(Ok(n)) => data = &data[n..],
+                Ok(Err(e)) => return Err(e),
+                Err(_would_block) => continue,
+            }
+        }
+        Ok(())
     }
 }
 
@@ -339,13 +502,7 @@ pub struct FdReader {
 
 impl FdReader {
     pub fn new(fd: OwnedFd) -> std::io::Result<FdReader> {
-        // SAFETY: fcntl on a descriptor we own, with integer flags.
-        unsafe {
-            let fl = libc::fcntl(fd.as_raw_fd(), libc::F_GETFL);
-            if fl < 0 || libc::fcntl(fd.as_raw_fd(), libc::F_SETFL, fl | libc::O_NONBLOCK) < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-        }
+        set_nonblocking(&fd)?;
         // SAFETY: `fd` is an owned, valid descriptor that the AsyncFd keeps and closes; nothing
         // replaces or closes it while registered.
         let fd = unsafe { tokio::io::unix::AsyncFd::register(fd)? };

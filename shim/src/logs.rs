@@ -61,8 +61,14 @@ fn open_append(path: &Path) -> std::io::Result<File> {
         .open(path)
 }
 
-/// Copies `src` into `log` as records of `stream` until EOF.
-pub async fn pump<R: AsyncRead + Unpin>(mut src: R, stream: &'static str, log: Arc<LogFile>) {
+/// Copies `src` into `log` (if any) as records of `stream` until EOF, handing every chunk read
+/// to `tap` too.
+pub async fn pump<R: AsyncRead + Unpin>(
+    mut src: R,
+    stream: &'static str,
+    log: Option<&LogFile>,
+    mut tap: impl FnMut(&[u8]),
+) {
     // Read in pages; a long line accumulates in `pending` until its newline or 16 KiB.
     let mut buf = vec![0u8; 4096];
     let mut pending: Vec<u8> = Vec::new();
@@ -71,11 +77,13 @@ pub async fn pump<R: AsyncRead + Unpin>(mut src: R, stream: &'static str, log: A
             Ok(0) | Err(_) => break,
             Ok(n) => n,
         };
+        tap(&buf[..n]);
+        let Some(log) = log else { continue };
         pending.extend_from_slice(&buf[..n]);
         let mut start = 0;
         while let Some(nl) = pending[start..].iter().position(|&b| b == b'\n') {
             let line = &pending[start..start + nl];
-            write_line(&log, stream, line);
+            write_line(log, stream, line);
             start += nl + 1;
         }
         pending.drain(..start);
@@ -84,7 +92,7 @@ pub async fn pump<R: AsyncRead + Unpin>(mut src: R, stream: &'static str, log: A
             pending.drain(..MAX_LINE);
         }
     }
-    if !pending.is_empty() {
+    if let (Some(log), false) = (log, pending.is_empty()) {
         log.write_record(stream, true, &pending);
     }
 }
@@ -153,7 +161,9 @@ mod tests {
         let mut input = b"one\ntwo\n".to_vec();
         input.extend(vec![b'x'; MAX_LINE + 10]);
         input.extend_from_slice(b"\ntail");
-        pump(&input[..], "stdout", log).await;
+        let mut tapped = 0;
+        pump(&input[..], "stdout", Some(&log), |d| tapped += d.len()).await;
+        assert_eq!(tapped, input.len());
         let text = std::fs::read_to_string(&p).unwrap();
         let recs: Vec<(&str, &str, &str)> = text
             .lines()

@@ -1,6 +1,7 @@
 //! skiff-shim: the per-pod supervisor (`pod`) and its single-threaded helpers (`init`, `exec`).
 //! See the library documentation for what each does.
 
+mod attach;
 mod container;
 mod exec;
 mod helper;
@@ -17,7 +18,7 @@ use std::path::Path;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: skiff-shim pod POD.json | init BUNDLE | exec BUNDLE PID -- CMD...\n\
+        "usage: skiff-shim pod POD.json | init BUNDLE | exec[-tty] BUNDLE PID -- CMD...\n\
          skiff-shim is started by skiffd; it is not meant to be run by hand."
     );
     std::process::exit(2)
@@ -28,9 +29,10 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("pod") if args.len() == 3 => pod::main(Path::new(&args[2])),
         Some("init") if args.len() == 3 => init::main(Path::new(&args[2])),
-        Some("exec") if args.len() >= 6 && args[4] == "--" => {
+        Some(mode @ ("exec" | "exec-tty")) if args.len() >= 6 && args[4] == "--" => {
             let pid: i32 = args[3].parse().unwrap_or_else(|_| usage());
-            exec::helper_main(Path::new(&args[2]), pid, args[5..].to_vec())
+            let tty = mode == "exec-tty";
+            exec::helper_main(Path::new(&args[2]), pid, tty, args[5..].to_vec())
         }
         _ => usage(),
     }

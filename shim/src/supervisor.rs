@@ -189,6 +189,22 @@ struct Api {
     state: Arc<State>,
 }
 
+/// The replies of Exec and Attach, as the generated service wants them.
+type OutStream =
+    std::pin::Pin<Box<dyn tokio_stream::Stream<Item = Result<StdioOut, Status>> + Send + 'static>>;
+
+/// The `start` message that opens an Exec or Attach stream.
+async fn first_start(input: &mut tonic::Streaming<StdioIn>) -> Result<StdioStart, Status> {
+    match input.message().await? {
+        Some(StdioIn {
+            msg: Some(stdio_in::Msg::Start(s)),
+        }) => Ok(s),
+        _ => Err(Status::invalid_argument(
+            "the stream must open with a start message",
+        )),
+    }
+}
+
 #[tonic::async_trait]
 impl Shim for Api {
     async fn start_container(
@@ -218,6 +234,28 @@ impl Shim for Api {
         let c = self.state.container(&req.id)?;
         let r = crate::exec::exec_sync(&self.state, &c, req.cmd, req.timeout_ms).await?;
         Ok(Response::new(r))
+    }
+
+    async fn exec(
+        &self,
+        req: Request<tonic::Streaming<StdioIn>>,
+    ) -> Result<Response<OutStream>, Status> {
+        let mut input = req.into_inner();
+        let start = first_start(&mut input).await?;
+        let c = self.state.container(&start.id)?;
+        let out = crate::exec::exec_stream(&self.state, &c, start, input).await?;
+        Ok(Response::new(Box::pin(out)))
+    }
+
+    async fn attach(
+        &self,
+        req: Request<tonic::Streaming<StdioIn>>,
+    ) -> Result<Response<OutStream>, Status> {
+        let mut input = req.into_inner();
+        let start = first_start(&mut input).await?;
+        let c = self.state.container(&start.id)?;
+        let out = crate::attach::attach(c, start, input).await?;
+        Ok(Response::new(Box::pin(out)))
     }
 
     async fn reopen_log(

@@ -559,7 +559,10 @@ impl Node {
 
     /// A running container, its pod and a client for the pod's shim; FailedPrecondition if the
     /// container does not run.
-    async fn running(&self, id: &str) -> Result<(ContainerRecord, PodRecord, ShimClient<Channel>)> {
+    pub async fn running(
+        &self,
+        id: &str,
+    ) -> Result<(ContainerRecord, PodRecord, ShimClient<Channel>)> {
         let rec = self.containers.find(id)?;
         let st = self.container_state(&rec);
         if st.pid == 0 || st.exited {

@@ -2,7 +2,9 @@
 //! validates the request, calls the owner (`image`, …) and maps errors through [`status`].
 //! RuntimeService RPCs that are not built yet keep the generated default: `Unimplemented`.
 
+pub mod container_attach;
 pub mod container_create;
+pub mod container_exec;
 pub mod container_exec_sync;
 pub mod container_list;
 pub mod container_log_reopen;
@@ -298,6 +300,20 @@ impl RuntimeService for Cri {
 
     async fn exec_sync(&self, req: Request<ExecSyncRequest>) -> R<ExecSyncResponse> {
         reply(container_exec_sync::exec_sync(&self.node, req.into_inner()).await)
+    }
+
+    async fn exec(
+        &self,
+        req: Request<skiff_proto::cri::ExecRequest>,
+    ) -> R<skiff_proto::cri::ExecResponse> {
+        reply(container_exec::exec(&self.node, req.into_inner()).await)
+    }
+
+    async fn attach(
+        &self,
+        req: Request<skiff_proto::cri::AttachRequest>,
+    ) -> R<skiff_proto::cri::AttachResponse> {
+        reply(container_attach::attach(&self.node, req.into_inner()).await)
     }
 
     async fn port_forward(

@@ -33,6 +33,7 @@ pub fn port_forward(node: &Node, req: PortForwardRequest) -> Result<PortForwardR
         Pending::PortForward {
             pod: pod.id.clone(),
             netns,
+            ports: req.port.iter().map(|p| *p as u16).collect(),
         },
     );
     Ok(PortForwardResponse { url })

@@ -15,7 +15,8 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
-use super::spdy::{Frame, HeaderDecoder, HeaderEncoder, FLAG_FIN};
+use super::conn::{frame_writer, header, FrameReader};
+use super::spdy::{Frame, FLAG_FIN};
 
 /// Bytes read from the pod's socket per DATA frame.
 const CHUNK: usize = 32 * 1024;
@@ -31,127 +32,102 @@ struct Pair {
     started: bool,
 }
 
-fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
-    h.iter()
-        .find(|(k, _)| k.eq_ignore_ascii_case(name))
-        .map(|(_, v)| v.as_str())
-        .unwrap_or("")
-}
-
 /// Serves one upgraded connection until the client leaves. `early` holds bytes that arrived
 /// with the request head.
 pub async fn session(conn: TcpStream, early: Vec<u8>, netns: Option<PathBuf>) -> io::Result<()> {
-    let (mut rd, mut wr) = conn.into_split();
-    let (out, mut queue) = mpsc::unbounded_channel::<Frame>();
-    let writer = tokio::spawn(async move {
-        let mut enc = HeaderEncoder::new();
-        while let Some(f) = queue.recv().await {
-            let bytes = f.encode(&mut enc).map_err(io::Error::other)?;
-            wr.write_all(&bytes).await?;
-        }
-        wr.shutdown().await
-    });
-    let mut dec = HeaderDecoder::new();
-    let mut buf = early;
+    let (rd, wr) = conn.into_split();
+    let (out, writer) = frame_writer(wr);
+    let mut frames = FrameReader::new(rd, early);
     let mut pairs: HashMap<String, Pair> = HashMap::new();
     let mut stream_of: HashMap<u32, String> = HashMap::new();
-    let result = 'session: loop {
-        loop {
-            let (frame, used) = match Frame::parse(&buf, &mut dec) {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => break 'session Err(io::Error::new(io::ErrorKind::InvalidData, e)),
-            };
-            buf.drain(..used);
-            match frame {
-                Frame::SynStream {
-                    stream_id, headers, ..
-                } => {
-                    let kind = header(&headers, "streamtype").to_string();
-                    let port = header(&headers, "port").to_string();
-                    // Clients that send no requestid pair streams by port.
-                    let key = match header(&headers, "requestid") {
-                        "" => format!("port:{port}"),
-                        id => id.to_string(),
-                    };
-                    let _ = out.send(Frame::SynReply {
-                        stream_id,
-                        flags: 0,
-                        headers: vec![],
-                    });
-                    let pair = pairs.entry(key.clone()).or_default();
-                    pair.port = port;
-                    match kind.as_str() {
-                        "error" => pair.error = Some(stream_id),
-                        "data" => pair.data = Some(stream_id),
-                        _ => {
-                            let _ = out.send(Frame::RstStream {
-                                stream_id,
-                                status: super::spdy::rst::PROTOCOL_ERROR,
-                            });
-                            continue;
-                        }
-                    }
-                    stream_of.insert(stream_id, key.clone());
-                    if let (Some(err), Some(data), false) = (pair.error, pair.data, pair.started) {
-                        pair.started = true;
-                        let (tx, rx) = mpsc::unbounded_channel();
-                        pair.to_socket = Some(tx);
-                        tokio::spawn(forward(
-                            netns.clone(),
-                            pair.port.clone(),
-                            err,
-                            data,
-                            rx,
-                            out.clone(),
-                        ));
+    let result = loop {
+        let frame = match frames.next().await {
+            Ok(Some(f)) => f,
+            Ok(None) => break Ok(()),
+            Err(e) => break Err(e),
+        };
+        match frame {
+            Frame::SynStream {
+                stream_id, headers, ..
+            } => {
+                let kind = header(&headers, "streamtype").to_string();
+                let port = header(&headers, "port").to_string();
+                // Clients that send no requestid pair streams by port.
+                let key = match header(&headers, "requestid") {
+                    "" => format!("port:{port}"),
+                    id => id.to_string(),
+                };
+                let _ = out.send(Frame::SynReply {
+                    stream_id,
+                    flags: 0,
+                    headers: vec![],
+                });
+                let pair = pairs.entry(key.clone()).or_default();
+                pair.port = port;
+                match kind.as_str() {
+                    "error" => pair.error = Some(stream_id),
+                    "data" => pair.data = Some(stream_id),
+                    _ => {
+                        let _ = out.send(Frame::RstStream {
+                            stream_id,
+                            status: super::spdy::rst::PROTOCOL_ERROR,
+                        });
+                        continue;
                     }
                 }
-                Frame::Data {
-                    stream_id,
-                    flags,
-                    data,
-                } => {
-                    let n = data.len() as u32;
-                    if let Some(pair) = stream_of.get(&stream_id).and_then(|k| pairs.get_mut(k)) {
-                        if pair.data == Some(stream_id) {
-                            if let Some(tx) = &pair.to_socket {
-                                if !data.is_empty() {
-                                    let _ = tx.send(Some(data));
-                                }
-                                if flags & FLAG_FIN != 0 {
-                                    let _ = tx.send(None);
-                                }
+                stream_of.insert(stream_id, key.clone());
+                if let (Some(err), Some(data), false) = (pair.error, pair.data, pair.started) {
+                    pair.started = true;
+                    let (tx, rx) = mpsc::unbounded_channel();
+                    pair.to_socket = Some(tx);
+                    tokio::spawn(forward(
+                        netns.clone(),
+                        pair.port.clone(),
+                        err,
+                        data,
+                        rx,
+                        out.clone(),
+                    ));
+                }
+            }
+            Frame::Data {
+                stream_id,
+                flags,
+                data,
+            } => {
+                let n = data.len() as u32;
+                if let Some(pair) = stream_of.get(&stream_id).and_then(|k| pairs.get_mut(k)) {
+                    if pair.data == Some(stream_id) {
+                        if let Some(tx) = &pair.to_socket {
+                            if !data.is_empty() {
+                                let _ = tx.send(Some(data));
+                            }
+                            if flags & FLAG_FIN != 0 {
+                                let _ = tx.send(None);
                             }
                         }
                     }
-                    if n > 0 {
-                        // What we took in, the peer may send again (stream and session).
-                        for id in [stream_id, 0] {
-                            let _ = out.send(Frame::WindowUpdate {
-                                stream_id: id,
-                                delta: n,
-                            });
-                        }
+                }
+                if n > 0 {
+                    // What we took in, the peer may send again (stream and session).
+                    for id in [stream_id, 0] {
+                        let _ = out.send(Frame::WindowUpdate {
+                            stream_id: id,
+                            delta: n,
+                        });
                     }
                 }
-                Frame::RstStream { stream_id, .. } => {
-                    if let Some(pair) = stream_of.get(&stream_id).and_then(|k| pairs.get_mut(k)) {
-                        pair.to_socket = None;
-                    }
-                }
-                Frame::Ping { id } => {
-                    let _ = out.send(Frame::Ping { id });
-                }
-                Frame::GoAway { .. } => break 'session Ok(()),
-                _ => {}
             }
-        }
-        let mut chunk = vec![0u8; 16 * 1024];
-        match rd.read(&mut chunk).await {
-            Ok(0) => break Ok(()),
-            Ok(n) => buf.extend_from_slice(&chunk[..n]),
-            Err(e) => break Err(e),
+            Frame::RstStream { stream_id, .. } => {
+                if let Some(pair) = stream_of.get(&stream_id).and_then(|k| pairs.get_mut(k)) {
+                    pair.to_socket = None;
+                }
+            }
+            Frame::Ping { id } => {
+                let _ = out.send(Frame::Ping { id });
+            }
+            Frame::GoAway { .. } => break Ok(()),
+            _ => {}
         }
     };
     // Closing the ways to the sockets ends every forwarded connection of the session.
@@ -167,7 +143,7 @@ async fn forward(
     port: String,
     error_stream: u32,
     data_stream: u32,
-    mut from_client: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    from_client: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
     out: mpsc::UnboundedSender<Frame>,
 ) {
     let fin = |stream_id: u32, data: Vec<u8>| Frame::Data {
@@ -175,22 +151,44 @@ async fn forward(
         flags: FLAG_FIN,
         data,
     };
-    let sock = match port.parse::<u16>() {
-        Ok(p) if p > 0 => dial(netns, p).await,
-        _ => Err(io::Error::new(
-            io::ErrorKind::InvalidInput,
-            format!("invalid port {port:?}"),
-        )),
-    };
-    let sock = match sock {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = format!("error forwarding port {port} to pod: {e}");
-            let _ = out.send(fin(error_stream, msg.into_bytes()));
-            let _ = out.send(fin(data_stream, vec![]));
-            return;
+    let to_client = {
+        let out = out.clone();
+        move |data: Vec<u8>| {
+            out.send(Frame::Data {
+                stream_id: data_stream,
+                flags: 0,
+                data,
+            })
+            .is_ok()
         }
     };
+    let port = port
+        .parse::<u16>()
+        .ok()
+        .filter(|p| *p > 0)
+        .ok_or_else(|| format!("invalid port {port:?}"));
+    let r = match port {
+        Ok(p) => copy(netns, p, from_client, to_client).await,
+        Err(e) => Err(e),
+    };
+    let msg = r.err().unwrap_or_default();
+    let _ = out.send(fin(error_stream, msg.into_bytes()));
+    let _ = out.send(fin(data_stream, vec![]));
+}
+
+/// Dials `port` in the pod and copies bytes both ways: `from_client` yields what the client
+/// sends (`None`: it ended its side; closed: it is gone), `to_client` takes what the pod sends
+/// (false: the client is gone). Ends when the pod's side closes or the client is gone; a
+/// failed dial is the error message kubelet would write on the error stream.
+pub async fn copy(
+    netns: Option<PathBuf>,
+    port: u16,
+    mut from_client: mpsc::UnboundedReceiver<Option<Vec<u8>>>,
+    mut to_client: impl FnMut(Vec<u8>) -> bool,
+) -> Result<(), String> {
+    let sock = dial(netns, port)
+        .await
+        .map_err(|e| format!("error forwarding port {port} to pod: {e}"))?;
     let (mut sr, mut sw) = sock.into_split();
     // Ends when the client is gone (session over or stream reset); after the client merely
     // ended its side, waits for the pod's.
@@ -210,22 +208,14 @@ async fn forward(
             }
         }
     };
-    let from_pod = {
-        let out = out.clone();
-        async move {
-            let mut b = vec![0u8; CHUNK];
-            loop {
-                match sr.read(&mut b).await {
-                    Ok(0) | Err(_) => break,
-                    Ok(n) => {
-                        let f = Frame::Data {
-                            stream_id: data_stream,
-                            flags: 0,
-                            data: b[..n].to_vec(),
-                        };
-                        if out.send(f).is_err() {
-                            break;
-                        }
+    let from_pod = async move {
+        let mut b = vec![0u8; CHUNK];
+        loop {
+            match sr.read(&mut b).await {
+                Ok(0) | Err(_) => break,
+                Ok(n) => {
+                    if !to_client(b[..n].to_vec()) {
+                        break;
                     }
                 }
             }
@@ -236,8 +226,7 @@ async fn forward(
         _ = from_pod => {}
         _ = to_pod => {}
     }
-    let _ = out.send(fin(data_stream, vec![]));
-    let _ = out.send(fin(error_stream, vec![]));
+    Ok(())
 }
 
 /// Connects to `port` on localhost (IPv4, then IPv6) in the network namespace pinned at

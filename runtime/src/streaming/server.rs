@@ -1,6 +1,7 @@
 //! The streaming HTTP server kubelet and crictl connect to with the URL a streaming call
-//! returned: single-use tokens that expire, the HTTP/1.1 upgrade to SPDY/3.1 with the
-//! Kubernetes subprotocol negotiated, then the session (`portforward`).
+//! returned: single-use tokens that expire, the HTTP/1.1 upgrade — to SPDY/3.1 with the
+//! Kubernetes subprotocol negotiated in `X-Stream-Protocol-Version`, or to WebSocket with it in
+//! `Sec-WebSocket-Protocol` — then the session (`portforward`, `remotecommand`, `websocket`).
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -11,10 +12,9 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
+use super::{remotecommand, websocket};
 use crate::error::{IoContext, Result};
 
-/// How long a URL stays usable, as kubelet's own streaming server.
-const TOKEN_TTL: Duration = Duration::from_secs(60);
 /// The largest request head accepted.
 const MAX_HEAD: usize = 16 * 1024;
 /// The port-forward subprotocol.
@@ -23,18 +23,27 @@ pub const PORT_FORWARD_PROTOCOL: &str = "portforward.k8s.io";
 /// What a token was issued for.
 #[derive(Debug, Clone)]
 pub enum Pending {
-    /// Dial ports on localhost in this network namespace (`None`: the node's).
-    PortForward { pod: String, netns: Option<PathBuf> },
+    /// Dial ports on localhost in this network namespace (`None`: the node's). `ports` are
+    /// the request's, which WebSocket clients forward (SPDY clients name theirs per stream).
+    PortForward {
+        pod: String,
+        netns: Option<PathBuf>,
+        ports: Vec<u16>,
+    },
+    /// Exec (a command) or Attach (no command).
+    Command(super::remotecommand::Command),
 }
 
 pub struct Streaming {
     addr: SocketAddr,
+    /// How long a URL stays usable (kubelet's own streaming server: a minute).
+    ttl: Duration,
     tokens: Mutex<HashMap<String, (Instant, Pending)>>,
 }
 
 impl Streaming {
     /// Binds the server and starts serving.
-    pub async fn start(ip: std::net::IpAddr, port: u16) -> Result<Arc<Streaming>> {
+    pub async fn start(ip: std::net::IpAddr, port: u16, ttl: Duration) -> Result<Arc<Streaming>> {
         let listener = TcpListener::bind((ip, port))
             .await
             .ctx(|| format!("binding the streaming server to {ip}:{port}"))?;
@@ -43,6 +52,7 @@ impl Streaming {
             .ctx(|| "reading the streaming server's address")?;
         let s = Arc::new(Streaming {
             addr,
+            ttl,
             tokens: Mutex::new(HashMap::new()),
         });
         let server = s.clone();
@@ -72,12 +82,12 @@ impl Streaming {
         self.addr
     }
 
-    /// A single-use URL for `p`, valid for a minute.
+    /// A single-use URL for `p`, valid for the configured time.
     pub fn url(&self, kind: &str, p: Pending) -> String {
         let token = hex::encode(rand::random::<[u8; 24]>());
         let mut t = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         let now = Instant::now();
-        t.retain(|_, (at, _)| now.duration_since(*at) < TOKEN_TTL);
+        t.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
         t.insert(token.clone(), (now, p));
         format!("http://{}/{kind}/{token}", self.addr)
     }
@@ -85,7 +95,7 @@ impl Streaming {
     fn take(&self, token: &str) -> Option<Pending> {
         let mut t = self.tokens.lock().unwrap_or_else(|e| e.into_inner());
         let (at, p) = t.remove(token)?;
-        (at.elapsed() < TOKEN_TTL).then_some(p)
+        (at.elapsed() < self.ttl).then_some(p)
     }
 
     async fn serve(&self, mut conn: TcpStream) -> std::io::Result<()> {
@@ -129,42 +139,115 @@ impl Streaming {
         };
         let upgrade = header("Upgrade");
         let protocols = header("X-Stream-Protocol-Version");
+        let ws_protocols = header("Sec-WebSocket-Protocol");
+        let ws_key = header("Sec-WebSocket-Key");
         let mut parts = path.trim_start_matches('/').splitn(2, '/');
         let (kind, token) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+        // A query string (a WebSocket client's ports, say) is not part of the token.
+        let token = token.split('?').next().unwrap_or("");
         let Some(pending) = self.take(token) else {
             return respond(&mut conn, 404, "unknown or expired streaming URL").await;
         };
+        let early = buf[head_len..].to_vec();
+        let websocket = upgrade.iter().any(|u| u.eq_ignore_ascii_case("websocket"));
+        if websocket {
+            let Some(key) = ws_key.first().filter(|k| !k.is_empty()).cloned() else {
+                return respond(
+                    &mut conn,
+                    400,
+                    "WebSocket upgrade without Sec-WebSocket-Key",
+                )
+                .await;
+            };
+            let supported: &[&str] = match (&pending, kind) {
+                (Pending::PortForward { .. }, "portforward") => &websocket::PORT_FORWARD_PROTOCOLS,
+                (Pending::Command(c), "exec") if !c.cmd.is_empty() => {
+                    &websocket::REMOTE_COMMAND_PROTOCOLS
+                }
+                (Pending::Command(c), "attach") if c.cmd.is_empty() => {
+                    &websocket::REMOTE_COMMAND_PROTOCOLS
+                }
+                _ => return respond(&mut conn, 404, "unknown streaming URL").await,
+            };
+            let Some(protocol) = websocket::choose(&ws_protocols, supported) else {
+                return respond(
+                    &mut conn,
+                    403,
+                    &format!(
+                        "no supported protocol among {ws_protocols:?} (want one of {supported:?})"
+                    ),
+                )
+                .await;
+            };
+            conn.write_all(websocket::accept_response(&key, protocol).as_bytes())
+                .await?;
+            match pending {
+                Pending::PortForward { pod, netns, ports } => {
+                    tracing::debug!(pod = %pod, "port forwarding over WebSocket");
+                    websocket::port_forward(conn, early, protocol, netns, ports).await;
+                }
+                Pending::Command(c) => {
+                    tracing::debug!(container = %c.container, "exec/attach over WebSocket");
+                    websocket::remote_command(conn, early, protocol, c).await;
+                }
+            }
+            return Ok(());
+        }
         if !upgrade.iter().any(|u| u.eq_ignore_ascii_case("SPDY/3.1")) {
             return respond(
                 &mut conn,
                 400,
-                "this streaming server speaks SPDY/3.1 (Upgrade: SPDY/3.1); WebSocket is not built yet",
+                "this streaming server speaks SPDY/3.1 (Upgrade: SPDY/3.1) and WebSocket (Upgrade: websocket)",
             )
             .await;
         }
-        match (kind, pending) {
-            ("portforward", Pending::PortForward { pod, netns }) => {
-                if !protocols.is_empty() && !protocols.iter().any(|p| p == PORT_FORWARD_PROTOCOL) {
-                    return respond(
+        let (supported, pending): (&[&str], Pending) = match (kind, pending) {
+            ("portforward", p @ Pending::PortForward { .. }) => (&[PORT_FORWARD_PROTOCOL], p),
+            ("exec", Pending::Command(c)) if !c.cmd.is_empty() => {
+                (&remotecommand::PROTOCOLS, Pending::Command(c))
+            }
+            ("attach", Pending::Command(c)) if c.cmd.is_empty() => {
+                (&remotecommand::PROTOCOLS, Pending::Command(c))
+            }
+            _ => return respond(&mut conn, 404, "unknown streaming URL").await,
+        };
+        // The client's first protocol we speak; none asked for: the oldest.
+        let protocol =
+            if protocols.is_empty() {
+                supported[supported.len() - 1]
+            } else {
+                match protocols
+                    .iter()
+                    .find_map(|p| supported.iter().find(|s| *s == p))
+                {
+                    Some(p) => p,
+                    None => return respond(
                         &mut conn,
                         403,
-                        &format!("no supported protocol among {protocols:?} (want {PORT_FORWARD_PROTOCOL})"),
+                        &format!(
+                            "no supported protocol among {protocols:?} (want one of {supported:?})"
+                        ),
                     )
-                    .await;
+                    .await,
                 }
-                conn.write_all(
-                    format!(
-                        "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
-                         X-Stream-Protocol-Version: {PORT_FORWARD_PROTOCOL}\r\n\r\n"
-                    )
-                    .as_bytes(),
-                )
-                .await?;
-                let early = buf[head_len..].to_vec();
+            };
+        conn.write_all(
+            format!(
+                "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+                 X-Stream-Protocol-Version: {protocol}\r\n\r\n"
+            )
+            .as_bytes(),
+        )
+        .await?;
+        match pending {
+            Pending::PortForward { pod, netns, .. } => {
                 tracing::debug!(pod = %pod, "port forwarding");
                 super::portforward::session(conn, early, netns).await
             }
-            _ => respond(&mut conn, 404, "unknown streaming URL").await,
+            Pending::Command(c) => {
+                tracing::debug!(container = %c.container, protocol, "exec/attach");
+                remotecommand::spdy_session(conn, early, protocol, c).await
+            }
         }
     }
 }
