@@ -14,6 +14,27 @@ use tokio_tungstenite::tungstenite::protocol::Role;
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::WebSocketStream;
 
+use std::sync::Arc;
+use tokio_rustls::rustls::pki_types::ServerName;
+use tokio_rustls::rustls::ClientConfig;
+
+/// A TLS client config that trusts exactly `cert_der`.
+pub fn trusting(cert_der: &[u8]) -> Arc<ClientConfig> {
+    use tokio_rustls::rustls;
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from(cert_der.to_vec()))
+        .expect("trust the certificate");
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    Arc::new(
+        ClientConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .expect("TLS versions")
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+    )
+}
+
 /// Which transport and subprotocol.
 #[derive(Debug, Clone, Copy)]
 pub enum Proto {
@@ -30,14 +51,46 @@ pub struct Streams {
     pub tty: bool,
 }
 
+/// A connection, plain or TLS.
+pub trait Io:
+    tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug
+{
+}
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + std::fmt::Debug> Io for T {}
+pub type Conn = Box<dyn Io>;
+
 /// Connects to a streaming URL and sends the upgrade request with `headers`; returns the
 /// connection and the response head, or the whole refusal (head and body).
-pub async fn upgrade(url: &str, headers: &str) -> Result<(TcpStream, String), String> {
-    let rest = url.strip_prefix("http://").expect("http URL");
+pub async fn upgrade(url: &str, headers: &str) -> Result<(Conn, String), String> {
+    upgrade_tls(url, headers, None).await
+}
+
+/// Like [`upgrade`]; an `https` URL is reached with `tls`.
+pub async fn upgrade_tls(
+    url: &str,
+    headers: &str,
+    tls: Option<Arc<ClientConfig>>,
+) -> Result<(Conn, String), String> {
+    let (https, rest) = match url.strip_prefix("https://") {
+        Some(r) => (true, r),
+        None => (false, url.strip_prefix("http://").expect("http(s) URL")),
+    };
     let (host, path) = rest.split_once('/').expect("path");
-    let mut c = TcpStream::connect(host)
+    let tcp = TcpStream::connect(host)
         .await
         .map_err(|e| format!("connect: {e}"))?;
+    let mut c: Conn = if https {
+        let cfg = tls.expect("an https URL needs a TLS client config");
+        let name = ServerName::try_from(host.split(':').next().unwrap_or(host).to_string())
+            .map_err(|e| e.to_string())?;
+        let s = tokio_rustls::TlsConnector::from(cfg)
+            .connect(name, tcp)
+            .await
+            .map_err(|e| format!("TLS: {e}"))?;
+        Box::new(s)
+    } else {
+        Box::new(tcp)
+    };
     c.write_all(format!("GET /{path} HTTP/1.1\r\nHost: {host}\r\n{headers}\r\n").as_bytes())
         .await
         .map_err(|e| format!("write: {e}"))?;
@@ -91,13 +144,13 @@ pub enum Event {
 
 enum Tx {
     Spdy {
-        conn: tokio::net::tcp::OwnedWriteHalf,
+        conn: tokio::io::WriteHalf<Conn>,
         enc: HeaderEncoder,
         stdin: u32,
         resize: u32,
     },
     Ws {
-        sink: futures_util::stream::SplitSink<WebSocketStream<TcpStream>, Message>,
+        sink: futures_util::stream::SplitSink<WebSocketStream<Conn>, Message>,
         base64: bool,
     },
 }
@@ -160,20 +213,35 @@ fn ws_encode(base64: bool, ch: u8, data: &[u8]) -> Message {
 
 impl RemoteCommand {
     pub async fn connect(url: &str, proto: Proto, s: Streams) -> Result<RemoteCommand, String> {
+        Self::connect_tls(url, proto, s, None).await
+    }
+
+    /// Like [`RemoteCommand::connect`]; an `https` URL is reached with `tls`.
+    pub async fn connect_tls(
+        url: &str,
+        proto: Proto,
+        s: Streams,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Result<RemoteCommand, String> {
         match proto {
-            Proto::Spdy(p) => Self::spdy(url, p, s).await,
-            Proto::Ws(p) => Self::ws(url, p, s).await,
+            Proto::Spdy(p) => Self::spdy(url, p, s, tls).await,
+            Proto::Ws(p) => Self::ws(url, p, tls).await,
         }
     }
 
-    async fn spdy(url: &str, protocol: &str, s: Streams) -> Result<RemoteCommand, String> {
-        let (c, head) = upgrade(url, &spdy_headers(protocol)).await?;
+    async fn spdy(
+        url: &str,
+        protocol: &str,
+        s: Streams,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Result<RemoteCommand, String> {
+        let (c, head) = upgrade_tls(url, &spdy_headers(protocol), tls).await?;
         let chosen = head
             .lines()
             .find_map(|l| l.strip_prefix("X-Stream-Protocol-Version: "))
             .unwrap_or("")
             .to_string();
-        let (mut rd, mut wr) = c.into_split();
+        let (mut rd, mut wr) = tokio::io::split(c);
         let mut enc = HeaderEncoder::new();
         // client-go's order: error first, then stdin, stdout, stderr, resize.
         let mut kinds = vec!["error"];
@@ -270,8 +338,12 @@ impl RemoteCommand {
         })
     }
 
-    async fn ws(url: &str, protocol: &str, _s: Streams) -> Result<RemoteCommand, String> {
-        let (c, head) = upgrade(url, &ws_headers(protocol)).await?;
+    async fn ws(
+        url: &str,
+        protocol: &str,
+        tls: Option<Arc<ClientConfig>>,
+    ) -> Result<RemoteCommand, String> {
+        let (c, head) = upgrade_tls(url, &ws_headers(protocol), tls).await?;
         let chosen = head
             .lines()
             .find_map(|l| l.strip_prefix("Sec-WebSocket-Protocol: "))

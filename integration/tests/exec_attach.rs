@@ -442,6 +442,50 @@ async fn urls_are_single_use_and_expire() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_over_tls() {
+    let dir = tempfile::tempdir().unwrap();
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (c, k) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+    std::fs::write(&c, cert.pem()).unwrap();
+    std::fs::write(&k, key.serialize_pem()).unwrap();
+    let config = format!(
+        "streaming_tls_cert = \"{}\"\nstreaming_tls_key = \"{}\"\n",
+        c.display(),
+        k.display()
+    );
+    let mut e = env(Some(&config)).await;
+    let id = e.container("main", &["sleep", "1000"], false, false).await;
+    let tls = skiff_integration::stream::trusting(cert.der());
+    for proto in [
+        Proto::Spdy("v4.channel.k8s.io"),
+        Proto::Ws("v5.channel.k8s.io"),
+    ] {
+        let url = e
+            .exec_url(&id, &["sh", "-c", "echo over-tls; exit 4"], OUT_ERR)
+            .await;
+        assert!(url.starts_with("https://127.0.0.1:"), "{url}");
+        let f = RemoteCommand::connect_tls(&url, proto, OUT_ERR, Some(tls.clone()))
+            .await
+            .unwrap()
+            .finish(T)
+            .await;
+        assert_eq!(f.stdout_text(), "over-tls\n");
+        assert_eq!(f.exit_code(), Some(4));
+    }
+    // Plain HTTP to the TLS server gets nowhere.
+    let url = e.exec_url(&id, &["true"], OUT_ERR).await;
+    let plain = url.replacen("https://", "http://", 1);
+    assert!(upgrade(&plain, &ws_headers("v4.channel.k8s.io"))
+        .await
+        .is_err());
+    teardown_pods(&mut e.rt, vec![e.pod.clone()]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_execs_and_vanished_clients_leave_nothing() {
     let mut e = env(None).await;
     let c = e.container("main", &["sleep", "1000"], false, false).await;

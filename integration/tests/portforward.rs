@@ -12,13 +12,12 @@ use skiff_integration::{require_root, stream, ImageBuilder, Layer, Registry, Ski
 use skiff_proto::cri::*;
 use skiff_runtime::streaming::spdy::{Frame, HeaderDecoder, HeaderEncoder, FLAG_FIN};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 const PAGE: &[u8] = b"hello from inside the pod\n";
 
 /// Connects to a streaming URL and upgrades to SPDY: the connection, or the HTTP status and
 /// body.
-async fn upgrade(url: &str) -> Result<TcpStream, String> {
+async fn upgrade(url: &str) -> Result<stream::Conn, String> {
     let (c, head) = stream::upgrade(url, &stream::spdy_headers("portforward.k8s.io")).await?;
     assert!(
         head.contains("X-Stream-Protocol-Version: portforward.k8s.io"),
@@ -79,7 +78,7 @@ async fn ws_forward_once(
 }
 
 /// Opens the error (1) and data (3) streams of one forwarded connection to `port`.
-async fn open_pair(c: &mut TcpStream, enc: &mut HeaderEncoder, port: u16, request: &str) {
+async fn open_pair(c: &mut stream::Conn, enc: &mut HeaderEncoder, port: u16, request: &str) {
     for (id, kind) in [(1, "error"), (3, "data")] {
         let f = Frame::SynStream {
             stream_id: id,

@@ -100,6 +100,10 @@ pub struct FileConfig {
     pub streaming_port: Option<u16>,
     /// Seconds a streaming URL stays usable (default 60, as kubelet's).
     pub streaming_url_ttl: Option<u64>,
+    /// PEM certificate chain and private key: the streaming server speaks HTTPS (both or
+    /// neither).
+    pub streaming_tls_cert: Option<PathBuf>,
+    pub streaming_tls_key: Option<PathBuf>,
 }
 
 /// The configuration in force.
@@ -121,6 +125,8 @@ pub struct Config {
     pub streaming_address: std::net::IpAddr,
     pub streaming_port: u16,
     pub streaming_url_ttl: std::time::Duration,
+    /// (certificate chain, private key) of the streaming server's TLS.
+    pub streaming_tls: Option<(PathBuf, PathBuf)>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -217,6 +223,15 @@ impl Config {
                 Some(n) => n,
                 None => 60,
             }),
+            streaming_tls: match (file.streaming_tls_cert, file.streaming_tls_key) {
+                (Some(c), Some(k)) => Some((c, k)),
+                (None, None) => None,
+                _ => {
+                    return Err(ConfigError::Invalid(
+                        "streaming_tls_cert and streaming_tls_key: set both or neither".into(),
+                    ))
+                }
+            },
         };
         skiff_shim::cgroups::clean_path(&cfg.cgroup_root)
             .map_err(|e| ConfigError::Invalid(format!("cgroup_root: {e}")))?;

@@ -98,6 +98,7 @@ impl Node {
             cfg.streaming_address,
             cfg.streaming_port,
             cfg.streaming_url_ttl,
+            cfg.streaming_tls.as_ref(),
         )
         .await?;
         let empty_mntns = match crate::userns::empty_mount_ns(&cfg.run_root) {

@@ -6,18 +6,17 @@ use std::io;
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio::net::TcpStream;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf, ReadHalf, WriteHalf};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
 
+use super::server::Conn;
 use super::spdy::{Frame, HeaderDecoder, HeaderEncoder};
 
 /// Starts the task that encodes and writes the frames queued on the returned sender; once
 /// every sender is gone it shuts the connection's writing half.
 pub fn frame_writer(
-    mut wr: OwnedWriteHalf,
+    mut wr: WriteHalf<Conn>,
 ) -> (mpsc::UnboundedSender<Frame>, JoinHandle<io::Result<()>>) {
     let (out, mut queue) = mpsc::unbounded_channel::<Frame>();
     let task = tokio::spawn(async move {
@@ -33,14 +32,14 @@ pub fn frame_writer(
 
 /// Frames from the client, parsed as they arrive.
 pub struct FrameReader {
-    rd: OwnedReadHalf,
+    rd: ReadHalf<Conn>,
     buf: Vec<u8>,
     dec: HeaderDecoder,
 }
 
 impl FrameReader {
     /// `early`: bytes that arrived with the request head.
-    pub fn new(rd: OwnedReadHalf, early: Vec<u8>) -> FrameReader {
+    pub fn new(rd: ReadHalf<Conn>, early: Vec<u8>) -> FrameReader {
         FrameReader {
             rd,
             buf: early,
@@ -77,15 +76,15 @@ pub fn header<'a>(h: &'a [(String, String)], name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// The TCP connection with the bytes that arrived behind the request head read first.
+/// The connection with the bytes that arrived behind the request head read first.
 pub struct Rewound {
     early: Vec<u8>,
     pos: usize,
-    conn: TcpStream,
+    conn: Conn,
 }
 
 impl Rewound {
-    pub fn new(conn: TcpStream, early: Vec<u8>) -> Rewound {
+    pub fn new(conn: Conn, early: Vec<u8>) -> Rewound {
         Rewound {
             early,
             pos: 0,

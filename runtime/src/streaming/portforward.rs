@@ -11,8 +11,8 @@ use std::io;
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::server::Conn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 
 use super::conn::{frame_writer, header, FrameReader};
@@ -34,8 +34,8 @@ struct Pair {
 
 /// Serves one upgraded connection until the client leaves. `early` holds bytes that arrived
 /// with the request head.
-pub async fn session(conn: TcpStream, early: Vec<u8>, netns: Option<PathBuf>) -> io::Result<()> {
-    let (rd, wr) = conn.into_split();
+pub async fn session(conn: Conn, early: Vec<u8>, netns: Option<PathBuf>) -> io::Result<()> {
+    let (rd, wr) = tokio::io::split(conn);
     let (out, writer) = frame_writer(wr);
     let mut frames = FrameReader::new(rd, early);
     let mut pairs: HashMap<String, Pair> = HashMap::new();
@@ -232,7 +232,7 @@ pub async fn copy(
 /// Connects to `port` on localhost (IPv4, then IPv6) in the network namespace pinned at
 /// `netns`, from a thread of its own that joins it (and then ends: no other task ever runs in
 /// that namespace).
-async fn dial(netns: Option<PathBuf>, port: u16) -> io::Result<TcpStream> {
+async fn dial(netns: Option<PathBuf>, port: u16) -> io::Result<tokio::net::TcpStream> {
     let (tx, rx) = tokio::sync::oneshot::channel();
     std::thread::spawn(move || {
         let r = (|| -> io::Result<std::net::TcpStream> {
@@ -252,5 +252,5 @@ async fn dial(netns: Option<PathBuf>, port: u16) -> io::Result<TcpStream> {
         .await
         .map_err(|_| io::Error::other("the dialling thread vanished"))??;
     s.set_nonblocking(true)?;
-    TcpStream::from_std(s)
+    tokio::net::TcpStream::from_std(s)
 }

@@ -11,9 +11,9 @@
 use std::io;
 use std::time::Duration;
 
+use super::server::Conn;
 use skiff_proto::shim::shim_client::ShimClient;
 use skiff_proto::shim::{stdio_in, stdio_out, StdioIn, StdioStart, TerminalSize};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
@@ -259,13 +259,13 @@ struct Streams {
 
 /// Serves an Exec or Attach over SPDY/3.1 with the negotiated `protocol`.
 pub async fn spdy_session(
-    conn: TcpStream,
+    conn: Conn,
     early: Vec<u8>,
     protocol: &str,
     c: Command,
 ) -> io::Result<()> {
     let version = version(protocol);
-    let (rd, wr) = conn.into_split();
+    let (rd, wr) = tokio::io::split(conn);
     let (out, writer) = frame_writer(wr);
     let mut frames = FrameReader::new(rd, early);
     let expected = 1

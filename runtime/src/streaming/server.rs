@@ -9,8 +9,8 @@ use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpListener;
 
 use super::{remotecommand, websocket};
 use crate::error::{IoContext, Result};
@@ -34,8 +34,15 @@ pub enum Pending {
     Command(super::remotecommand::Command),
 }
 
+/// An accepted connection, plain TCP or TLS.
+pub trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+pub type Conn = Box<dyn Io>;
+
 pub struct Streaming {
     addr: SocketAddr,
+    /// `https` with TLS, else `http`.
+    scheme: &'static str,
     /// How long a URL stays usable (kubelet's own streaming server: a minute).
     ttl: Duration,
     tokens: Mutex<HashMap<String, (Instant, Pending)>>,
@@ -43,7 +50,13 @@ pub struct Streaming {
 
 impl Streaming {
     /// Binds the server and starts serving.
-    pub async fn start(ip: std::net::IpAddr, port: u16, ttl: Duration) -> Result<Arc<Streaming>> {
+    pub async fn start(
+        ip: std::net::IpAddr,
+        port: u16,
+        ttl: Duration,
+        tls: Option<&(PathBuf, PathBuf)>,
+    ) -> Result<Arc<Streaming>> {
+        let acceptor = tls.map(|(c, k)| tls_acceptor(c, k)).transpose()?;
         let listener = TcpListener::bind((ip, port))
             .await
             .ctx(|| format!("binding the streaming server to {ip}:{port}"))?;
@@ -52,6 +65,7 @@ impl Streaming {
             .ctx(|| "reading the streaming server's address")?;
         let s = Arc::new(Streaming {
             addr,
+            scheme: if acceptor.is_some() { "https" } else { "http" },
             ttl,
             tokens: Mutex::new(HashMap::new()),
         });
@@ -61,7 +75,25 @@ impl Streaming {
                 match listener.accept().await {
                     Ok((conn, peer)) => {
                         let server = server.clone();
+                        let acceptor = acceptor.clone();
                         tokio::spawn(async move {
+                            let conn: Conn = match acceptor {
+                                None => Box::new(conn),
+                                Some(a) => {
+                                    let hs = tokio::time::timeout(
+                                        Duration::from_secs(10),
+                                        a.accept(conn),
+                                    );
+                                    match hs.await {
+                                        Ok(Ok(tls)) => Box::new(tls),
+                                        Ok(Err(e)) => {
+                                            tracing::debug!(%peer, error = %e, "TLS handshake");
+                                            return;
+                                        }
+                                        Err(_) => return,
+                                    }
+                                }
+                            };
                             if let Err(e) = server.serve(conn).await {
                                 tracing::debug!(%peer, error = %e, "streaming connection ended");
                             }
@@ -89,7 +121,7 @@ impl Streaming {
         let now = Instant::now();
         t.retain(|_, (at, _)| now.duration_since(*at) < self.ttl);
         t.insert(token.clone(), (now, p));
-        format!("http://{}/{kind}/{token}", self.addr)
+        format!("{}://{}/{kind}/{token}", self.scheme, self.addr)
     }
 
     fn take(&self, token: &str) -> Option<Pending> {
@@ -98,7 +130,7 @@ impl Streaming {
         (at.elapsed() < self.ttl).then_some(p)
     }
 
-    async fn serve(&self, mut conn: TcpStream) -> std::io::Result<()> {
+    async fn serve(&self, mut conn: Conn) -> std::io::Result<()> {
         let mut buf = Vec::with_capacity(1024);
         let head_len = loop {
             let mut chunk = [0u8; 1024];
@@ -212,25 +244,26 @@ impl Streaming {
             _ => return respond(&mut conn, 404, "unknown streaming URL").await,
         };
         // The client's first protocol we speak; none asked for: the oldest.
-        let protocol =
-            if protocols.is_empty() {
-                supported[supported.len() - 1]
-            } else {
-                match protocols
-                    .iter()
-                    .find_map(|p| supported.iter().find(|s| *s == p))
-                {
-                    Some(p) => p,
-                    None => return respond(
+        let protocol = if protocols.is_empty() {
+            supported[supported.len() - 1]
+        } else {
+            match protocols
+                .iter()
+                .find_map(|p| supported.iter().find(|s| *s == p))
+            {
+                Some(p) => p,
+                None => {
+                    return respond(
                         &mut conn,
                         403,
                         &format!(
                             "no supported protocol among {protocols:?} (want one of {supported:?})"
                         ),
                     )
-                    .await,
+                    .await
                 }
-            };
+            }
+        };
         conn.write_all(
             format!(
                 "HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
@@ -252,7 +285,31 @@ impl Streaming {
     }
 }
 
-async fn respond(conn: &mut TcpStream, code: u16, msg: &str) -> std::io::Result<()> {
+/// The TLS acceptor for a PEM certificate chain and key.
+fn tls_acceptor(cert: &PathBuf, key: &PathBuf) -> Result<tokio_rustls::TlsAcceptor> {
+    use tokio_rustls::rustls;
+    use tokio_rustls::rustls::pki_types::pem::PemObject;
+    use tokio_rustls::rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let bad = |what: &str, p: &PathBuf, e: &dyn std::fmt::Display| {
+        crate::error::Error::InvalidArgument(format!("{what} {}: {e}", p.display()))
+    };
+    let certs = CertificateDer::pem_file_iter(cert)
+        .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+        .map_err(|e| bad("streaming_tls_cert", cert, &e))?;
+    if certs.is_empty() {
+        return Err(bad("streaming_tls_cert", cert, &"no certificate in it"));
+    }
+    let key_der =
+        PrivateKeyDer::from_pem_file(key).map_err(|e| bad("streaming_tls_key", key, &e))?;
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let cfg = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .and_then(|b| b.with_no_client_auth().with_single_cert(certs, key_der))
+        .map_err(|e| bad("streaming_tls_cert/streaming_tls_key", cert, &e))?;
+    Ok(tokio_rustls::TlsAcceptor::from(Arc::new(cfg)))
+}
+
+async fn respond(conn: &mut Conn, code: u16, msg: &str) -> std::io::Result<()> {
     let reason = match code {
         400 => "Bad Request",
         403 => "Forbidden",

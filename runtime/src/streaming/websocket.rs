@@ -12,9 +12,9 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+use super::server::Conn;
 use base64::Engine;
 use futures_util::{SinkExt, StreamExt};
-use tokio::net::TcpStream;
 use tokio::sync::mpsc;
 use tokio_tungstenite::tungstenite::protocol::{frame::coding::CloseCode, CloseFrame, Role};
 use tokio_tungstenite::tungstenite::Message;
@@ -116,7 +116,7 @@ impl Codec {
     }
 }
 
-async fn open(conn: TcpStream, early: Vec<u8>) -> WebSocketStream<Rewound> {
+async fn open(conn: Conn, early: Vec<u8>) -> WebSocketStream<Rewound> {
     WebSocketStream::from_raw_socket(Rewound::new(conn, early), Role::Server, None).await
 }
 
@@ -133,7 +133,7 @@ async fn close(ws: &mut WebSocketStream<Rewound>) {
 }
 
 /// Serves an Exec or Attach over an upgraded WebSocket connection.
-pub async fn remote_command(conn: TcpStream, early: Vec<u8>, protocol: &str, c: Command) {
+pub async fn remote_command(conn: Conn, early: Vec<u8>, protocol: &str, c: Command) {
     let codec = Codec::new(protocol);
     let version = remotecommand::version(protocol);
     let mut ws = open(conn, early).await;
@@ -219,7 +219,7 @@ pub async fn remote_command(conn: TcpStream, early: Vec<u8>, protocol: &str, c: 
 /// Serves a PortForward over an upgraded WebSocket connection: one forwarded connection per
 /// port of the request, all at once; the session ends when all of them have.
 pub async fn port_forward(
-    conn: TcpStream,
+    conn: Conn,
     early: Vec<u8>,
     protocol: &str,
     netns: Option<PathBuf>,
