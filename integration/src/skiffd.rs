@@ -22,6 +22,8 @@ pub struct Skiffd {
     pub log: PathBuf,
     args: Vec<String>,
     child: Option<Child>,
+    /// A network namespace (`ip netns` name) skiffd runs in, and so its pods' networks.
+    netns: Option<String>,
 }
 
 impl Skiffd {
@@ -32,6 +34,17 @@ impl Skiffd {
 
     /// Like [`Skiffd::start`], with a config file's text and extra flags.
     pub fn start_with(insecure: &[&str], config: Option<&str>, extra: &[&str]) -> Skiffd {
+        Skiffd::start_in(None, insecure, config, extra)
+    }
+
+    /// Like [`Skiffd::start_with`], run inside the network namespace `netns` (an `ip netns`
+    /// name) through `nsenter --net`, which leaves the mounts (and cgroups) as they are.
+    pub fn start_in(
+        netns: Option<&str>,
+        insecure: &[&str],
+        config: Option<&str>,
+        extra: &[&str],
+    ) -> Skiffd {
         let dir = tempfile::tempdir().expect("skiffd dir");
         let root = dir.path().join("root");
         let run_root = dir.path().join("run");
@@ -56,8 +69,22 @@ impl Skiffd {
         }
         let cfg_path = dir.path().join("config.toml");
         let cgroup_root = format!("/skiff-test-{:016x}", rand_u64());
+        // Pods need a CNI network: unless the test brings its own, a loopback-only one (the
+        // `loopback` plugin of Debian's containernetworking-plugins).
+        let config = config.unwrap_or("");
+        let mut keys = format!("cgroup_root = \"{cgroup_root}\"\n");
+        if !config.contains("cni_conf_dir") {
+            let cni = dir.path().join("cni");
+            fs::create_dir_all(&cni).expect("cni conf dir");
+            fs::write(
+                cni.join("99-loopback.conf"),
+                r#"{"cniVersion": "1.0.0", "name": "skiff-test-lo", "type": "loopback"}"#,
+            )
+            .expect("cni conf");
+            keys.push_str(&format!("cni_conf_dir = \"{}\"\n", cni.display()));
+        }
         // Keys first: a config's own [tables] must come after them.
-        let text = format!("cgroup_root = \"{cgroup_root}\"\n{}", config.unwrap_or(""));
+        let text = format!("{keys}{config}");
         fs::write(&cfg_path, text).expect("config file");
         args.push("--config".into());
         args.push(cfg_path.display().to_string());
@@ -75,6 +102,7 @@ impl Skiffd {
             log,
             args,
             child: None,
+            netns: netns.map(String::from),
         };
         s.spawn();
         s
@@ -96,7 +124,16 @@ impl Skiffd {
             .append(true)
             .open(&self.log)
             .expect("skiffd log");
-        let child = Command::new(Skiffd::binary())
+        let mut cmd = match &self.netns {
+            Some(ns) => {
+                let mut c = Command::new("nsenter");
+                c.arg(format!("--net=/run/netns/{ns}"))
+                    .arg(Skiffd::binary());
+                c
+            }
+            None => Command::new(Skiffd::binary()),
+        };
+        let child = cmd
             .args(&self.args)
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("log fd"))

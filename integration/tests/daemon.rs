@@ -36,10 +36,10 @@ async fn version_status_and_runtime_config() {
     let conds = s.status.unwrap().conditions;
     let runtime = conds.iter().find(|c| c.r#type == "RuntimeReady").unwrap();
     assert!(runtime.status);
+    // The harness gives skiffd a loopback-only CNI network (tests/network.rs covers a missing
+    // one).
     let net = conds.iter().find(|c| c.r#type == "NetworkReady").unwrap();
-    assert!(!net.status);
-    assert_eq!(net.reason, "NetworkPluginNotReady");
-    assert!(!net.message.is_empty());
+    assert!(net.status, "{net:?}");
     assert!(s.info.is_empty(), "info only when verbose");
     let s = r
         .status(StatusRequest { verbose: true })

@@ -17,6 +17,9 @@ pub const DEFAULT_RUN_ROOT: &str = "/run/skiff";
 pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
 pub const DEFAULT_CGROUP_ROOT: &str = "/skiff";
 pub const DEFAULT_SECCOMP_ROOT: &str = "/var/lib/kubelet/seccomp";
+pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
+/// The usual place, then where Debian's containernetworking-plugins installs them.
+pub const DEFAULT_CNI_BIN_DIRS: [&str; 2] = ["/opt/cni/bin", "/usr/lib/cni"];
 
 /// How the root filesystem of a container in a pod user namespace gets the pod's ids.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
@@ -104,6 +107,12 @@ pub struct FileConfig {
     /// neither).
     pub streaming_tls_cert: Option<PathBuf>,
     pub streaming_tls_key: Option<PathBuf>,
+    /// CNI network configurations (default /etc/cni/net.d).
+    pub cni_conf_dir: Option<PathBuf>,
+    /// Where CNI plugin binaries are looked for, in order (default /opt/cni/bin, /usr/lib/cni).
+    pub cni_bin_dirs: Option<Vec<PathBuf>>,
+    /// The network to use by name; the first configuration file by name when unset.
+    pub cni_conf_name: Option<String>,
 }
 
 /// The configuration in force.
@@ -127,6 +136,9 @@ pub struct Config {
     pub streaming_url_ttl: std::time::Duration,
     /// (certificate chain, private key) of the streaming server's TLS.
     pub streaming_tls: Option<(PathBuf, PathBuf)>,
+    pub cni_conf_dir: PathBuf,
+    pub cni_bin_dirs: Vec<PathBuf>,
+    pub cni_conf_name: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -223,6 +235,13 @@ impl Config {
                 Some(n) => n,
                 None => 60,
             }),
+            cni_conf_dir: file
+                .cni_conf_dir
+                .unwrap_or_else(|| DEFAULT_CNI_CONF_DIR.into()),
+            cni_bin_dirs: file
+                .cni_bin_dirs
+                .unwrap_or_else(|| DEFAULT_CNI_BIN_DIRS.iter().map(PathBuf::from).collect()),
+            cni_conf_name: file.cni_conf_name,
             streaming_tls: match (file.streaming_tls_cert, file.streaming_tls_key) {
                 (Some(c), Some(k)) => Some((c, k)),
                 (None, None) => None,

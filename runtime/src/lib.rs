@@ -12,6 +12,7 @@ pub mod cri;
 pub mod daemon;
 pub mod error;
 pub mod image;
+pub mod network;
 pub mod node;
 pub mod pod;
 pub mod seccomp;

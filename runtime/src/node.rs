@@ -33,6 +33,8 @@ pub struct Node {
     pub userns: std::result::Result<(), String>,
     /// The pinned one-mount namespace pods with a user namespace make their /dev/shm in.
     pub empty_mntns: Option<PathBuf>,
+    /// Pod networking (CNI).
+    pub network: crate::network::Network,
     /// The streaming server the URLs of PortForward lead to.
     pub streaming: Arc<crate::streaming::Streaming>,
     /// Last CPU readings, for ContainerStats' nano-cores.
@@ -108,8 +110,15 @@ impl Node {
                 None
             }
         };
+        let network = crate::network::Network::new(
+            cfg.cni_conf_dir.clone(),
+            cfg.cni_bin_dirs.clone(),
+            cfg.cni_conf_name.clone(),
+            &cfg.root,
+        )?;
         let node = Arc::new(Node {
             shims: Mutex::new(HashMap::new()),
+            network,
             cfg,
             images,
             pods,

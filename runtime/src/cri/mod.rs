@@ -302,6 +302,25 @@ impl RuntimeService for Cri {
         reply(container_exec_sync::exec_sync(&self.node, req.into_inner()).await)
     }
 
+    async fn update_runtime_config(
+        &self,
+        req: Request<skiff_proto::cri::UpdateRuntimeConfigRequest>,
+    ) -> R<skiff_proto::cri::UpdateRuntimeConfigResponse> {
+        let cidr = req
+            .into_inner()
+            .runtime_config
+            .and_then(|c| c.network_config)
+            .map(|n| n.pod_cidr)
+            .unwrap_or_default();
+        if !cidr.is_empty() {
+            tracing::info!(pod_cidr = %cidr, "pod CIDR from kubelet");
+            self.node.network.set_pod_cidr(&cidr);
+        }
+        Ok(Response::new(
+            skiff_proto::cri::UpdateRuntimeConfigResponse {},
+        ))
+    }
+
     async fn exec(
         &self,
         req: Request<skiff_proto::cri::ExecRequest>,

@@ -31,12 +31,20 @@ pub fn status(cri: &Cri, req: &StatusRequest) -> StatusResponse {
         reason: String::new(),
         message: String::new(),
     };
-    // Pod networking (CNI) is not built yet: say so rather than claim readiness.
-    let network_ready = RuntimeCondition {
-        r#type: "NetworkReady".into(),
-        status: false,
-        reason: "NetworkPluginNotReady".into(),
-        message: "skiff: CNI pod networking is not implemented yet".into(),
+    // Read afresh on every call: a configuration that appears later is picked up.
+    let network_ready = match cri.node.network.current() {
+        Ok(_) => RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: true,
+            reason: String::new(),
+            message: String::new(),
+        },
+        Err(why) => RuntimeCondition {
+            r#type: "NetworkReady".into(),
+            status: false,
+            reason: "NetworkPluginNotReady".into(),
+            message: format!("skiff: network plugin not ready: cni config uninitialized: {why}"),
+        },
     };
     let mut info = HashMap::new();
     if req.verbose {

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use skiff_proto::cri::{
-    LinuxPodSandboxStatus, Namespace, NamespaceOption, PodSandbox, PodSandboxNetworkStatus,
-    PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
+    LinuxPodSandboxStatus, Namespace, NamespaceOption, PodSandbox, PodSandboxState,
+    PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
 };
 
 use crate::error::Result;
@@ -48,8 +48,8 @@ pub async fn pod_sandbox_status(
         metadata: c.metadata.clone(),
         state: cri_state(&r) as i32,
         created_at: r.created_at,
-        // Pod IPs come with CNI networking, not built yet.
-        network: Some(PodSandboxNetworkStatus::default()),
+        // The IPs CNI gave the pod (none for a host-network pod).
+        network: Some(node.network.status(&r.id).unwrap_or_default()),
         linux: Some(LinuxPodSandboxStatus {
             namespaces: Some(Namespace { options: Some(ns) }),
         }),

@@ -267,7 +267,16 @@ impl Node {
             userns: ns.userns.clone(),
             empty_mntns: ns.userns.as_ref().and(self.empty_mntns.clone()),
         };
-        match self.make_pod(&rec, &pod_cfg, &config).await {
+        let made = match self.make_pod(&rec, &pod_cfg, &config).await {
+            Ok(pid) => {
+                rec.shim_pid = pid;
+                self.attach_network(&rec, &pod_cfg, &config)
+                    .await
+                    .map(|_| pid)
+            }
+            Err(e) => Err(e),
+        };
+        match made {
             Ok(pid) => {
                 rec.shim_pid = pid;
                 rec.state = PodState::Ready;
@@ -287,6 +296,27 @@ impl Node {
                 Err(e)
             }
         }
+    }
+
+    /// CNI ADD for a pod with its own network namespace (now pinned).
+    async fn attach_network(
+        &self,
+        rec: &PodRecord,
+        pod: &PodConfig,
+        config: &PodSandboxConfig,
+    ) -> Result<()> {
+        if pod.network != NsMode::Pod {
+            return Ok(());
+        }
+        let netns = pod.ns_path("net");
+        let net = crate::network::PodNet {
+            id: &rec.id,
+            config,
+            netns: &netns,
+        };
+        let st = self.network.add(&net).await?;
+        tracing::info!(pod = %rec.id, ip = %st.ip, "pod network attached");
+        Ok(())
     }
 
     async fn make_pod(
@@ -337,6 +367,9 @@ impl Node {
         for c in self.containers.of_pod(&rec.id) {
             self.stop_container(&c.id, 0).await?;
         }
+        // The network goes first, while its namespace still holds the pod's interface. A failed
+        // DEL fails the stop (kubelet retries it); its record stays for the next try.
+        self.network.del(&rec.id).await?;
         if rec.shim_pid > 0 {
             self.stop_shim(&rec).await;
         }
@@ -405,6 +438,9 @@ impl Node {
     pub async fn teardown(&self, rec: &PodRecord) {
         if rec.shim_pid > 0 && is_our_shim(rec.shim_pid) {
             self.stop_shim(rec).await;
+        }
+        if let Err(e) = self.network.del(&rec.id).await {
+            tracing::error!(pod = %rec.id, error = %e, "CNI DEL while tearing the pod down");
         }
         let dir = rec.run_dir.clone();
         for name in ["net", "ipc", "uts", "pid", "user"] {

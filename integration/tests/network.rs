@@ -1,0 +1,314 @@
+//! Pod networking through CNI with Debian's plugins (bridge, host-local, portmap, loopback).
+//! skiffd runs inside a network namespace the test creates, so the bridge, the veths, the IPAM
+//! state and the port-forwarding rules all live there and go with it: no traffic leaves it and
+//! the machine's own network is never touched.
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use skiff_integration::cri::*;
+use skiff_integration::image::Compression;
+use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_proto::cri::*;
+
+const PAGE: &[u8] = b"served from pod A\n";
+
+/// A network namespace of the test's, deleted on drop.
+struct Netns(String);
+
+impl Netns {
+    fn new() -> Netns {
+        let name = format!("skiff-net-{:08x}", rand::random::<u32>());
+        host("ip", &["netns", "add", &name]);
+        host("ip", &["-n", &name, "link", "set", "lo", "up"]);
+        Netns(name)
+    }
+
+    /// Runs `cmd` inside the namespace (nsenter keeps /sys and the cgroup mounts).
+    fn exec(&self, cmd: &[&str]) -> (bool, String) {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.0))
+            .args(cmd)
+            .output()
+            .expect("nsenter");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
+}
+
+fn host(cmd: &str, args: &[&str]) {
+    let st = Command::new(cmd).args(args).status().expect(cmd);
+    assert!(st.success(), "{cmd} {args:?}: {st}");
+}
+
+fn conflist(ipam_dir: &std::path::Path) -> String {
+    format!(
+        r#"{{
+  "cniVersion": "1.0.0",
+  "name": "skiff-test-net",
+  "plugins": [
+    {{
+      "type": "bridge", "bridge": "skiff0", "isGateway": true, "ipMasq": false,
+      "hairpinMode": true,
+      "ipam": {{
+        "type": "host-local", "dataDir": "{}",
+        "ranges": [[{{"subnet": "10.99.0.0/24"}}]], "routes": [{{"dst": "0.0.0.0/0"}}]
+      }}
+    }},
+    {{"type": "portmap", "capabilities": {{"portMappings": true}}, "snat": true}}
+  ]
+}}"#,
+        ipam_dir.display()
+    )
+}
+
+async fn network_ready(rt: &mut Rt) -> RuntimeCondition {
+    rt.status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner()
+        .status
+        .unwrap()
+        .conditions
+        .into_iter()
+        .find(|c| c.r#type == "NetworkReady")
+        .unwrap()
+}
+
+async fn pod_ip(rt: &mut Rt, pod: &str) -> String {
+    rt.pod_sandbox_status(PodSandboxStatusRequest {
+        pod_sandbox_id: pod.into(),
+        verbose: false,
+    })
+    .await
+    .unwrap()
+    .into_inner()
+    .status
+    .unwrap()
+    .network
+    .unwrap()
+    .ip
+}
+
+/// IPs host-local has handed out (its files named after addresses).
+fn allocations(dir: &std::path::Path) -> Vec<String> {
+    std::fs::read_dir(dir.join("skiff-test-net"))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.parse::<std::net::IpAddr>().is_ok())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_get_addresses_reach_each_other_and_leave_nothing() {
+    require_root();
+    let reg = Registry::start();
+    let site = Layer::new()
+        .dir("bin", 0o755)
+        .symlink("bin/httpd", "busybox")
+        .symlink("bin/wget", "busybox")
+        .dir("www", 0o755)
+        .file("www/index.html", PAGE, 0o644);
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .layer(site, Compression::Gzip)
+        .push(&reg.host, "test/net", "v1")
+        .await;
+    // The image is pulled by a skiffd on the node's network (the registry listens on its
+    // loopback); the skiffd under test shares its root inside the namespace.
+    let root = tempfile::tempdir().unwrap();
+    let root_flag = root.path().display().to_string();
+    {
+        let mut d0 = Skiffd::start_with(&[&reg.host], None, &["--root", &root_flag]);
+        pull(&mut d0.images().await, &img.reference).await;
+        d0.terminate();
+    }
+    let ns = Netns::new();
+    let conf = tempfile::tempdir().unwrap();
+    let ipam = tempfile::tempdir().unwrap();
+    let config = format!(
+        "cni_conf_dir = \"{}\"\ncni_bin_dirs = [\"/usr/lib/cni\", \"/opt/cni/bin\"]\n",
+        conf.path().display()
+    );
+    let mut d = Skiffd::start_in(
+        Some(&ns.0),
+        &[&reg.host],
+        Some(&config),
+        &["--root", &root_flag],
+    );
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let logdir = logs.path().to_str().unwrap();
+
+    // No configuration yet: not ready, and a pod is refused leaving nothing.
+    let c = network_ready(&mut rt).await;
+    assert!(!c.status);
+    assert_eq!(c.reason, "NetworkPluginNotReady");
+    assert!(c.message.contains("no network config"), "{}", c.message);
+    let err = run_pod_err(&mut rt, pod_config("early", logdir)).await;
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(list_pods(&mut rt).await.is_empty());
+
+    // A configuration appears: ready, without a restart.
+    std::fs::write(conf.path().join("10-skiff.conflist"), conflist(ipam.path())).unwrap();
+    assert!(network_ready(&mut rt).await.status);
+
+    // Pod A serves HTTP on :80 with hostPort 8081; pod B fetches it by A's address.
+    let mut a_cfg = pod_config("a", logdir);
+    a_cfg.port_mappings = vec![PortMapping {
+        protocol: Protocol::Tcp as i32,
+        container_port: 80,
+        host_port: 8081,
+        host_ip: String::new(),
+    }];
+    let a = run_pod(&mut rt, &a_cfg).await;
+    run(
+        &mut rt,
+        &a,
+        &a_cfg,
+        container_config(
+            "web",
+            &img.reference,
+            &["httpd", "-f", "-p", "80", "-h", "/www"],
+        ),
+    )
+    .await;
+    let b_cfg = pod_config("b", logdir);
+    let b = run_pod(&mut rt, &b_cfg).await;
+    let client = run(
+        &mut rt,
+        &b,
+        &b_cfg,
+        container_config("client", &img.reference, &["sleep", "1000"]),
+    )
+    .await;
+    let (ip_a, ip_b) = (pod_ip(&mut rt, &a).await, pod_ip(&mut rt, &b).await);
+    assert!(ip_a.starts_with("10.99.0."), "{ip_a}");
+    assert!(ip_b.starts_with("10.99.0."), "{ip_b}");
+    assert_ne!(ip_a, ip_b);
+    // The kernel agrees: B's eth0 holds B's address.
+    let addr = sh(
+        &mut rt,
+        &client,
+        "ip addr show eth0 2>/dev/null || cat /proc/net/fib_trie",
+    )
+    .await;
+    assert!(addr.contains(&ip_b), "{addr}");
+
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let page = loop {
+        let r = exec(
+            &mut rt,
+            &client,
+            &[
+                "sh",
+                "-c",
+                &format!("wget -q -O - http://{ip_a}/index.html"),
+            ],
+            10,
+        )
+        .await
+        .unwrap();
+        if r.exit_code == 0 || Instant::now() > deadline {
+            break r;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await; // httpd starting
+    };
+    assert_eq!(
+        page.stdout,
+        PAGE,
+        "{}",
+        String::from_utf8_lossy(&page.stderr)
+    );
+
+    // The hostPort, from the namespace's loopback.
+    let (ok, out) = ns.exec(&[
+        "busybox",
+        "wget",
+        "-q",
+        "-O",
+        "-",
+        "http://127.0.0.1:8081/index.html",
+    ]);
+    assert!(ok, "{out}");
+    assert_eq!(out.as_bytes(), PAGE);
+    let (_, rules) = ns.exec(&["iptables-save"]);
+    assert!(rules.contains("8081"), "{rules}");
+    assert_eq!(allocations(ipam.path()).len(), 2);
+
+    // skiffd dies and comes back: DEL still works, from the recorded attachment.
+    d.restart();
+    let mut rt = d.runtime().await;
+    for p in [&a, &b] {
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: p.to_string(),
+        })
+        .await
+        .expect("StopPodSandbox");
+        // Idempotent.
+        rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: p.to_string(),
+        })
+        .await
+        .expect("StopPodSandbox again");
+    }
+    assert_eq!(
+        pod_ip(&mut rt, &a).await,
+        "",
+        "a stopped pod has no address"
+    );
+    teardown_pods(&mut rt, vec![a, b]).await;
+    let (_, links) = ns.exec(&["ip", "-o", "link", "show", "type", "veth"]);
+    assert_eq!(links.trim(), "", "veths left");
+    assert!(
+        allocations(ipam.path()).is_empty(),
+        "{:?}",
+        allocations(ipam.path())
+    );
+    let (_, rules) = ns.exec(&["iptables-save"]);
+    assert!(!rules.contains("8081"), "portmap rules left: {rules}");
+
+    // A failing plugin: its own message, and nothing left.
+    std::fs::write(
+        conf.path().join("10-skiff.conflist"),
+        conflist(ipam.path()).replace("10.99.0.0/24", "not-a-subnet"),
+    )
+    .unwrap();
+    let err = run_pod_err(&mut rt, pod_config("bad", logdir)).await;
+    assert!(err.message().contains("bridge"), "{}", err.message());
+    assert!(err.message().contains("not-a-subnet"), "{}", err.message());
+    assert!(list_pods(&mut rt).await.is_empty());
+    // Version negotiation: a version the plugins do not speak is refused by name.
+    std::fs::write(
+        conf.path().join("10-skiff.conflist"),
+        conflist(ipam.path()).replace("\"1.0.0\"", "\"9.9.9\""),
+    )
+    .unwrap();
+    let err = run_pod_err(&mut rt, pod_config("future", logdir)).await;
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("9.9.9"), "{}", err.message());
+    assert!(list_pods(&mut rt).await.is_empty());
+    // Host-network pods need no CNI at all.
+    let h_cfg = with_namespaces(
+        pod_config("host", logdir),
+        NamespaceMode::Node,
+        NamespaceMode::Pod,
+        NamespaceMode::Pod,
+    );
+    let h = run_pod(&mut rt, &h_cfg).await;
+    assert_eq!(pod_ip(&mut rt, &h).await, "");
+    teardown_pods(&mut rt, vec![h]).await;
+    drop(rt);
+    d.terminate();
+}
