@@ -142,6 +142,13 @@ pub enum Event {
     End,
 }
 
+/// The client's channels, numbered as on a WebSocket.
+#[derive(Clone, Copy, PartialEq)]
+enum Channel {
+    Stdin = 0,
+    Resize = 4,
+}
+
 enum Tx {
     Spdy {
         conn: tokio::io::WriteHalf<Conn>,
@@ -393,55 +400,46 @@ impl RemoteCommand {
     }
 
     pub async fn stdin(&mut self, data: &[u8]) {
-        match &mut self.tx {
-            Tx::Spdy {
-                conn, enc, stdin, ..
-            } => {
-                let f = Frame::Data {
-                    stream_id: *stdin,
-                    flags: 0,
-                    data: data.to_vec(),
-                };
-                conn.write_all(&f.encode(enc).unwrap()).await.unwrap();
-            }
-            Tx::Ws { sink, base64 } => sink.send(ws_encode(*base64, 0, data)).await.unwrap(),
-        }
+        self.send(Channel::Stdin, false, data).await
     }
 
     /// Ends stdin: FIN on its SPDY stream, or v5's CLOSE signal.
     pub async fn close_stdin(&mut self) {
-        match &mut self.tx {
-            Tx::Spdy {
-                conn, enc, stdin, ..
-            } => {
-                let f = Frame::Data {
-                    stream_id: *stdin,
-                    flags: FLAG_FIN,
-                    data: vec![],
-                };
-                conn.write_all(&f.encode(enc).unwrap()).await.unwrap();
-            }
-            Tx::Ws { sink, .. } => sink.send(Message::binary(vec![255, 0])).await.unwrap(),
-        }
+        self.send(Channel::Stdin, true, &[]).await
     }
 
     pub async fn resize(&mut self, width: u16, height: u16) {
         let json = format!("{{\"Width\":{width},\"Height\":{height}}}");
+        self.send(Channel::Resize, false, json.as_bytes()).await
+    }
+
+    /// `data` on stdin or resize; `end`: the end of that stream instead.
+    async fn send(&mut self, ch: Channel, end: bool, data: &[u8]) {
         match &mut self.tx {
             Tx::Spdy {
-                conn, enc, resize, ..
+                conn,
+                enc,
+                stdin,
+                resize,
             } => {
                 let f = Frame::Data {
-                    stream_id: *resize,
-                    flags: 0,
-                    data: json.into_bytes(),
+                    stream_id: if ch == Channel::Stdin {
+                        *stdin
+                    } else {
+                        *resize
+                    },
+                    flags: if end { FLAG_FIN } else { 0 },
+                    data: data.to_vec(),
                 };
                 conn.write_all(&f.encode(enc).unwrap()).await.unwrap();
             }
-            Tx::Ws { sink, base64 } => sink
-                .send(ws_encode(*base64, 4, json.as_bytes()))
-                .await
-                .unwrap(),
+            Tx::Ws { sink, base64 } => {
+                let m = match (end, ch) {
+                    (true, _) => Message::binary(vec![255, ch as u8]),
+                    (false, _) => ws_encode(*base64, ch as u8, data),
+                };
+                sink.send(m).await.unwrap()
+            }
         }
     }
 

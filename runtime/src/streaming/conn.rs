@@ -30,6 +30,20 @@ pub fn frame_writer(
     (out, task)
 }
 
+/// Gives back the window `n` bytes of DATA on `stream_id` took, for the stream and the
+/// session, so the client may send as much again.
+pub fn ack(out: &mpsc::UnboundedSender<Frame>, stream_id: u32, n: usize) {
+    if n == 0 {
+        return;
+    }
+    for id in [stream_id, 0] {
+        let _ = out.send(Frame::WindowUpdate {
+            stream_id: id,
+            delta: n as u32,
+        });
+    }
+}
+
 /// Frames from the client, parsed as they arrive.
 pub struct FrameReader {
     rd: ReadHalf<Conn>,

@@ -15,7 +15,7 @@ use super::server::Conn;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
-use super::conn::{frame_writer, header, FrameReader};
+use super::conn::{ack, frame_writer, header, FrameReader};
 use super::spdy::{Frame, FLAG_FIN};
 
 /// Bytes read from the pod's socket per DATA frame.
@@ -95,7 +95,7 @@ pub async fn session(conn: Conn, early: Vec<u8>, netns: Option<PathBuf>) -> io::
                 flags,
                 data,
             } => {
-                let n = data.len() as u32;
+                let n = data.len();
                 if let Some(pair) = stream_of.get(&stream_id).and_then(|k| pairs.get_mut(k)) {
                     if pair.data == Some(stream_id) {
                         if let Some(tx) = &pair.to_socket {
@@ -108,15 +108,7 @@ pub async fn session(conn: Conn, early: Vec<u8>, netns: Option<PathBuf>) -> io::
                         }
                     }
                 }
-                if n > 0 {
-                    // What we took in, the peer may send again (stream and session).
-                    for id in [stream_id, 0] {
-                        let _ = out.send(Frame::WindowUpdate {
-                            stream_id: id,
-                            delta: n,
-                        });
-                    }
-                }
+                ack(&out, stream_id, n);
             }
             Frame::RstStream { stream_id, .. } => {
                 if let Some(pair) = stream_of.get(&stream_id).and_then(|k| pairs.get_mut(k)) {

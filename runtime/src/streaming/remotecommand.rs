@@ -17,7 +17,7 @@ use skiff_proto::shim::{stdio_in, stdio_out, StdioIn, StdioStart, TerminalSize};
 use tokio::sync::mpsc;
 use tonic::transport::Channel;
 
-use super::conn::{frame_writer, header, FrameReader};
+use super::conn::{ack, frame_writer, header, FrameReader};
 use super::spdy::{Frame, FLAG_FIN};
 
 /// How long a client has to open the streams it asked for (kubelet's default).
@@ -375,7 +375,7 @@ pub async fn spdy_session(
                 flags,
                 data,
             } => {
-                let n = data.len() as u32;
+                let n = data.len();
                 if Some(stream_id) == s.stdin {
                     if !data.is_empty() {
                         let _ = in_tx.send(Input::Stdin(data));
@@ -388,14 +388,7 @@ pub async fn spdy_session(
                         let _ = in_tx.send(Input::Resize(w, h));
                     }
                 }
-                if n > 0 {
-                    for id in [stream_id, 0] {
-                        let _ = out.send(Frame::WindowUpdate {
-                            stream_id: id,
-                            delta: n,
-                        });
-                    }
-                }
+                ack(&out, stream_id, n);
             }
             Frame::Ping { id } => {
                 let _ = out.send(Frame::Ping { id });
