@@ -59,7 +59,14 @@ pub async fn pod_sandbox_status(
     };
     let mut info = HashMap::new();
     if req.verbose {
+        // CNI CHECK of the pod's network, for operators inspecting a pod.
+        let network_check = match node.network.check(&r.id).await {
+            None => serde_json::Value::Null,
+            Some(Ok(())) => "ok".into(),
+            Some(Err(e)) => e.to_string().into(),
+        };
         let v = serde_json::json!({
+            "networkCheck": network_check,
             "pid": r.shim_pid,
             "runDir": r.run_dir,
             "cgroup": r.cgroup,

@@ -170,6 +170,28 @@ pub async fn add(bin_dirs: &[PathBuf], pod_id: &str, att: &Attachment) -> Result
     prev.ok_or_else(|| Error::Internal("a network list without plugins".into()))
 }
 
+/// CHECK through every plugin of the list, in order, each given the recorded result: whether
+/// the pod's network is still as ADD left it. Needs a list of version 0.4.0 or later.
+pub async fn check(bin_dirs: &[PathBuf], pod_id: &str, att: &Attachment) -> Result<()> {
+    let old = ["0.1.0", "0.2.0", "0.3.0", "0.3.1"];
+    if old.contains(&att.list.cni_version.as_str()) {
+        return Err(Error::FailedPrecondition(format!(
+            "network {:?} has CNI version {}: CHECK needs 0.4.0 or later",
+            att.list.name, att.list.cni_version
+        )));
+    }
+    let Some(result) = att.result.as_ref() else {
+        return Err(Error::FailedPrecondition(
+            "the pod's network was never attached".into(),
+        ));
+    };
+    for p in &att.list.plugins {
+        let conf = plugin_config(&att.list, p, &att.runtime_config, Some(result));
+        exec(bin_dirs, "CHECK", pod_id, att, &conf).await?;
+    }
+    Ok(())
+}
+
 /// DEL through every plugin of the list, last first. Every plugin runs even if one fails; the
 /// first failure is returned.
 pub async fn del(bin_dirs: &[PathBuf], pod_id: &str, att: &Attachment) -> Result<()> {

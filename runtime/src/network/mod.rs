@@ -198,6 +198,12 @@ impl Network {
         Ok(())
     }
 
+    /// CHECK: whether the pod's network is still as ADD left it; `None` for a pod without one.
+    pub async fn check(&self, pod_id: &str) -> Option<Result<()>> {
+        let att: Attachment = store::read_json(&self.cache_file(pod_id)).ok()?;
+        Some(cni::check(&self.bin_dirs, pod_id, &att).await)
+    }
+
     /// The pod's IPs, from its recorded ADD result.
     pub fn status(&self, pod_id: &str) -> Option<PodSandboxNetworkStatus> {
         let att: Attachment = store::read_json(&self.cache_file(pod_id)).ok()?;
