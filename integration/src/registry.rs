@@ -30,6 +30,8 @@ pub struct Options<'a> {
     pub tls: bool,
     /// Serve the storage of another registry (push there, pull here).
     pub share: Option<&'a Registry>,
+    /// A fixed port (a skiffd configured ahead, as in the node VM) instead of a free one.
+    pub port: Option<u16>,
 }
 
 impl Default for Options<'_> {
@@ -38,6 +40,7 @@ impl Default for Options<'_> {
             auth: Auth::None,
             tls: false,
             share: None,
+            port: None,
         }
     }
 }
@@ -63,7 +66,7 @@ impl Registry {
             "{bin} missing: install Debian's docker-registry (the README's test command does)"
         );
         let dir = tempfile::tempdir().expect("registry dir");
-        let port = free_port();
+        let port = opts.port.unwrap_or_else(free_port);
         let host = format!("127.0.0.1:{port}");
         let mut auth_yaml = String::new();
         match opts.auth {

@@ -33,6 +33,22 @@ pub enum UsernsRootfs {
     Chown,
 }
 
+/// How pod and container cgroups are named and placed (kubelet's `cgroupDriver` must match).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum CgroupDriver {
+    /// `cgroup_parent` is a slice (`kubepods-burstable-pod<uid>.slice`); each pod is a unit in
+    /// it whose delegated cgroup holds the containers' cgroups. Needs systemd.
+    Systemd,
+    /// `cgroup_parent` is a cgroupfs path (`/kubepods/burstable/pod<uid>`).
+    Cgroupfs,
+}
+
+/// Whether systemd runs this machine (as `sd_booted()` tells).
+pub fn systemd_booted() -> bool {
+    Path::new("/run/systemd/system").is_dir()
+}
+
 /// What a container gets when neither it, its pod nor an annotation names a seccomp profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum UnsetSeccomp {
@@ -64,6 +80,10 @@ pub struct Flags {
     /// trace, debug, info, warn or error, or a tracing filter (key `log_level`).
     #[arg(long = "log-level", value_name = "LEVEL")]
     pub log_level: Option<String>,
+    /// systemd or cgroupfs; default systemd where systemd runs the machine (key
+    /// `cgroup_driver`).
+    #[arg(long = "cgroup-driver", value_name = "DRIVER")]
+    pub cgroup_driver: Option<CgroupDriver>,
 }
 
 /// The config file's keys. Unknown keys are refused so a typo is never silently ignored.
@@ -113,6 +133,7 @@ pub struct FileConfig {
     pub cni_bin_dirs: Option<Vec<PathBuf>>,
     /// The network to use by name; the first configuration file by name when unset.
     pub cni_conf_name: Option<String>,
+    pub cgroup_driver: Option<CgroupDriver>,
 }
 
 /// The configuration in force.
@@ -139,6 +160,7 @@ pub struct Config {
     pub cni_conf_dir: PathBuf,
     pub cni_bin_dirs: Vec<PathBuf>,
     pub cni_conf_name: Option<String>,
+    pub cgroup_driver: CgroupDriver,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -242,6 +264,18 @@ impl Config {
                 .cni_bin_dirs
                 .unwrap_or_else(|| DEFAULT_CNI_BIN_DIRS.iter().map(PathBuf::from).collect()),
             cni_conf_name: file.cni_conf_name,
+            cgroup_driver: match flags.cgroup_driver.or(file.cgroup_driver) {
+                Some(CgroupDriver::Systemd) if !systemd_booted() => {
+                    return Err(ConfigError::Invalid(
+                        "cgroup_driver: systemd needs systemd running the machine \
+                         (/run/systemd/system is missing)"
+                            .into(),
+                    ))
+                }
+                Some(d) => d,
+                None if systemd_booted() => CgroupDriver::Systemd,
+                None => CgroupDriver::Cgroupfs,
+            },
             streaming_tls: match (file.streaming_tls_cert, file.streaming_tls_key) {
                 (Some(c), Some(k)) => Some((c, k)),
                 (None, None) => None,

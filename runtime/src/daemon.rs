@@ -29,8 +29,12 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     let node = Node::open(cfg.clone()).await?;
     let cri = Cri::new(node);
-    let listener = bind(&cfg.listen)?;
-    tracing::info!(socket = %cfg.listen.display(), root = %cfg.root.display(), "skiffd serving CRI v1");
+    let (listener, activated) = match activated_listener()? {
+        Some(l) => (l, true),
+        None => (bind(&cfg.listen)?, false),
+    };
+    tracing::info!(socket = %cfg.listen.display(), activated, root = %cfg.root.display(), "skiffd serving CRI v1");
+    notify("READY=1");
 
     let mut term = signal(SignalKind::terminate()).ctx(|| "installing SIGTERM handler")?;
     let mut int = signal(SignalKind::interrupt()).ctx(|| "installing SIGINT handler")?;
@@ -53,8 +57,71 @@ pub async fn run(cfg: Config) -> Result<()> {
         )
         .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
         .await;
-    let _ = fs::remove_file(&cfg.listen);
+    notify("STOPPING=1");
+    // A socket systemd passed in stays systemd's: it keeps listening for the next skiffd.
+    if !activated {
+        let _ = fs::remove_file(&cfg.listen);
+    }
     result.map_err(|e| Error::Internal(format!("CRI server: {e}")))
+}
+
+/// The listening socket systemd passed (socket activation: `LISTEN_PID` is us and
+/// `LISTEN_FDS` at least 1; the socket is fd 3), or `None` when started without one.
+fn activated_listener() -> Result<Option<UnixListener>> {
+    let ours = std::env::var("LISTEN_PID")
+        .ok()
+        .and_then(|p| p.parse::<u32>().ok())
+        == Some(std::process::id());
+    let n: u32 = std::env::var("LISTEN_FDS")
+        .ok()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    if !ours || n == 0 {
+        return Ok(None);
+    }
+    // (The variables stay: a child's PID never matches LISTEN_PID, and changing the
+    // environment of a threaded process is not safe.)
+    use std::os::fd::{AsRawFd, FromRawFd};
+    // SAFETY: systemd passed fd 3 to this process for it to own (LISTEN_PID is ours); nothing
+    // else in skiffd uses or closes it.
+    let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(3) };
+    let st =
+        nix::sys::stat::fstat(fd.as_raw_fd()).map_err(|e| Error::Internal(format!("fd 3: {e}")))?;
+    if st.st_mode & libc::S_IFMT != libc::S_IFSOCK {
+        return Err(Error::FailedPrecondition(
+            "socket activation: fd 3 is not a socket".into(),
+        ));
+    }
+    let l = std::os::unix::net::UnixListener::from(fd);
+    l.set_nonblocking(true).ctx(|| "socket activation: fd 3")?;
+    UnixListener::from_std(l)
+        .ctx(|| "socket activation: fd 3")
+        .map(Some)
+}
+
+/// Tells systemd `state` (`READY=1`…) when it started us as a `Type=notify` service.
+fn notify(state: &str) {
+    let Some(path) = std::env::var_os("NOTIFY_SOCKET") else {
+        return;
+    };
+    let sock = match std::os::unix::net::UnixDatagram::unbound() {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "sd_notify socket");
+            return;
+        }
+    };
+    let bytes = path.as_encoded_bytes();
+    let sent = if let Some(name) = bytes.strip_prefix(b"@") {
+        use std::os::linux::net::SocketAddrExt;
+        std::os::unix::net::SocketAddr::from_abstract_name(name)
+            .and_then(|a| sock.send_to_addr(state.as_bytes(), &a))
+    } else {
+        sock.send_to(state.as_bytes(), &path)
+    };
+    if let Err(e) = sent {
+        tracing::warn!(error = %e, state, "sd_notify");
+    }
 }
 
 /// Binds the CRI socket (mode 0660, parent created): a stale socket from a crash is replaced,

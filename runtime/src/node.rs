@@ -116,6 +116,20 @@ impl Node {
             cfg.cni_conf_name.clone(),
             &cfg.root,
         )?;
+        // Pods are units where systemd runs the machine, detached processes elsewhere.
+        let launcher: Box<dyn Launcher> = if crate::config::systemd_booted() {
+            Box::new(crate::pod::systemd::Systemd::connect(shim.clone())?)
+        } else {
+            Box::new(Detached {
+                binary: shim.clone(),
+            })
+        };
+        tracing::info!(
+            units = crate::config::systemd_booted(),
+            cgroup_driver = ?cfg.cgroup_driver,
+            "pod shims are started as {}",
+            if crate::config::systemd_booted() { "systemd units" } else { "detached processes" }
+        );
         let node = Arc::new(Node {
             shims: Mutex::new(HashMap::new()),
             network,
@@ -128,9 +142,7 @@ impl Node {
             empty_mntns,
             streaming,
             cpu_samples: Default::default(),
-            launcher: Box::new(Detached {
-                binary: shim.clone(),
-            }),
+            launcher,
             shim,
         });
         node.recover_pods().await;

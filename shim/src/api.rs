@@ -79,6 +79,14 @@ pub struct PodConfig {
     /// inside its user namespace cheaply (skiffd's `mnt-empty`); without it, the node's.
     #[serde(default)]
     pub empty_mntns: Option<PathBuf>,
+    /// A cgroup (cgroupfs path) the shim moves itself into first: under systemd with the systemd
+    /// cgroup driver, a leaf of its unit's delegated cgroup, whose other children are the
+    /// containers' (cgroup v2 puts processes in leaves only).
+    #[serde(default)]
+    pub cgroup_leaf: Option<String>,
+    /// Where the shim writes its supervisor's PID before reporting ready (systemd's PIDFile).
+    #[serde(default)]
+    pub pid_file: Option<PathBuf>,
 }
 
 impl PodConfig {

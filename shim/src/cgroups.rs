@@ -72,9 +72,24 @@ pub fn dirs(path: &str) -> Result<Vec<PathBuf>, String> {
 }
 
 /// Creates cgroup `path` in every hierarchy (cpuset.cpus/mems copied from the parent on v1,
-/// where a new cpuset is otherwise empty and refuses tasks).
+/// where a new cpuset is otherwise empty and refuses tasks). On v2 the controllers are enabled
+/// in each ancestor's `cgroup.subtree_control`, so that the new cgroup has their files.
 pub fn create(path: &str) -> io::Result<()> {
     let ds = dirs(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if is_v2() {
+        let rel = clean_path(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let mut d = PathBuf::from(ROOT);
+        for comp in rel.iter() {
+            enable_controllers(&d)?;
+            d.push(comp);
+            match fs::create_dir(&d) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {}
+                Err(e) => return Err(io::Error::new(e.kind(), format!("{}: {e}", d.display()))),
+            }
+        }
+        return Ok(());
+    }
     for d in ds {
         if d.starts_with(Path::new(ROOT).join("cpuset")) {
             create_cpuset(&d)?;
@@ -83,6 +98,36 @@ pub fn create(path: &str) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Controllers skiff sets limits with, enabled below a v2 cgroup when it has them.
+const V2_CONTROLLERS: &[&str] = &["cpuset", "cpu", "io", "memory", "hugetlb", "pids"];
+
+/// Enables in `d`'s `cgroup.subtree_control` every controller of [`V2_CONTROLLERS`] that `d`
+/// has and has not enabled yet. A cgroup holding processes (other than the root) refuses: the
+/// error says so.
+fn enable_controllers(d: &Path) -> io::Result<()> {
+    let have = fs::read_to_string(d.join("cgroup.controllers")).unwrap_or_default();
+    let on = fs::read_to_string(d.join("cgroup.subtree_control")).unwrap_or_default();
+    let want: Vec<String> = V2_CONTROLLERS
+        .iter()
+        .filter(|c| have.split_whitespace().any(|h| h == **c))
+        .filter(|c| !on.split_whitespace().any(|h| h == **c))
+        .map(|c| format!("+{c}"))
+        .collect();
+    if want.is_empty() {
+        return Ok(());
+    }
+    fs::write(d.join("cgroup.subtree_control"), want.join(" ")).map_err(|e| {
+        io::Error::new(
+            e.kind(),
+            format!(
+                "enabling {} in {}/cgroup.subtree_control: {e}",
+                want.join(" "),
+                d.display()
+            ),
+        )
+    })
 }
 
 fn create_cpuset(d: &Path) -> io::Result<()> {
@@ -113,10 +158,18 @@ fn create_cpuset(d: &Path) -> io::Result<()> {
     Ok(())
 }
 
-/// Moves process `pid` into cgroup `path`, creating it as needed.
+/// Moves process `pid` into cgroup `path`, creating it as needed (on v2 without enabling
+/// controllers: a process may be joining a leaf of the cgroup it is in).
 pub fn join(path: &str, pid: i32) -> io::Result<()> {
-    create(path)?;
     let ds = dirs(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    if is_v2() {
+        for d in &ds {
+            fs::create_dir_all(d)
+                .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.display())))?;
+        }
+    } else {
+        create(path)?;
+    }
     for d in ds {
         fs::write(d.join("cgroup.procs"), pid.to_string())
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.display())))?;

@@ -31,6 +31,11 @@ pub fn main(config_path: &Path) -> ! {
     // Detached from skiffd: its own session, so neither signals to skiffd's group nor skiffd's
     // exit reach the pod.
     let _ = setsid();
+    if let Some(leaf) = &cfg.cgroup_leaf {
+        if let Err(e) = skiff_shim::cgroups::join(leaf, std::process::id() as i32) {
+            report_and_exit(Ready::Error(format!("joining cgroup {leaf}: {e}")));
+        }
+    }
     let mut flags = CloneFlags::empty();
     if cfg.network == NsMode::Pod {
         flags |= CloneFlags::CLONE_NEWNET;
@@ -64,6 +69,13 @@ pub fn main(config_path: &Path) -> ! {
             let mut msg = String::new();
             let _ = File::from(r).read_to_string(&mut msg);
             if msg.trim() == "ok" {
+                if let Some(f) = &cfg.pid_file {
+                    if let Err(e) =
+                        fsutil::write_atomic_volatile(f, child.as_raw().to_string().as_bytes())
+                    {
+                        report_and_exit(Ready::Error(format!("writing {}: {e}", f.display())));
+                    }
+                }
                 report_and_exit(Ready::Pid(child.as_raw()))
             }
             let err = if msg.is_empty() {

@@ -125,7 +125,7 @@ impl RuntimeService for Cri {
         &self,
         _req: Request<RuntimeConfigRequest>,
     ) -> R<RuntimeConfigResponse> {
-        Ok(Response::new(runtime_info::runtime_config()))
+        Ok(Response::new(runtime_info::runtime_config(self)))
     }
 
     async fn run_pod_sandbox(

@@ -79,10 +79,14 @@ pub fn status(cri: &Cri, req: &StatusRequest) -> StatusResponse {
     }
 }
 
-pub fn runtime_config() -> RuntimeConfigResponse {
+pub fn runtime_config(cri: &Cri) -> RuntimeConfigResponse {
+    let driver = match cri.cfg.cgroup_driver {
+        crate::config::CgroupDriver::Systemd => CgroupDriver::Systemd,
+        crate::config::CgroupDriver::Cgroupfs => CgroupDriver::Cgroupfs,
+    };
     RuntimeConfigResponse {
         linux: Some(LinuxRuntimeConfiguration {
-            cgroup_driver: CgroupDriver::Cgroupfs as i32,
+            cgroup_driver: driver as i32,
         }),
     }
 }

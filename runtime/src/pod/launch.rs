@@ -1,5 +1,6 @@
 //! How a pod's shim is started: one seam, so the pod life cycle does not care whether the shim
-//! runs as a detached process (here) or, where systemd runs the node, as a transient unit.
+//! runs as a detached process (here) or, where systemd runs the node, as a transient unit
+//! (`systemd`).
 //!
 //! The shim binary is executed from a read-only bind mount of it under `<run-root>/bin`, so that
 //! no container can write to it through `/proc/<pid>/exe` (CVE-2019-5736).
@@ -13,11 +14,31 @@ use skiff_shim::api::Ready;
 
 use crate::error::{Error, IoContext, Result};
 
+/// What a launcher needs to start a pod's shim.
+pub struct LaunchSpec<'a> {
+    pub pod_id: &'a str,
+    /// The pod's `pod.json`.
+    pub config: &'a Path,
+    /// Where a detached shim's stderr goes (a unit's goes to the journal).
+    pub log: &'a Path,
+    /// The slice a unit goes into.
+    pub slice: &'a str,
+    /// Where the shim writes its supervisor's PID (the unit's PIDFile).
+    pub pid_file: &'a Path,
+}
+
 /// Starts pod shims.
 pub trait Launcher: Send + Sync {
-    /// Starts the shim for the pod whose `pod.json` is at `config`, logging to `log`; returns the
-    /// shim supervisor's host PID once the pod's namespaces exist.
-    fn launch(&self, pod_id: &str, config: &Path, log: &Path) -> Result<i32>;
+    /// Starts the shim for the pod; returns the shim supervisor's host PID once the pod's
+    /// namespaces exist.
+    fn launch(&self, spec: &LaunchSpec) -> Result<i32>;
+    /// After the shim stopped (or to make sure everything of the pod is gone): what the
+    /// launcher keeps of the pod goes.
+    fn release(&self, _pod_id: &str) {}
+    /// The pod's systemd unit, when pods are units.
+    fn unit(&self, _pod_id: &str) -> Option<String> {
+        None
+    }
 }
 
 /// Runs the shim as a process of its own session, detached from skiffd.
@@ -26,7 +47,8 @@ pub struct Detached {
 }
 
 impl Launcher for Detached {
-    fn launch(&self, pod_id: &str, config: &Path, log: &Path) -> Result<i32> {
+    fn launch(&self, spec: &LaunchSpec) -> Result<i32> {
+        let (pod_id, config, log) = (spec.pod_id, spec.config, spec.log);
         let logf = fs::OpenOptions::new()
             .create(true)
             .append(true)

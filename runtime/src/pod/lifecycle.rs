@@ -11,7 +11,9 @@ use skiff_proto::shim::ShutdownRequest;
 use skiff_shim::api::{NsMode, PidMode, PodConfig, NS_DIR, POD_CONFIG, SHM_DIR};
 use skiff_shim::{cgroups, idmap};
 
-use super::{files, shim_client, PodRecord, PodState};
+use super::launch::LaunchSpec;
+use super::{files, shim_client, systemd, PodRecord, PodState};
+use crate::config::CgroupDriver;
 use crate::error::{Error, IoContext, Result};
 use crate::node::Node;
 use crate::store;
@@ -164,6 +166,82 @@ pub fn check_sysctl(key: &str, value: &str, ns: &PodNamespaces) -> Result<()> {
     Ok(())
 }
 
+/// Where a pod's cgroups go.
+pub struct Placement {
+    /// Under which the containers get theirs.
+    pub cgroup: String,
+    /// Whether skiff creates (and so removes) `cgroup`.
+    pub owns_cgroup: bool,
+    /// The slice of the pod's unit.
+    pub slice: String,
+    /// The cgroup the shim moves into (systemd driver: a leaf of its unit's).
+    pub shim_leaf: Option<String>,
+}
+
+/// Slice of pod units that kubelet did not place (cgroupfs driver, or no cgroup_parent).
+pub const DEFAULT_SLICE: &str = "skiff-pods.slice";
+
+/// The placement of pod `id` under `driver`, checking kubelet's `cgroup_parent` fits it: a
+/// slice name for systemd, a path for cgroupfs.
+pub fn pod_cgroup(
+    driver: CgroupDriver,
+    cgroup_root: &str,
+    parent: &str,
+    id: &str,
+    unit: Option<&str>,
+) -> Result<Placement> {
+    match driver {
+        CgroupDriver::Cgroupfs => {
+            if systemd::is_slice_name(parent) {
+                return Err(Error::InvalidArgument(format!(
+                    "linux.cgroup_parent: {parent:?} is a systemd slice but skiff uses the \
+                     cgroupfs driver (set kubelet's cgroupDriver to cgroupfs, or skiff's \
+                     cgroup_driver to systemd)"
+                )));
+            }
+            let (cgroup, owns_cgroup) = if parent.is_empty() {
+                (
+                    format!("{}/pod-{}", cgroup_root.trim_end_matches('/'), &id[..16]),
+                    true,
+                )
+            } else {
+                cgroups::clean_path(parent)
+                    .map_err(|e| Error::InvalidArgument(format!("linux.cgroup_parent: {e}")))?;
+                (parent.to_string(), false)
+            };
+            Ok(Placement {
+                cgroup,
+                owns_cgroup,
+                slice: DEFAULT_SLICE.into(),
+                shim_leaf: None,
+            })
+        }
+        CgroupDriver::Systemd => {
+            let slice = if parent.is_empty() {
+                DEFAULT_SLICE.to_string()
+            } else {
+                systemd::slice_path(parent)
+                    .map_err(|e| Error::InvalidArgument(format!("linux.cgroup_parent: {e}")))?;
+                parent.to_string()
+            };
+            let unit = unit.ok_or_else(|| {
+                Error::FailedPrecondition(
+                    "the systemd cgroup driver needs pods started as systemd units".into(),
+                )
+            })?;
+            let slice_dir = systemd::slice_path(&slice).map_err(Error::Internal)?;
+            let cgroup = format!("{slice_dir}/{unit}");
+            Ok(Placement {
+                shim_leaf: Some(format!("{cgroup}/supervisor")),
+                cgroup,
+                // systemd removes the unit's cgroup with the unit.
+                owns_cgroup: false,
+                slice,
+            })
+        }
+    }
+}
+
 impl Node {
     /// RunPodSandbox: returns the new pod's id.
     pub async fn run_pod(&self, config: PodSandboxConfig, handler: &str) -> Result<String> {
@@ -197,20 +275,16 @@ impl Node {
             check_sysctl(k, v, &ns)?;
         }
         let id = hex::encode(rand::random::<[u8; 32]>());
-        let (cgroup, owns_cgroup) = if linux.cgroup_parent.is_empty() {
-            (
-                format!(
-                    "{}/pod-{}",
-                    self.cfg.cgroup_root.trim_end_matches('/'),
-                    &id[..16]
-                ),
-                true,
-            )
-        } else {
-            cgroups::clean_path(&linux.cgroup_parent)
-                .map_err(|e| Error::InvalidArgument(format!("linux.cgroup_parent: {e}")))?;
-            (linux.cgroup_parent.clone(), false)
-        };
+        // Where the pod's containers get their cgroups, the slice its unit (if any) goes into,
+        // and the cgroup its shim moves into.
+        let unit = self.launcher.unit(&id);
+        let placement = pod_cgroup(
+            self.cfg.cgroup_driver,
+            &self.cfg.cgroup_root,
+            &linux.cgroup_parent,
+            &id,
+            unit.as_deref(),
+        )?;
         let hostname = if ns.network == NsMode::Node {
             nix::unistd::gethostname()
                 .ctx(|| "reading the node's hostname")?
@@ -249,8 +323,8 @@ impl Node {
             state: PodState::Creating,
             shim_pid: 0,
             run_dir: self.cfg.run_root.join("pods").join(&id),
-            cgroup,
-            owns_cgroup,
+            cgroup: placement.cgroup.clone(),
+            owns_cgroup: placement.owns_cgroup,
         };
         // Not fsynced: after a power loss the run root and every pod process are gone anyway,
         // and a Creating record, there or not, is undone at the next start.
@@ -266,8 +340,13 @@ impl Node {
             sysctls: linux.sysctls.clone().into_iter().collect(),
             userns: ns.userns.clone(),
             empty_mntns: ns.userns.as_ref().and(self.empty_mntns.clone()),
+            cgroup_leaf: placement.shim_leaf.clone(),
+            pid_file: unit.as_ref().map(|_| rec.run_dir.join("shim.pid")),
         };
-        let made = match self.make_pod(&rec, &pod_cfg, &config).await {
+        let made = match self
+            .make_pod(&rec, &pod_cfg, &config, &placement.slice)
+            .await
+        {
             Ok(pid) => {
                 rec.shim_pid = pid;
                 self.attach_network(&rec, &pod_cfg, &config)
@@ -324,6 +403,7 @@ impl Node {
         rec: &PodRecord,
         pod: &PodConfig,
         config: &PodSandboxConfig,
+        slice: &str,
     ) -> Result<i32> {
         let dir = &rec.run_dir;
         std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
@@ -356,9 +436,16 @@ impl Node {
         store::write_json_volatile(&cfg_path, pod)
             .ctx(|| format!("writing {}", cfg_path.display()))?;
         let log = dir.join("shim.log");
-        let id = rec.id.clone();
+        let pid_file = dir.join("shim.pid");
+        let spec = LaunchSpec {
+            pod_id: &rec.id,
+            config: &cfg_path,
+            log: &log,
+            slice,
+            pid_file: &pid_file,
+        };
         let launcher = &self.launcher;
-        tokio::task::block_in_place(|| launcher.launch(&id, &cfg_path, &log))
+        tokio::task::block_in_place(|| launcher.launch(&spec))
     }
 
     /// StopPodSandbox: stops every container (forcibly), then the shim; idempotent.
@@ -439,6 +526,8 @@ impl Node {
         if rec.shim_pid > 0 && is_our_shim(rec.shim_pid) {
             self.stop_shim(rec).await;
         }
+        let launcher = &self.launcher;
+        tokio::task::block_in_place(|| launcher.release(&rec.id));
         if let Err(e) = self.network.del(&rec.id).await {
             tracing::error!(pod = %rec.id, error = %e, "CNI DEL while tearing the pod down");
         }

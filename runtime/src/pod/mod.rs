@@ -8,6 +8,7 @@ pub mod launch;
 pub mod lifecycle;
 pub mod shim_client;
 pub mod stats;
+pub mod systemd;
 
 use std::collections::BTreeMap;
 use std::fs;

@@ -1,0 +1,378 @@
+//! Tests that run inside the node VM (`integration/vm/node-tests`): Debian 13 with systemd as
+//! PID 1 and cgroup v2, skiffd installed as `skiff.service` + `skiff.socket` from
+//! `runtime/dist`, the registry on 127.0.0.1:5000 (in skiffd's `insecure_registries`). On the
+//! dev machines they are ignored; `node-tests` runs them with `--ignored`.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use skiff_integration::cri::*;
+use skiff_integration::image::Compression;
+use skiff_integration::registry::Options;
+use skiff_integration::{skiffd, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_proto::cri::image_service_client::ImageServiceClient;
+use skiff_proto::cri::runtime_service_client::RuntimeServiceClient;
+use skiff_proto::cri::*;
+
+const SOCKET: &str = "/run/skiff/skiff.sock";
+const IN_VM: &str = "runs inside the node VM: integration/vm/node-tests";
+
+fn systemctl(args: &[&str]) -> String {
+    let out = Command::new("systemctl")
+        .args(args)
+        .output()
+        .expect("systemctl");
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+fn unit_prop(unit: &str, prop: &str) -> String {
+    systemctl(&["show", "-p", prop, "--value", unit])
+        .trim()
+        .to_string()
+}
+
+async fn node() -> (
+    RuntimeServiceClient<tonic::transport::Channel>,
+    ImageServiceClient<tonic::transport::Channel>,
+) {
+    let ch = skiffd::connect(Path::new(SOCKET)).await;
+    (
+        RuntimeServiceClient::new(ch.clone()),
+        ImageServiceClient::new(ch),
+    )
+}
+
+/// busybox on the registry skiffd trusts, pulled.
+async fn image(img: &mut ImageServiceClient<tonic::transport::Channel>) -> (Registry, String) {
+    let reg = Registry::start_opts(Options {
+        port: Some(5000),
+        ..Default::default()
+    });
+    let pushed = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "node/busybox", "v1")
+        .await;
+    pull(img, &pushed.reference).await;
+    (reg, pushed.reference.clone())
+}
+
+fn cgroup_of(pid: i32) -> PathBuf {
+    let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let rel = cg
+        .trim()
+        .strip_prefix("0::")
+        .expect("cgroup v2")
+        .to_string();
+    Path::new("/sys/fs/cgroup").join(rel.trim_start_matches('/'))
+}
+
+fn read(p: &Path) -> String {
+    std::fs::read_to_string(p)
+        .unwrap_or_else(|e| panic!("{}: {e}", p.display()))
+        .trim()
+        .to_string()
+}
+
+fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
+    let deadline = Instant::now() + limit;
+    while !f() {
+        assert!(Instant::now() < deadline, "{what} within {limit:?}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+async fn shim_pid(rt: &mut Rt, pod: &str) -> i32 {
+    let st = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.into(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
+    info["pid"].as_i64().unwrap() as i32
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn pods_are_units_that_outlive_skiffd() {
+    let _ = IN_VM;
+    let (mut rt, mut img) = node().await;
+    let cfg = rt
+        .runtime_config(RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        cfg.linux.unwrap().cgroup_driver,
+        CgroupDriver::Systemd as i32,
+        "the default driver where systemd runs"
+    );
+    let (_reg, image) = image(&mut img).await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut pcfg = pod_config("unit", logs.path().to_str().unwrap());
+    let uid = "0f1e2d3c_4b5a";
+    pcfg.linux
+        .get_or_insert_with(Default::default)
+        .cgroup_parent = format!("kubepods-besteffort-pod{uid}.slice");
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let c = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("sleeper", &image, &["sleep", "100000"]),
+    )
+    .await;
+    let unit = format!("skiff-pod-{}.service", &pod[..16]);
+
+    // The pod is a unit in kubelet's slice, its containers in its delegated cgroup.
+    let units = systemctl(&["list-units", "--no-legend", "skiff-pod-*"]);
+    assert!(units.contains(&unit), "{units}");
+    assert_eq!(unit_prop(&unit, "ActiveState"), "active");
+    assert_eq!(unit_prop(&unit, "Delegate"), "yes");
+    let cg = unit_prop(&unit, "ControlGroup");
+    assert_eq!(
+        cg,
+        format!(
+            "/kubepods.slice/kubepods-besteffort.slice/kubepods-besteffort-pod{uid}.slice/{unit}"
+        )
+    );
+    let shim = shim_pid(&mut rt, &pod).await;
+    assert_eq!(unit_prop(&unit, "MainPID"), shim.to_string());
+    let pid = container_pid(&mut rt, &c).await;
+    let ccg = cgroup_of(pid);
+    assert_eq!(
+        ccg,
+        Path::new("/sys/fs/cgroup")
+            .join(cg.trim_start_matches('/'))
+            .join(&c)
+    );
+    let shown = systemctl(&["status", "--no-pager", &unit]);
+    assert!(shown.contains("sleep 100000"), "{shown}");
+
+    // Restarting skiffd leaves the pod alone; the new skiffd finds it.
+    let main_before = unit_prop("skiff.service", "MainPID");
+    systemctl(&["restart", "skiff.service"]);
+    wait_for("a new skiffd", Duration::from_secs(60), || {
+        unit_prop("skiff.service", "MainPID") != main_before
+            && unit_prop("skiff.service", "ActiveState") == "active"
+    });
+    let (mut rt, _) = node().await;
+    assert_eq!(
+        container_pid(&mut rt, &c).await,
+        pid,
+        "same container process"
+    );
+    assert_eq!(shim_pid(&mut rt, &pod).await, shim, "same shim");
+    assert!(Path::new(&format!("/proc/{pid}")).exists());
+    assert_eq!(
+        status(&mut rt, &c).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    // Stopping it kills no pod either.
+    systemctl(&["stop", "skiff.service"]);
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(
+        Path::new(&format!("/proc/{pid}")).exists(),
+        "container survives skiffd's stop"
+    );
+    assert_eq!(unit_prop(&unit, "ActiveState"), "active");
+    // The socket brings skiffd back on the next call.
+    let (mut rt, _) = node().await;
+    assert_eq!(container_pid(&mut rt, &c).await, pid);
+
+    // Removing the pod removes its unit and cgroup.
+    teardown_pods(&mut rt, vec![pod.clone()]).await;
+    wait_for("the unit gone", Duration::from_secs(30), || {
+        unit_prop(&unit, "LoadState") == "not-found"
+    });
+    assert!(!Path::new("/sys/fs/cgroup")
+        .join(cg.trim_start_matches('/'))
+        .exists());
+    assert!(!Path::new(&format!("/proc/{pid}")).exists());
+
+    // A cgroupfs path under the systemd driver is refused by field.
+    let mut bad = pod_config("badparent", logs.path().to_str().unwrap());
+    bad.linux.get_or_insert_with(Default::default).cgroup_parent = "/kubepods/pod1".into();
+    let err = run_pod_err(&mut rt, bad).await;
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("cgroup_parent"), "{}", err.message());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn cgroup_v2_limits_hold() {
+    let (mut rt, mut img) = node().await;
+    let (_reg, image) = image(&mut img).await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("limits", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let with = |name: &str, cmd: &[&str], r: LinuxContainerResources| {
+        let mut c = container_config(name, &image, cmd);
+        c.linux.get_or_insert_with(Default::default).resources = Some(r);
+        c
+    };
+
+    // memory.max: a process over it is OOM-killed and reported so.
+    let hog = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        with(
+            "hog",
+            &[
+                "sh",
+                "-c",
+                "sleep 1; a=aaaaaaaaaaaaaaaa; while true; do a=$a$a; done",
+            ],
+            LinuxContainerResources {
+                memory_limit_in_bytes: 32 << 20,
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let hog_cg = cgroup_of(container_pid(&mut rt, &hog).await);
+    assert_eq!(read(&hog_cg.join("memory.max")), (32u64 << 20).to_string());
+    let st = wait_exited(&mut rt, &hog, Duration::from_secs(120)).await;
+    assert_eq!(st.reason, "OOMKilled", "{st:?}");
+
+    // cpu.max throttles; pids.max (through `unified`) stops forks; updates land live.
+    let busy = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        with(
+            "busy",
+            &["sh", "-c", "while true; do :; done"],
+            LinuxContainerResources {
+                cpu_period: 100_000,
+                cpu_quota: 10_000,
+                unified: [("pids.max".to_string(), "5".to_string())].into(),
+                ..Default::default()
+            },
+        ),
+    )
+    .await;
+    let cg = cgroup_of(container_pid(&mut rt, &busy).await);
+    assert_eq!(read(&cg.join("cpu.max")), "10000 100000");
+    assert_eq!(read(&cg.join("pids.max")), "5");
+    wait_for("throttling", Duration::from_secs(60), || {
+        read(&cg.join("cpu.stat"))
+            .lines()
+            .find_map(|l| l.strip_prefix("nr_throttled "))
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(0)
+            > 0
+    });
+    // Forks past pids.max are refused: the kernel counts them in pids.events.
+    let _ = exec(
+        &mut rt,
+        &busy,
+        &[
+            "sh",
+            "-c",
+            "for i in 1 2 3 4 5 6 7 8; do sleep 2 & done; wait",
+        ],
+        60,
+    )
+    .await;
+    let refused = read(&cg.join("pids.events"))
+        .lines()
+        .find_map(|l| l.strip_prefix("max "))
+        .and_then(|v| v.trim().parse::<u64>().ok())
+        .unwrap_or(0);
+    assert!(
+        refused > 0,
+        "pids.events: {}",
+        read(&cg.join("pids.events"))
+    );
+    rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: busy.clone(),
+        linux: Some(LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 20_000,
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        windows: None,
+        annotations: Default::default(),
+    })
+    .await
+    .expect("UpdateContainerResources");
+    assert_eq!(read(&cg.join("cpu.max")), "20000 100000");
+    assert_eq!(read(&cg.join("memory.max")), (64u64 << 20).to_string());
+
+    // Stats move.
+    let cpu = |rt: &mut Rt, id: String| {
+        let mut rt = rt.clone();
+        async move {
+            rt.container_stats(ContainerStatsRequest { container_id: id })
+                .await
+                .unwrap()
+                .into_inner()
+                .stats
+                .unwrap()
+                .cpu
+                .unwrap()
+                .usage_core_nano_seconds
+                .unwrap()
+                .value
+        }
+    };
+    let a = cpu(&mut rt, busy.clone()).await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let b = cpu(&mut rt, busy.clone()).await;
+    assert!(b > a, "cpu usage {a} then {b}");
+    teardown_pods(&mut rt, vec![pod]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn the_cgroupfs_driver_works_too() {
+    // A second skiffd of the test's own, with the cgroupfs driver: pods are still units, their
+    // containers' cgroups are cgroupfs paths.
+    let reg = Registry::start();
+    let pushed = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "node/busybox", "v1")
+        .await;
+    let d = Skiffd::start_with(&[&reg.host], Some("cgroup_driver = \"cgroupfs\"\n"), &[]);
+    pull(&mut d.images().await, &pushed.reference).await;
+    let mut rt = d.runtime().await;
+    let cfg = rt
+        .runtime_config(RuntimeConfigRequest {})
+        .await
+        .unwrap()
+        .into_inner();
+    assert_eq!(
+        cfg.linux.unwrap().cgroup_driver,
+        CgroupDriver::Cgroupfs as i32
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("fs", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let mut c = container_config("limited", &pushed.reference, &["sleep", "100000"]);
+    c.linux.get_or_insert_with(Default::default).resources = Some(LinuxContainerResources {
+        memory_limit_in_bytes: 48 << 20,
+        ..Default::default()
+    });
+    let c = run(&mut rt, &pod, &pcfg, c).await;
+    let cg = cgroup_of(container_pid(&mut rt, &c).await);
+    assert!(
+        cg.starts_with(Path::new("/sys/fs/cgroup").join(d.cgroup_root.trim_start_matches('/'))),
+        "{}",
+        cg.display()
+    );
+    assert_eq!(read(&cg.join("memory.max")), (48u64 << 20).to_string());
+    // A slice name under the cgroupfs driver is refused by field.
+    let mut bad = pod_config("slice", logs.path().to_str().unwrap());
+    bad.linux.get_or_insert_with(Default::default).cgroup_parent = "kubepods.slice".into();
+    let err = run_pod_err(&mut rt, bad).await;
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("cgroupfs"), "{}", err.message());
+    teardown_pods(&mut rt, vec![pod]).await;
+    assert!(!cg.exists(), "container cgroup removed");
+}
