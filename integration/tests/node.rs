@@ -250,6 +250,8 @@ async fn cgroup_v2_limits_hold() {
             LinuxContainerResources {
                 cpu_period: 100_000,
                 cpu_quota: 10_000,
+                cpu_shares: 2048,
+                cpuset_cpus: "0".into(),
                 unified: [("pids.max".to_string(), "5".to_string())].into(),
                 ..Default::default()
             },
@@ -259,6 +261,10 @@ async fn cgroup_v2_limits_hold() {
     let cg = cgroup_of(container_pid(&mut rt, &busy).await);
     assert_eq!(read(&cg.join("cpu.max")), "10000 100000");
     assert_eq!(read(&cg.join("pids.max")), "5");
+    // Shares to weight as runc (1.3 and later) and crun convert them, so that 1024 shares (one
+    // CPU) is the default weight 100: 10^((log2(s)^2 + 125 log2(s)) / 612 - 7/34), rounded up.
+    assert_eq!(read(&cg.join("cpu.weight")), "174");
+    assert_eq!(read(&cg.join("cpuset.cpus")), "0");
     wait_for("throttling", Duration::from_secs(60), || {
         read(&cg.join("cpu.stat"))
             .lines()
@@ -295,6 +301,7 @@ async fn cgroup_v2_limits_hold() {
             cpu_period: 100_000,
             cpu_quota: 20_000,
             memory_limit_in_bytes: 64 << 20,
+            memory_swap_limit_in_bytes: 96 << 20,
             ..Default::default()
         }),
         windows: None,
@@ -304,6 +311,36 @@ async fn cgroup_v2_limits_hold() {
     .expect("UpdateContainerResources");
     assert_eq!(read(&cg.join("cpu.max")), "20000 100000");
     assert_eq!(read(&cg.join("memory.max")), (64u64 << 20).to_string());
+    // The CRI's swap limit counts memory too; v2's memory.swap.max is the swap alone.
+    assert_eq!(read(&cg.join("memory.swap.max")), (32u64 << 20).to_string());
+
+    // The v2 device filter: default devices open; a node of another device can be made
+    // (CAP_MKNOD) but not opened.
+    let dev = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("dev", &image, &["sleep", "100000"]),
+    )
+    .await;
+    let r = exec(
+        &mut rt,
+        &dev,
+        &[
+            "sh",
+            "-c",
+            "echo x > /dev/null && busybox mknod /tmp/fuse c 10 229 && exec 3</tmp/fuse",
+        ],
+        30,
+    )
+    .await
+    .unwrap();
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Operation not permitted"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
 
     // Stats move.
     let cpu = |rt: &mut Rt, id: String| {

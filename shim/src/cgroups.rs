@@ -195,12 +195,23 @@ const ALLOWED_DEVICES: &[&str] = &[
 ];
 
 /// Restricts cgroup `path` (a leaf) to the default devices and the `extra` rules
-/// (`c 8:0 rw` …) on the v1 devices controller: deny all, then allow. With `allow_all`
-/// (privileged containers) nothing is restricted. On v2 the equivalent is an eBPF program, not
-/// loaded by this skiff yet.
+/// (`c 8:0 rw` …): on v1 through the devices controller (deny all, then allow), on v2 with an
+/// eBPF device filter attached to the cgroup ([`crate::devfilter`]). With `allow_all`
+/// (privileged containers) nothing is restricted.
 pub fn restrict_devices(path: &str, extra: &[String], allow_all: bool) -> io::Result<()> {
     if is_v2() {
-        return Ok(());
+        if allow_all {
+            return Ok(());
+        }
+        let rules = ALLOWED_DEVICES
+            .iter()
+            .copied()
+            .chain(extra.iter().map(String::as_str))
+            .map(crate::devfilter::Rule::parse)
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        let rel = clean_path(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+        return crate::devfilter::attach(&Path::new(ROOT).join(rel), &rules);
     }
     let rel = clean_path(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     let d = Path::new(ROOT).join("devices").join(rel);

@@ -11,5 +11,6 @@
 
 pub mod api;
 pub mod cgroups;
+pub mod devfilter;
 pub mod fsutil;
 pub mod idmap;
