@@ -413,3 +413,153 @@ async fn the_cgroupfs_driver_works_too() {
     teardown_pods(&mut rt, vec![pod]).await;
     assert!(!cg.exists(), "container cgroup removed");
 }
+
+/// The AppArmor label the kernel shows for `pid`.
+fn label(pid: i32) -> String {
+    read(Path::new(&format!("/proc/{pid}/attr/current")))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn apparmor_profiles_are_applied() {
+    assert_eq!(
+        read(Path::new("/sys/module/apparmor/parameters/enabled")),
+        "Y",
+        "the node VM runs AppArmor"
+    );
+    // A profile of the test's own: everything but writing under /tmp.
+    let profile = "profile skiff-test-no-tmp flags=(attach_disconnected,mediate_deleted) {\n\
+                   file,\n  capability,\n  network,\n  signal,\n  umount,\n  deny /tmp/** w,\n}\n";
+    let mut parser = Command::new("apparmor_parser")
+        .arg("-r")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("apparmor_parser");
+    use std::io::Write;
+    parser
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(profile.as_bytes())
+        .unwrap();
+    assert!(parser.wait().unwrap().success());
+
+    let (mut rt, mut img) = node().await;
+    let (_reg, image) = image(&mut img).await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("aa", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let with = |name: &str, p: Option<SecurityProfile>, privileged: bool| {
+        let mut c = container_config(name, &image, &["sleep", "100000"]);
+        let sc = c
+            .linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default);
+        sc.apparmor = p;
+        sc.privileged = privileged;
+        c
+    };
+    let prof = |t: security_profile::ProfileType, r: &str| {
+        Some(SecurityProfile {
+            profile_type: t as i32,
+            localhost_ref: r.into(),
+        })
+    };
+    use security_profile::ProfileType;
+
+    // Nothing named: skiff's default, loaded on first use.
+    let d = run(&mut rt, &pod, &pcfg, with("default", None, false)).await;
+    assert_eq!(
+        label(container_pid(&mut rt, &d).await),
+        "skiff-default (enforce)"
+    );
+    // The default keeps /proc's knobs out of reach.
+    let r = exec(
+        &mut rt,
+        &d,
+        &["sh", "-c", "echo 1 > /proc/sysrq-trigger"],
+        30,
+    )
+    .await
+    .unwrap();
+    assert_ne!(r.exit_code, 0);
+    // A loaded profile by name: the container and what is exec'd in it run under it.
+    let l = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        with(
+            "local",
+            prof(ProfileType::Localhost, "skiff-test-no-tmp"),
+            false,
+        ),
+    )
+    .await;
+    assert_eq!(
+        label(container_pid(&mut rt, &l).await),
+        "skiff-test-no-tmp (enforce)"
+    );
+    let r = exec(&mut rt, &l, &["sh", "-c", "echo x > /tmp/x"], 30)
+        .await
+        .unwrap();
+    assert_ne!(r.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&r.stderr).contains("Permission denied"),
+        "{}",
+        String::from_utf8_lossy(&r.stderr)
+    );
+    let r = exec(&mut rt, &l, &["cat", "/proc/self/attr/current"], 30)
+        .await
+        .unwrap();
+    assert_eq!(
+        String::from_utf8_lossy(&r.stdout).trim(),
+        "skiff-test-no-tmp (enforce)"
+    );
+    // Unconfined, and privileged without a profile, run unconfined.
+    let u = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        with("unconf", prof(ProfileType::Unconfined, ""), false),
+    )
+    .await;
+    assert_eq!(label(container_pid(&mut rt, &u).await), "unconfined");
+    let p = run(&mut rt, &pod, &pcfg, with("priv", None, true)).await;
+    assert_eq!(label(container_pid(&mut rt, &p).await), "unconfined");
+    // A profile that is not loaded is refused by name, leaving nothing.
+    let before = rt
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .len();
+    let err = create(
+        &mut rt,
+        &pod,
+        &pcfg,
+        with(
+            "missing",
+            prof(ProfileType::Localhost, "no-such-profile"),
+            false,
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition);
+    assert!(
+        err.message().contains("no-such-profile"),
+        "{}",
+        err.message()
+    );
+    let after = rt
+        .list_containers(ListContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .len();
+    assert_eq!(before, after);
+    teardown_pods(&mut rt, vec![pod]).await;
+}

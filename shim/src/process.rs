@@ -31,6 +31,9 @@ pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible>
             ));
         }
     }
+    if let Some(profile) = process.apparmor_profile() {
+        apparmor_on_exec(profile)?;
+    }
     for rl in process.rlimits().iter().flatten() {
         let res = rlimit_resource(&format!("{:?}", rl.typ()))?;
         let lim = libc::rlimit {
@@ -99,6 +102,24 @@ pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible>
         Err(e) => e,
     };
     Err(format!("exec {:?}: {e}", args[0]))
+}
+
+/// Makes AppArmor profile `name` this process's from its next exec on (as aa_change_onexec):
+/// `exec <name>` into the process's AppArmor exec attribute (the LSM-specific file, or the
+/// generic one of older kernels).
+fn apparmor_on_exec(name: &str) -> R<()> {
+    let value = format!("exec {name}");
+    let mut last = None;
+    for f in ["/proc/self/attr/apparmor/exec", "/proc/self/attr/exec"] {
+        match std::fs::write(f, &value) {
+            Ok(()) => return Ok(()),
+            Err(e) => last = Some(format!("{f}: {e}")),
+        }
+    }
+    Err(format!(
+        "setting AppArmor profile {name:?}: {}",
+        last.unwrap_or_default()
+    ))
 }
 
 /// The process's oom_score_adj, if the spec sets one. Init and exec set it before joining the

@@ -3,6 +3,7 @@
 //! (`config.json`, `rootfs.json`, and the `state.json` the shim keeps), the OCI spec built from
 //! the image and the request (`spec`), and the life cycle (`lifecycle`).
 
+pub mod apparmor;
 pub mod lifecycle;
 pub mod resources;
 pub mod spec;

@@ -213,38 +213,6 @@ pub fn capabilities(cfg: &ContainerConfig) -> Result<HashSet<Capability>> {
     Ok(set)
 }
 
-/// AppArmor: a named profile (Localhost, or the deprecated `localhost/…` string) needs AppArmor
-/// on the node, and loading profiles is not built yet; RuntimeDefault and Unconfined need nothing
-/// where AppArmor is off, as containerd treats them.
-#[allow(deprecated)] // apparmor_profile is deprecated in api.proto but still sent by older kubelets
-fn check_apparmor(sc: &skiff_proto::cri::LinuxContainerSecurityContext) -> Result<()> {
-    use skiff_proto::cri::security_profile::ProfileType;
-    let named = match &sc.apparmor {
-        Some(p) if p.profile_type() == ProfileType::Localhost => Some(p.localhost_ref.clone()),
-        Some(_) => None,
-        None => sc
-            .apparmor_profile
-            .strip_prefix("localhost/")
-            .map(str::to_string),
-    };
-    let Some(profile) = named else {
-        return Ok(());
-    };
-    let enabled = std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
-        .map(|v| v.trim() == "Y")
-        .unwrap_or(false);
-    if !enabled {
-        return Err(Error::FailedPrecondition(format!(
-            "linux.security_context.apparmor: profile {profile:?} was asked for and AppArmor is \
-             not enabled on this node"
-        )));
-    }
-    Err(Error::FailedPrecondition(format!(
-        "linux.security_context.apparmor: profile {profile:?}: applying AppArmor profiles is not \
-         supported by this skiff yet"
-    )))
-}
-
 /// The file-descriptor limit every container gets: 1048576 open files, or the node's own hard
 /// limit when that is lower (raising a hard limit needs CAP_SYS_RESOURCE).
 pub fn default_rlimits() -> Result<Vec<oci_spec::runtime::PosixRlimit>> {
@@ -643,7 +611,7 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         .as_ref()
         .and_then(|l| l.security_context.clone())
         .unwrap_or_default();
-    check_apparmor(&sc)?;
+    let apparmor = super::apparmor::profile(&sc)?;
     let privileged = sc.privileged;
     let caps = if privileged {
         all_capabilities()
@@ -702,6 +670,7 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         .map_err(|e| Error::Internal(format!("process: {e}")))?;
     let mut process = process;
     process.set_oom_score_adj(oom_score_adj);
+    process.set_apparmor_profile(apparmor);
 
     let run = pod.run_dir;
     let path = |name: &str| run.join(name).display().to_string();
