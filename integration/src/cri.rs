@@ -254,6 +254,24 @@ pub async fn container_info(rt: &mut Rt, id: &str) -> serde_json::Value {
     serde_json::from_str(&r.info["info"]).expect("verbose info is JSON")
 }
 
+/// A pod's verbose status info (`pid` of its shim, `networkCheck`, …).
+pub async fn pod_info(rt: &mut Rt, pod: &str) -> serde_json::Value {
+    let r = rt
+        .pod_sandbox_status(PodSandboxStatusRequest {
+            pod_sandbox_id: pod.into(),
+            verbose: true,
+        })
+        .await
+        .expect("PodSandboxStatus")
+        .into_inner();
+    serde_json::from_str(&r.info["info"]).expect("verbose info is JSON")
+}
+
+/// The host PID of a pod's shim.
+pub async fn shim_pid(rt: &mut Rt, pod: &str) -> i32 {
+    pod_info(rt, pod).await["pid"].as_i64().expect("pid") as i32
+}
+
 /// The container's main process, as the host numbers it.
 pub async fn container_pid(rt: &mut Rt, id: &str) -> i32 {
     container_info(rt, id).await["pid"]

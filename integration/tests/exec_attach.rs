@@ -106,20 +106,6 @@ impl Env {
         pids.sort();
         pids
     }
-
-    async fn shim_pid(&mut self) -> i32 {
-        let st = self
-            .rt
-            .pod_sandbox_status(PodSandboxStatusRequest {
-                pod_sandbox_id: self.pod.clone(),
-                verbose: true,
-            })
-            .await
-            .unwrap()
-            .into_inner();
-        let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
-        info["pid"].as_i64().unwrap() as i32
-    }
 }
 
 const OUT_ERR: Streams = Streams {
@@ -496,7 +482,7 @@ async fn many_execs_and_vanished_clients_leave_nothing() {
         .unwrap()
         .finish(T)
         .await;
-    let shim = e.shim_pid().await;
+    let shim = shim_pid(&mut e.rt, &e.pod).await;
     let (skiffd_fds, shim_fds) = (open_fds(e.d.pid() as i32), open_fds(shim));
     let before = e.cgroup_pids(&c).await;
 

@@ -389,16 +389,7 @@ async fn a_pod_whose_shim_died_is_not_ready_and_removes_cleanly() {
     )
     .await;
     let pid = container_pid(&mut rt, &c).await;
-    let st = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.clone(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&st.info["info"]).unwrap();
-    let shim = info["pid"].as_i64().unwrap() as i32;
+    let shim = shim_pid(&mut rt, &pod).await;
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(shim),
         nix::sys::signal::Signal::SIGKILL,

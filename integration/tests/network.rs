@@ -101,16 +101,10 @@ async fn pod_ip(rt: &mut Rt, pod: &str) -> String {
 
 /// The `networkCheck` of the pod's verbose status.
 async fn network_check(rt: &mut Rt, pod: &str) -> String {
-    let r = rt
-        .pod_sandbox_status(PodSandboxStatusRequest {
-            pod_sandbox_id: pod.into(),
-            verbose: true,
-        })
-        .await
-        .unwrap()
-        .into_inner();
-    let info: serde_json::Value = serde_json::from_str(&r.info["info"]).unwrap();
-    info["networkCheck"].as_str().unwrap_or("").to_string()
+    pod_info(rt, pod).await["networkCheck"]
+        .as_str()
+        .unwrap_or("")
+        .to_string()
 }
 
 /// IPs host-local has handed out (its files named after addresses).
