@@ -192,7 +192,7 @@ async fn unimplemented_runtime_rpcs_say_so() {
     let d = Skiffd::start(&[]);
     let mut r = d.runtime().await;
     let e = r
-        .checkpoint_container(skiff_proto::cri::CheckpointContainerRequest::default())
+        .get_container_events(skiff_proto::cri::GetEventsRequest::default())
         .await
         .unwrap_err();
     assert_eq!(e.code(), Code::Unimplemented);

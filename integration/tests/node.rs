@@ -550,3 +550,113 @@ async fn apparmor_profiles_are_applied() {
     assert_eq!(before, after);
     teardown_pods(&mut rt, vec![pod]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn checkpoint_leaves_the_container_running() {
+    let (mut rt, mut img) = node().await;
+    let st = rt
+        .status(StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(st.info["criu"].contains("\"version\""), "{:?}", st.info);
+    let (_reg, image) = image(&mut img).await;
+    let logs = tempfile::tempdir().unwrap();
+    // kubelet's default: a PID namespace per container.
+    let pcfg = with_namespaces(
+        pod_config("ckpt", logs.path().to_str().unwrap()),
+        NamespaceMode::Pod,
+        NamespaceMode::Container,
+        NamespaceMode::Pod,
+    );
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let mut cfg = container_config(
+        "counter",
+        &image,
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done",
+        ],
+    );
+    cfg.log_path = "counter.log".into();
+    let c = run(&mut rt, &pod, &pcfg, cfg).await;
+    // A file written, and one of the image's deleted, before the checkpoint.
+    sh(&mut rt, &c, "echo kept > /tmp/written && rm /bin/true").await;
+    let pid = container_pid(&mut rt, &c).await;
+    let out = tempfile::tempdir().unwrap();
+    let location = out.path().join("checkpoint-counter.tar");
+    rt.checkpoint_container(CheckpointContainerRequest {
+        container_id: c.clone(),
+        location: location.display().to_string(),
+        timeout: 0,
+    })
+    .await
+    .expect("CheckpointContainer");
+
+    // The container runs on, the same process, still counting.
+    assert_eq!(container_pid(&mut rt, &c).await, pid);
+    assert_eq!(
+        status(&mut rt, &c).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    let log = logs.path().join("counter.log");
+    let count = || log_records(&log).len();
+    let before = count();
+    std::thread::sleep(std::time::Duration::from_secs(2));
+    assert!(count() > before, "the counter goes on after the checkpoint");
+
+    // The archive: 0600, the layout the other runtimes use.
+    use std::os::unix::fs::PermissionsExt;
+    assert_eq!(
+        std::fs::metadata(&location).unwrap().permissions().mode() & 0o777,
+        0o600
+    );
+    let mut names = vec![];
+    let mut diff = None;
+    let mut deleted = String::new();
+    let mut archive = tar::Archive::new(std::fs::File::open(&location).unwrap());
+    for e in archive.entries().unwrap() {
+        let mut e = e.unwrap();
+        let name = e.path().unwrap().display().to_string();
+        let name = name.trim_start_matches("./").to_string();
+        use std::io::Read;
+        if name == "rootfs-diff.tar" {
+            let mut v = vec![];
+            e.read_to_end(&mut v).unwrap();
+            diff = Some(v);
+        } else if name == "deleted.files" {
+            e.read_to_string(&mut deleted).unwrap();
+        }
+        names.push(name);
+    }
+    for want in [
+        "checkpoint/inventory.img",
+        "checkpoint/descriptors.json",
+        "config.dump",
+        "spec.dump",
+        "rootfs-diff.tar",
+        "deleted.files",
+        "bind.mounts",
+        "dump.log",
+        "stats-dump",
+        "container.log",
+    ] {
+        assert!(
+            names.iter().any(|n| n == want),
+            "{want} missing from {names:?}"
+        );
+    }
+    assert!(deleted.contains("/bin/true"), "{deleted}");
+    let diff_names: Vec<String> = tar::Archive::new(&diff.expect("rootfs-diff.tar")[..])
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        diff_names.iter().any(|n| n == "tmp/written"),
+        "{diff_names:?}"
+    );
+    teardown_pods(&mut rt, vec![pod]).await;
+}

@@ -134,6 +134,8 @@ pub struct FileConfig {
     /// The network to use by name; the first configuration file by name when unset.
     pub cni_conf_name: Option<String>,
     pub cgroup_driver: Option<CgroupDriver>,
+    /// The CRIU binary checkpoints are made with (default `criu` in PATH).
+    pub criu_binary: Option<PathBuf>,
 }
 
 /// The configuration in force.
@@ -161,6 +163,7 @@ pub struct Config {
     pub cni_bin_dirs: Vec<PathBuf>,
     pub cni_conf_name: Option<String>,
     pub cgroup_driver: CgroupDriver,
+    pub criu_binary: PathBuf,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -264,6 +267,7 @@ impl Config {
                 .cni_bin_dirs
                 .unwrap_or_else(|| DEFAULT_CNI_BIN_DIRS.iter().map(PathBuf::from).collect()),
             cni_conf_name: file.cni_conf_name,
+            criu_binary: file.criu_binary.unwrap_or_else(|| "criu".into()),
             cgroup_driver: match flags.cgroup_driver.or(file.cgroup_driver) {
                 Some(CgroupDriver::Systemd) if !systemd_booted() => {
                     return Err(ConfigError::Invalid(

@@ -6,6 +6,7 @@
 //! compiled-filter cache), user namespaces (`userns`: the node probe), durable records (`store`) and configuration. It does not
 //! run container processes: that is the per-pod `skiff-shim`'s job. See `shared/design.md`.
 
+pub mod checkpoint;
 pub mod config;
 pub mod container;
 pub mod cri;

@@ -33,6 +33,8 @@ pub struct Node {
     pub userns: std::result::Result<(), String>,
     /// The pinned one-mount namespace pods with a user namespace make their /dev/shm in.
     pub empty_mntns: Option<PathBuf>,
+    /// CRIU's version, or why checkpoints cannot be made here (checked at start).
+    pub criu: std::result::Result<String, String>,
     /// Pod networking (CNI).
     pub network: crate::network::Network,
     /// The streaming server the URLs of PortForward lead to.
@@ -130,8 +132,14 @@ impl Node {
             "pod shims are started as {}",
             if crate::config::systemd_booted() { "systemd units" } else { "detached processes" }
         );
+        let criu = crate::checkpoint::probe(&cfg.criu_binary);
+        match &criu {
+            Ok(v) => tracing::info!(version = %v, "criu found: checkpoints can be made"),
+            Err(why) => tracing::info!(reason = %why, "no usable criu: checkpoints cannot be made"),
+        }
         let node = Arc::new(Node {
             shims: Mutex::new(HashMap::new()),
+            criu,
             network,
             cfg,
             images,

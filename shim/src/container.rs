@@ -225,8 +225,8 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         )
     };
 
-    // stdio: a pty for tty containers (stdin, stdout and stderr), pipes otherwise; stdin is
-    // /dev/null unless the container asked for it. The shim keeps the writing side of stdin for
+    // stdio: a pty for tty containers (stdin, stdout and stderr), pipes otherwise; stdin ends
+    // at once unless the container asked for it. The shim keeps the writing side of stdin for
     // attach, and the pty master for resizes.
     let dup = |fd: &OwnedFd| {
         fd.try_clone()
@@ -261,9 +261,10 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
             stdin_writer = Some(w);
             r
         } else {
-            std::fs::File::open("/dev/null")
-                .map_err(|e| Status::internal(format!("/dev/null: {e}")))?
-                .into()
+            // A pipe already at its end reads like /dev/null, and is the container's own to
+            // checkpoint (the node's /dev/null is on a mount the container cannot see).
+            let (r, _w) = pipe()?;
+            r
         };
         let (or, ow) = pipe()?;
         let (er, ew) = pipe()?;

@@ -19,7 +19,12 @@ const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/s
 
 /// Runs `process` in place of this one, with `filter` loaded just before the exec.
 pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible> {
-    if process.terminal().unwrap_or(false) {
+    if !process.terminal().unwrap_or(false) {
+        // A session of its own, as with a terminal: the container's processes share nothing
+        // with the shim's (what CRIU needs to checkpoint them too). An exec helper has made one
+        // already (EPERM).
+        let _ = nix::unistd::setsid();
+    } else {
         // The pty slave on fds 0-2 becomes our controlling terminal.
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
         // SAFETY: TIOCSCTTY on fd 0 with an integer argument.

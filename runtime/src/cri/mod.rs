@@ -3,6 +3,7 @@
 //! RuntimeService RPCs that are not built yet keep the generated default: `Unimplemented`.
 
 pub mod container_attach;
+pub mod container_checkpoint;
 pub mod container_create;
 pub mod container_exec;
 pub mod container_exec_sync;
@@ -319,6 +320,16 @@ impl RuntimeService for Cri {
         Ok(Response::new(
             skiff_proto::cri::UpdateRuntimeConfigResponse {},
         ))
+    }
+
+    async fn checkpoint_container(
+        &self,
+        req: Request<skiff_proto::cri::CheckpointContainerRequest>,
+    ) -> R<skiff_proto::cri::CheckpointContainerResponse> {
+        reply_logged(
+            "CheckpointContainer",
+            container_checkpoint::checkpoint_container(&self.node, req.into_inner()).await,
+        )
     }
 
     async fn exec(

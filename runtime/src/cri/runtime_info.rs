@@ -58,6 +58,11 @@ pub fn status(cri: &Cri, req: &StatusRequest) -> StatusResponse {
             "maxConcurrentDownloads": c.max_concurrent_downloads,
         });
         info.insert("config".to_string(), cfg.to_string());
+        let criu = match &cri.node.criu {
+            Ok(v) => serde_json::json!({"version": v}),
+            Err(why) => serde_json::json!({"error": why}),
+        };
+        info.insert("criu".to_string(), criu.to_string());
     }
     StatusResponse {
         status: Some(RuntimeStatus {
