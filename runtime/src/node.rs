@@ -133,6 +133,8 @@ impl Node {
             if crate::config::systemd_booted() { "systemd units" } else { "detached processes" }
         );
         let criu = crate::checkpoint::probe(&cfg.criu_binary);
+        // Work directories of checkpoints a crash interrupted.
+        crate::checkpoint::remove_unfinished(&cfg.root);
         match &criu {
             Ok(v) => tracing::info!(version = %v, "criu found: checkpoints can be made"),
             Err(why) => tracing::info!(reason = %why, "no usable criu: checkpoints cannot be made"),

@@ -53,6 +53,25 @@ pub fn probe(binary: &Path) -> std::result::Result<String, String> {
     Ok(version)
 }
 
+/// Where a checkpoint is put together before its archive is written.
+pub fn work_dir(root: &Path, container_id: &str) -> PathBuf {
+    root.join("checkpoints").join(format!("tmp-{container_id}"))
+}
+
+/// Removes the work directories of checkpoints a crash interrupted.
+pub fn remove_unfinished(root: &Path) {
+    let Ok(rd) = std::fs::read_dir(root.join("checkpoints")) else {
+        return;
+    };
+    for e in rd.flatten() {
+        if e.file_name().to_string_lossy().starts_with("tmp-") {
+            if let Err(err) = std::fs::remove_dir_all(e.path()) {
+                tracing::warn!(dir = %e.path().display(), error = %err, "removing an unfinished checkpoint");
+            }
+        }
+    }
+}
+
 /// What one dump needs.
 pub struct Dump<'a> {
     pub criu: &'a Path,

@@ -44,11 +44,7 @@ pub async fn checkpoint_container(
     let cfg = rec.config()?;
     let pid = node.container_state(&rec).pid;
 
-    let work = node
-        .cfg
-        .root
-        .join("checkpoints")
-        .join(format!("tmp-{}", rec.id));
+    let work = checkpoint::work_dir(&node.cfg.root, &rec.id);
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir_all(&work).ctx(|| format!("creating {}", work.display()))?;
     let result = async {
