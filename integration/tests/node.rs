@@ -16,7 +16,6 @@ use skiff_proto::cri::runtime_service_client::RuntimeServiceClient;
 use skiff_proto::cri::*;
 
 const SOCKET: &str = "/run/skiff/skiff.sock";
-const IN_VM: &str = "runs inside the node VM: integration/vm/node-tests";
 
 fn systemctl(args: &[&str]) -> String {
     let out = Command::new("systemctl")
@@ -57,6 +56,17 @@ async fn image(img: &mut ImageServiceClient<tonic::transport::Channel>) -> (Regi
     (reg, pushed.reference.clone())
 }
 
+/// The cgroup driver RuntimeConfig reports.
+async fn cgroup_driver(rt: &mut Rt) -> i32 {
+    rt.runtime_config(RuntimeConfigRequest {})
+        .await
+        .expect("RuntimeConfig")
+        .into_inner()
+        .linux
+        .expect("linux")
+        .cgroup_driver
+}
+
 fn cgroup_of(pid: i32) -> PathBuf {
     let cg = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
     let rel = cg
@@ -85,15 +95,9 @@ fn wait_for(what: &str, limit: Duration, mut f: impl FnMut() -> bool) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs inside the node VM: integration/vm/node-tests"]
 async fn pods_are_units_that_outlive_skiffd() {
-    let _ = IN_VM;
     let (mut rt, mut img) = node().await;
-    let cfg = rt
-        .runtime_config(RuntimeConfigRequest {})
-        .await
-        .unwrap()
-        .into_inner();
     assert_eq!(
-        cfg.linux.unwrap().cgroup_driver,
+        cgroup_driver(&mut rt).await,
         CgroupDriver::Systemd as i32,
         "the default driver where systemd runs"
     );
@@ -366,15 +370,7 @@ async fn the_cgroupfs_driver_works_too() {
     let d = Skiffd::start_with(&[&reg.host], Some("cgroup_driver = \"cgroupfs\"\n"), &[]);
     pull(&mut d.images().await, &pushed.reference).await;
     let mut rt = d.runtime().await;
-    let cfg = rt
-        .runtime_config(RuntimeConfigRequest {})
-        .await
-        .unwrap()
-        .into_inner();
-    assert_eq!(
-        cfg.linux.unwrap().cgroup_driver,
-        CgroupDriver::Cgroupfs as i32
-    );
+    assert_eq!(cgroup_driver(&mut rt).await, CgroupDriver::Cgroupfs as i32);
     let logs = tempfile::tempdir().unwrap();
     let pcfg = pod_config("fs", logs.path().to_str().unwrap());
     let pod = run_pod(&mut rt, &pcfg).await;
