@@ -270,12 +270,28 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         let (er, ew) = pipe()?;
         (child_in, ow, ew, or, Some(er))
     };
-    let mut lines = crate::helper::spawn_init(&state.exe, &bundle, child_in, child_out, child_err)?;
+    let mut lines = match &req.restore {
+        Some(r) => crate::helper::spawn(
+            &state.exe,
+            &[
+                "restore".as_ref(),
+                bundle.as_os_str(),
+                r.images.as_ref(),
+                r.criu.as_ref(),
+            ],
+            child_in,
+            child_out,
+            child_err,
+        )?,
+        None => crate::helper::spawn_init(&state.exe, &bundle, child_in, child_out, child_err)?,
+    };
     let mut pid = 0;
     let mut host_pid = 0;
     let mut failure = None;
     loop {
-        let line = match tokio::time::timeout(Duration::from_secs(60), lines.next_line()).await {
+        // A restore takes as long as CRIU needs to load the checkpoint's memory.
+        let limit = Duration::from_secs(if req.restore.is_some() { 600 } else { 60 });
+        let line = match tokio::time::timeout(limit, lines.next_line()).await {
             Ok(Ok(Some(l))) => l,
             Ok(Ok(None)) => break,
             Ok(Err(e)) => {
@@ -283,7 +299,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
                 break;
             }
             Err(_) => {
-                failure = Some("container init did not finish within 60 s".into());
+                failure = Some(format!("container init did not finish within {limit:?}"));
                 break;
             }
         };

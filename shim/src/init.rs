@@ -154,6 +154,20 @@ fn device_rules(linux: &oci_spec::runtime::Linux) -> (Vec<String>, bool) {
     (rules, all)
 }
 
+/// Moves this (single-threaded) process into the container's cgroup, whose device rules are
+/// set first: what it starts is the container's.
+pub fn enter_cgroup(linux: &oci_spec::runtime::Linux) -> Result<(), String> {
+    if let Some(cg) = linux.cgroups_path() {
+        let cg = cg.display().to_string();
+        // Single-threaded: this process was exec'd or forked from the single-threaded supervisor.
+        cgroups::join_self_single_threaded(&cg).map_err(|e| format!("joining cgroup {cg}: {e}"))?;
+        let (rules, allow_all) = device_rules(linux);
+        cgroups::restrict_devices(&cg, &rules, allow_all)
+            .map_err(|e| format!("device rules of {cg}: {e}"))?;
+    }
+    Ok(())
+}
+
 fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
     let spec = Spec::load(bundle.join("config.json"))
         .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
@@ -163,14 +177,7 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
         .linux()
         .as_ref()
         .ok_or("config.json has no linux section")?;
-    if let Some(cg) = linux.cgroups_path() {
-        let cg = cg.display().to_string();
-        // Single-threaded: this process was exec'd or forked from the single-threaded supervisor.
-        cgroups::join_self_single_threaded(&cg).map_err(|e| format!("joining cgroup {cg}: {e}"))?;
-        let (rules, allow_all) = device_rules(linux);
-        cgroups::restrict_devices(&cg, &rules, allow_all)
-            .map_err(|e| format!("device rules of {cg}: {e}"))?;
-    }
+    enter_cgroup(linux)?;
 
     // A container in its pod's user namespace: what only root on the host can do happens now,
     // before joining it (idmapped layers and volumes, device nodes). The bundle's files are

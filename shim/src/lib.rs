@@ -11,6 +11,7 @@
 
 pub mod api;
 pub mod cgroups;
+pub mod criu;
 pub mod devfilter;
 pub mod fsutil;
 pub mod idmap;

@@ -9,6 +9,7 @@ mod init;
 mod logs;
 mod pod;
 mod process;
+mod restore;
 mod rootfs;
 mod seccomp;
 mod selfexe;
@@ -18,7 +19,7 @@ use std::path::Path;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: skiff-shim pod POD.json | init BUNDLE | exec[-tty] BUNDLE PID -- CMD...\n\
+        "usage: skiff-shim pod POD.json | init BUNDLE | restore BUNDLE IMAGES CRIU | exec[-tty] BUNDLE PID -- CMD...\n\
          skiff-shim is started by skiffd; it is not meant to be run by hand."
     );
     std::process::exit(2)
@@ -29,6 +30,11 @@ fn main() {
     match args.get(1).map(String::as_str) {
         Some("pod") if args.len() == 3 => pod::main(Path::new(&args[2])),
         Some("init") if args.len() == 3 => init::main(Path::new(&args[2])),
+        Some("restore") if args.len() == 5 => restore::main(
+            Path::new(&args[2]),
+            Path::new(&args[3]),
+            Path::new(&args[4]),
+        ),
         Some(mode @ ("exec" | "exec-tty")) if args.len() >= 6 && args[4] == "--" => {
             let pid: i32 = args[3].parse().unwrap_or_else(|_| usage());
             let tty = mode == "exec-tty";

@@ -91,6 +91,30 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
     finish(spec)
 }
 
+/// The root a CRIU restore needs (`criu restore --root`), in this process's (new) mount
+/// namespace: the overlay of `layers` mounted at the spec's root, a mount point whose parent is
+/// not overmounted, with the targets of the spec's bind mounts made, which CRIU does not
+/// make. The restored container's mount namespace is built from it by CRIU; nothing stays
+/// mounted on the host.
+pub fn restore_root(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<PathBuf> {
+    let root = root_path(spec, bundle)?;
+    let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
+    isolate(&mounts, bundle)?;
+    mount_overlay(layers, &root, None)?;
+    std::env::set_current_dir(bundle).map_err(|e| format!("entering {}: {e}", bundle.display()))?;
+    let rootfd = fsutil::open_dir(&root).map_err(|e| format!("opening rootfs: {e}"))?;
+    for m in mounts.iter().filter(|m| parse_opts(m).bind) {
+        let dest =
+            fsutil::clean(m.destination()).ok_or("a bind mount's destination is the root")?;
+        let source = m.source().clone().unwrap_or_default();
+        let meta = std::fs::metadata(&source)
+            .map_err(|e| format!("mount {}: source {}: {e}", dest.display(), source.display()))?;
+        make_target(&rootfd, &dest, meta.is_dir())
+            .map_err(|e| format!("mount {}: {e}", dest.display()))?;
+    }
+    Ok(root)
+}
+
 /// What a container in its pod's user namespace needs made by root on the host, as detached
 /// mounts: the rootfs overlay (of idmapped layers), every bind mount's source (idmapped where
 /// the spec asks) and the standard device nodes, which root in the user namespace could

@@ -8,12 +8,14 @@
 //! declared external, as are bind mounts from outside the container (its volumes, /etc/hosts,
 //! /dev/shm), so that the dump does not carry the node with it.
 //!
-//! Restoring (a CreateContainer whose image is such an archive) is not built yet.
+//! Restoring: a CreateContainer whose image is such an archive (`restore`).
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::error::{Error, Result};
+
+pub mod restore;
 
 /// The oldest CRIU that works on the kernels skiff supports (Debian 12's 3.17 fails its own
 /// `criu check` on 6.x kernels).
@@ -81,6 +83,27 @@ pub struct Dump<'a> {
     pub images: &'a Path,
     pub tty: bool,
     pub timeout: Option<Duration>,
+    /// Destinations of the container's bind mounts: declared external under their destination
+    /// (as runc does), so a restore maps each to wherever its source is then.
+    pub binds: Vec<String>,
+}
+
+/// The destinations of the bind mounts of an OCI spec (`config.json`).
+pub fn bind_destinations(spec: &serde_json::Value) -> Vec<String> {
+    spec["mounts"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|m| {
+            m["type"] == "bind"
+                || m["options"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .any(|o| o == "bind" || o == "rbind")
+        })
+        .filter_map(|m| m["destination"].as_str().map(str::to_string))
+        .collect()
 }
 
 /// Runs `criu dump`, leaving the container running. A failure carries the error lines of
@@ -108,12 +131,16 @@ pub async fn dump(d: &Dump<'_>) -> Result<()> {
         .args(["-o", "dump.log", "-v4"])
         .args(["--leave-running", "--tcp-established", "--file-locks"])
         .arg("--manage-cgroups=ignore")
-        // Bind mounts from outside the container, and their propagation from the pod's.
+        // Bind mounts from outside the container, and their propagation from the pod's: the
+        // spec's by destination; anything else found (none expected) by its source path.
         .args(["--external", "mnt[]", "--enable-external-masters"])
         // The pod's network namespace stays the pod's.
         .arg("--external")
         .arg(format!("net[{ino}]:extNetNs"))
         .kill_on_drop(true);
+    for dest in &d.binds {
+        cmd.arg("--external").arg(format!("mnt[{dest}]:{dest}"));
+    }
     if d.tty {
         cmd.arg("--shell-job");
     }
@@ -128,29 +155,8 @@ pub async fn dump(d: &Dump<'_>) -> Result<()> {
     Err(Error::FailedPrecondition(format!(
         "checkpoint: criu dump failed ({}): {}",
         out.status,
-        log_errors(&d.images.join("dump.log"))
+        skiff_shim::criu::log_errors(&d.images.join("dump.log"))
     )))
-}
-
-/// The error lines of a CRIU log (the last few), or its last lines when it has none.
-pub fn log_errors(log: &Path) -> String {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
-    let lines: Vec<&str> = text.lines().collect();
-    let errors: Vec<&str> = lines
-        .iter()
-        .copied()
-        .filter(|l| l.contains("Error"))
-        .collect();
-    let pick: Vec<&str> = if errors.is_empty() {
-        lines.iter().rev().take(5).rev().copied().collect()
-    } else {
-        errors.iter().rev().take(5).rev().copied().collect()
-    };
-    if pick.is_empty() {
-        format!("no log at {}", log.display())
-    } else {
-        pick.join(" | ")
-    }
 }
 
 /// The container's changes to its rootfs, from its overlay upper directory: a tar of what it

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use skiff_proto::cri::{ContainerConfig, PodSandboxConfig};
 use skiff_proto::shim::shim_client::ShimClient;
 use skiff_proto::shim::{
-    ExecSyncRequest, ExecSyncResponse, KillContainerRequest, ReopenLogRequest,
+    ExecSyncRequest, ExecSyncResponse, KillContainerRequest, ReopenLogRequest, RestoreFrom,
     StartContainerRequest,
 };
 use skiff_shim::api::{ContainerState, Rootfs, ROOTFS_FILE, SECCOMP_FILE};
@@ -177,12 +177,14 @@ impl Node {
         self.seccomp.filter(&sel, &caps)
     }
 
-    /// CreateContainer: writes the bundle and the record; nothing runs yet.
+    /// CreateContainer: writes the bundle and the record; nothing runs yet. With `restore`,
+    /// the container's writable layer starts as the checkpoint's rootfs diff, and its CRIU
+    /// images are kept beside it for StartContainer.
     pub async fn create_container(
         &self,
         pod_id: &str,
         cfg: ContainerConfig,
-        _sandbox: Option<PodSandboxConfig>,
+        restore: Option<&crate::checkpoint::restore::Archive>,
     ) -> Result<String> {
         let pod = self.ready_pod(pod_id)?;
         let pod_cfg = pod.config()?;
@@ -338,6 +340,7 @@ impl Node {
             groups: resolved.groups.clone(),
             mounts: mount_records,
             started: false,
+            restore: restore.is_some(),
         };
         let made = (|| -> Result<()> {
             for d in [
@@ -346,6 +349,12 @@ impl Node {
                 bundle.join("rootfs"),
             ] {
                 std::fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
+            }
+            if let Some(a) = restore {
+                a.apply_rootfs_diff(&data_dir.join("upper"))?;
+                let images = rec.checkpoint_images();
+                std::fs::rename(a.dir.join("checkpoint"), &images)
+                    .ctx(|| format!("moving the checkpoint's images to {}", images.display()))?;
             }
             if let Some(m) = &ns.userns {
                 // The container's writable layer belongs to its root, as the host numbers it.
@@ -443,6 +452,17 @@ impl Node {
         // disk while the shim starts the container.
         let rec = self.containers.mark_started(&found.id)?;
         let containers = &self.containers;
+        let restore = if rec.restore {
+            self.criu.as_ref().map_err(|why| {
+                Error::FailedPrecondition(format!("restoring container {}: {why}", rec.id))
+            })?;
+            Some(RestoreFrom {
+                images: rec.checkpoint_images().display().to_string(),
+                criu: self.cfg.criu_binary.display().to_string(),
+            })
+        } else {
+            None
+        };
         let (r, saved) = tokio::join!(
             shim.start_container(StartContainerRequest {
                 id: rec.id.clone(),
@@ -451,6 +471,7 @@ impl Node {
                 tty: cfg.tty,
                 stdin: cfg.stdin,
                 stdin_once: cfg.stdin_once,
+                restore: restore.clone(),
             }),
             async { tokio::task::block_in_place(|| containers.save(&rec)) }
         );
@@ -459,6 +480,12 @@ impl Node {
             .map_err(|s| shim_client::shim_error(&pod.id, s))?
             .into_inner()
             .pid;
+        if restore.is_some() {
+            // Restored: the images (its memory among them) are not needed again.
+            let _ = std::fs::remove_dir_all(rec.checkpoint_images());
+            tracing::info!(container = %rec.id, pid, "container restored from its checkpoint");
+            return Ok(());
+        }
         tracing::info!(container = %rec.id, pid, "container started");
         Ok(())
     }

@@ -60,9 +60,18 @@ pub struct ContainerRecord {
     /// Set once StartContainer succeeded: a container whose run state vanished with a reboot is
     /// then known to have run.
     pub started: bool,
+    /// Created from a checkpoint archive: StartContainer restores it with CRIU from
+    /// [`ContainerRecord::checkpoint_images`].
+    #[serde(default)]
+    pub restore: bool,
 }
 
 impl ContainerRecord {
+    /// Where a container created from a checkpoint keeps CRIU's images until it is restored.
+    pub fn checkpoint_images(&self) -> PathBuf {
+        self.data_dir.join("checkpoint")
+    }
+
     pub fn config(&self) -> Result<ContainerConfig> {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(&self.config_pb)

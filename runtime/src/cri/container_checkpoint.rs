@@ -58,6 +58,15 @@ pub async fn checkpoint_container(
                     .unwrap_or_default()
             })
             .collect();
+        let spec: serde_json::Value = std::fs::read(rec.bundle.join("config.json"))
+            .ok()
+            .and_then(|raw| serde_json::from_slice(&raw).ok())
+            .ok_or_else(|| {
+                Error::Internal(format!(
+                    "container {}: its config.json is unreadable",
+                    rec.id
+                ))
+            })?;
         let started = std::time::Instant::now();
         checkpoint::dump(&checkpoint::Dump {
             criu: &node.cfg.criu_binary,
@@ -65,6 +74,7 @@ pub async fn checkpoint_container(
             images: &images,
             tty: cfg.tty,
             timeout: (req.timeout > 0).then(|| Duration::from_secs(req.timeout as u64)),
+            binds: checkpoint::bind_destinations(&spec),
         })
         .await?;
         let dumped_in = started.elapsed();

@@ -1,4 +1,4 @@
-//! CreateContainer.
+//! CreateContainer: from an image, or from a checkpoint archive (`checkpoint::restore`).
 
 use skiff_proto::cri::{CreateContainerRequest, CreateContainerResponse};
 
@@ -12,8 +12,11 @@ pub async fn create_container(
     let config = req
         .config
         .ok_or_else(|| Error::InvalidArgument("config: is required".into()))?;
-    let id = node
-        .create_container(&req.pod_sandbox_id, config, req.sandbox_config)
-        .await?;
+    let id = if crate::checkpoint::restore::is_restore(&config) {
+        node.create_restored(&req.pod_sandbox_id, config).await?
+    } else {
+        node.create_container(&req.pod_sandbox_id, config, None)
+            .await?
+    };
     Ok(CreateContainerResponse { container_id: id })
 }

@@ -1,0 +1,528 @@
+//! Restoring a checkpoint through CRI, the way CRI-O does for `crictl`: a CreateContainer
+//! whose `image` is the path of a checkpoint archive creates a container marked for restore.
+//! Its command, environment, working directory and annotations come from the archive's
+//! `spec.dump`, its image from `config.dump` (pulled by digest when missing), its rootfs is a
+//! fresh one of that image with `rootfs-diff.tar` and `deleted.files` applied (as overlay
+//! whiteouts), and every bind mount the archive records must be given again by the request,
+//! which says where its source is on this node. StartContainer then asks the pod's shim to
+//! restore the process tree with CRIU (`skiff-shim restore`).
+
+use std::collections::BTreeMap;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+use skiff_proto::cri::{ContainerConfig, ContainerMetadata, ImageSpec, KeyValue};
+
+use crate::error::{Error, IoContext, Result};
+
+/// Mounts every container gets from skiff itself, whatever the request says: an archive's
+/// record of them needs no mount in the request (CRI-O keeps the same list).
+const OWN_MOUNTS: &[&str] = &[
+    "/proc",
+    "/dev",
+    "/dev/pts",
+    "/dev/mqueue",
+    "/dev/shm",
+    "/sys",
+    "/sys/fs/cgroup",
+    "/etc/hosts",
+    "/etc/hostname",
+    "/etc/resolv.conf",
+    "/run/secrets",
+    "/run/.containerenv",
+];
+
+/// Whether a CreateContainer request restores a checkpoint: its image is a file path (an
+/// image reference never starts with `/`).
+pub fn is_restore(cfg: &ContainerConfig) -> bool {
+    cfg.image.as_ref().is_some_and(|i| i.image.starts_with('/'))
+}
+
+/// `config.dump`, as skiff, CRI-O and containerd write it (the fields a restore reads).
+#[derive(Debug, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct ConfigDump {
+    #[serde(default)]
+    pub name: String,
+    #[serde(default)]
+    pub rootfs_image_name: String,
+    #[serde(default)]
+    pub rootfs_image_ref: String,
+}
+
+/// A checkpoint archive unpacked into a work directory.
+pub struct Archive {
+    /// The archive as the request named it.
+    pub path: String,
+    /// Where it was unpacked.
+    pub dir: PathBuf,
+    pub config: ConfigDump,
+    /// `spec.dump`: the OCI spec of the checkpointed container.
+    pub spec: serde_json::Value,
+}
+
+fn bad(path: &str, why: impl std::fmt::Display) -> Error {
+    Error::InvalidArgument(format!("config.image.image: {path}: {why}"))
+}
+
+impl Archive {
+    /// Unpacks the archive at `path` into `dir` (which must not exist) and reads its
+    /// descriptions. A file that is not a tar, or a tar without a checkpoint in it, is refused.
+    pub fn unpack(path: &str, dir: &Path) -> Result<Archive> {
+        let p = Path::new(path);
+        let meta = std::fs::metadata(p).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => Error::NotFound(format!(
+                "config.image.image: checkpoint archive {path} does not exist"
+            )),
+            _ => bad(path, e),
+        })?;
+        if !meta.is_file() {
+            return Err(bad(
+                path,
+                "is not a file (a checkpoint archive is a tar file)",
+            ));
+        }
+        std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        let f = std::fs::File::open(p).map_err(|e| bad(path, e))?;
+        let mut tar = tar::Archive::new(f);
+        tar.set_preserve_permissions(true);
+        // Entries are kept inside `dir` (`unpack` refuses `..` and absolute paths).
+        tar.unpack(dir)
+            .map_err(|e| bad(path, format!("not a readable tar archive: {e}")))?;
+        for need in ["config.dump", "spec.dump", "checkpoint/inventory.img"] {
+            if !dir.join(need).is_file() {
+                return Err(bad(
+                    path,
+                    format!("not a checkpoint archive: it has no {need}"),
+                ));
+            }
+        }
+        let read = |name: &str| -> Result<serde_json::Value> {
+            let raw =
+                std::fs::read(dir.join(name)).map_err(|e| bad(path, format!("{name}: {e}")))?;
+            serde_json::from_slice(&raw).map_err(|e| bad(path, format!("{name}: {e}")))
+        };
+        let config: ConfigDump = serde_json::from_value(read("config.dump")?)
+            .map_err(|e| bad(path, format!("config.dump: {e}")))?;
+        if config.rootfs_image_name.is_empty() && config.rootfs_image_ref.is_empty() {
+            return Err(bad(path, "config.dump names no image (rootfsImageName)"));
+        }
+        let spec = read("spec.dump")?;
+        if !spec["process"]["args"].is_array() {
+            return Err(bad(path, "spec.dump has no process.args"));
+        }
+        Ok(Archive {
+            path: path.to_string(),
+            dir: dir.to_path_buf(),
+            config,
+            spec,
+        })
+    }
+
+    /// The destinations of the checkpointed container's bind mounts, but for skiff's own.
+    pub fn bind_mounts(&self) -> Vec<String> {
+        let mut out: Vec<String> = super::bind_destinations(&self.spec)
+            .into_iter()
+            .filter(|d| !OWN_MOUNTS.contains(&d.trim_end_matches('/')))
+            .collect();
+        out.sort();
+        out.dedup();
+        out
+    }
+
+    /// Whether the checkpointed container had a terminal.
+    pub fn tty(&self) -> bool {
+        self.spec["process"]["terminal"].as_bool().unwrap_or(false)
+    }
+
+    /// The references to find or pull the original image by, best first: a digest reference
+    /// pins the very layers the rootfs diff was made against.
+    pub fn image_candidates(&self) -> Vec<String> {
+        let c = &self.config;
+        let mut out = vec![];
+        if c.rootfs_image_ref.contains('@') {
+            out.push(c.rootfs_image_ref.clone());
+        }
+        out.push(c.rootfs_image_name.clone());
+        if !c.rootfs_image_ref.contains('@') {
+            out.push(c.rootfs_image_ref.clone());
+        }
+        out.retain(|s| !s.is_empty());
+        out
+    }
+
+    /// The CreateContainer request for the restored container: the checkpointed container's
+    /// command, environment, working directory and annotations; the request's name (else the
+    /// original's), labels, mounts, log path and Linux settings. Refuses a request that does not
+    /// give every bind mount the archive records.
+    pub fn container_config(&self, req: &ContainerConfig, image: &str) -> Result<ContainerConfig> {
+        let given: Vec<String> = req
+            .mounts
+            .iter()
+            .map(|m| m.container_path.trim_end_matches('/').to_string())
+            .collect();
+        let missing: Vec<String> = self
+            .bind_mounts()
+            .into_iter()
+            .filter(|d| !given.iter().any(|g| g == d.trim_end_matches('/')))
+            .collect();
+        if !missing.is_empty() {
+            return Err(Error::InvalidArgument(format!(
+                "config.mounts: restoring {} needs the bind mounts it was checkpointed with; \
+                 missing: {}",
+                self.path,
+                missing.join(", ")
+            )));
+        }
+        if self.tty() {
+            return Err(Error::Unsupported(format!(
+                "config.image.image: {}: restoring a container with a terminal (tty) is not \
+                 supported",
+                self.path
+            )));
+        }
+        let process = &self.spec["process"];
+        let strings = |v: &serde_json::Value| -> Vec<String> {
+            v.as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|s| s.as_str().map(str::to_string))
+                .collect()
+        };
+        let envs = strings(&process["env"])
+            .into_iter()
+            .map(|kv| match kv.split_once('=') {
+                Some((k, v)) => KeyValue {
+                    key: k.into(),
+                    value: v.into(),
+                },
+                None => KeyValue {
+                    key: kv,
+                    value: String::new(),
+                },
+            })
+            .collect();
+        let mut annotations: BTreeMap<String, String> = req
+            .annotations
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect();
+        for (k, v) in self.spec["annotations"].as_object().into_iter().flatten() {
+            if let Some(v) = v.as_str() {
+                annotations.insert(k.clone(), v.to_string());
+            }
+        }
+        let original = req.metadata.clone().unwrap_or_default();
+        let name = if original.name.is_empty() {
+            self.config.name.clone()
+        } else {
+            original.name.clone()
+        };
+        if name.is_empty() {
+            return Err(Error::InvalidArgument(
+                "config.metadata.name: is empty, and the checkpoint names no container".into(),
+            ));
+        }
+        Ok(ContainerConfig {
+            metadata: Some(ContainerMetadata {
+                name,
+                attempt: original.attempt,
+            }),
+            image: Some(ImageSpec {
+                image: image.to_string(),
+                ..Default::default()
+            }),
+            command: strings(&process["args"]),
+            args: vec![],
+            working_dir: process["cwd"].as_str().unwrap_or_default().to_string(),
+            envs,
+            mounts: req.mounts.clone(),
+            devices: req.devices.clone(),
+            labels: req.labels.clone(),
+            annotations: annotations.into_iter().collect(),
+            log_path: req.log_path.clone(),
+            stdin: false,
+            stdin_once: false,
+            tty: false,
+            linux: req.linux.clone(),
+            ..Default::default()
+        })
+    }
+
+    /// Puts the checkpointed container's rootfs changes into the new container's overlay
+    /// upper directory: `rootfs-diff.tar` unpacked into it, and each path of `deleted.files`
+    /// hidden by a whiteout (a 0:0 character device, as overlayfs writes on deletion).
+    pub fn apply_rootfs_diff(&self, upper: &Path) -> Result<()> {
+        let diff = self.dir.join("rootfs-diff.tar");
+        if diff.exists() {
+            let f = std::fs::File::open(&diff).ctx(|| format!("opening {}", diff.display()))?;
+            let mut tar = tar::Archive::new(f);
+            tar.set_preserve_permissions(true);
+            tar.set_preserve_ownerships(true);
+            tar.set_preserve_mtime(true);
+            tar.set_overwrite(true);
+            tar.unpack(upper)
+                .map_err(|e| bad(&self.path, format!("rootfs-diff.tar: {e}")))?;
+        }
+        let deleted = self.dir.join("deleted.files");
+        let list: Vec<String> = match std::fs::read(&deleted) {
+            Ok(raw) => serde_json::from_slice(&raw)
+                .map_err(|e| bad(&self.path, format!("deleted.files: {e}")))?,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
+            Err(e) => return Err(Error::io(format!("reading {}", deleted.display()), e)),
+        };
+        for p in list {
+            let rel = relative(&p)
+                .ok_or_else(|| bad(&self.path, format!("deleted.files: bad path {p:?}")))?;
+            whiteout(upper, &rel)
+                .map_err(|e| bad(&self.path, format!("deleted.files: hiding {p}: {e}")))?;
+        }
+        Ok(())
+    }
+}
+
+impl crate::node::Node {
+    /// CreateContainer of a checkpoint archive (see the module): unpacks and checks it, finds
+    /// (or pulls) its image, and creates the container marked for restore.
+    pub async fn create_restored(&self, pod_id: &str, req: ContainerConfig) -> Result<String> {
+        let path = req
+            .image
+            .as_ref()
+            .map(|i| i.image.clone())
+            .unwrap_or_default();
+        let pod = self.pods.find(pod_id)?;
+        let ns = crate::pod::lifecycle::pod_namespaces(&pod.config()?)?;
+        if ns.pid != skiff_shim::api::PidMode::Container {
+            return Err(Error::FailedPrecondition(format!(
+                "pod sandbox {}: a restored container needs a PID namespace of its own \
+                 (namespace_options.pid CONTAINER, kubelet's default)",
+                pod.id
+            )));
+        }
+        if ns.userns.is_some() {
+            return Err(Error::Unsupported(format!(
+                "pod sandbox {}: restoring into a pod with a user namespace is not supported",
+                pod.id
+            )));
+        }
+        let work = super::work_dir(
+            &self.cfg.root,
+            &format!("restore-{}", hex::encode(rand::random::<[u8; 8]>())),
+        );
+        let result = async {
+            let archive = Archive::unpack(&path, &work)?;
+            // The mounts and the terminal are checked before any image is pulled.
+            archive.container_config(&req, "")?;
+            self.criu
+                .as_ref()
+                .map_err(|why| Error::FailedPrecondition(format!("restoring {path}: {why}")))?;
+            let image = self.restore_image(&archive).await?;
+            let cfg = archive.container_config(&req, &image)?;
+            self.create_container(pod_id, cfg, Some(&archive)).await
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&work);
+        let id = result?;
+        tracing::info!(container = %id, archive = %path, "container created from a checkpoint");
+        Ok(id)
+    }
+
+    /// The checkpointed container's image: found by digest or name, else pulled (by digest
+    /// first, which pins the layers its rootfs diff was made on).
+    async fn restore_image(&self, archive: &Archive) -> Result<String> {
+        let candidates = archive.image_candidates();
+        for c in &candidates {
+            if self.images.store.resolve(c).is_some() {
+                return Ok(c.clone());
+            }
+        }
+        let mut errors = vec![];
+        for c in &candidates {
+            match self.images.pull(c, None).await {
+                Ok(_) => return Ok(c.clone()),
+                Err(e) => errors.push(format!("{c}: {e}")),
+            }
+        }
+        Err(Error::NotFound(format!(
+            "restoring {}: the checkpoint's image is not here and could not be pulled ({})",
+            archive.path,
+            errors.join("; ")
+        )))
+    }
+}
+
+/// `p` as a relative path of normal components only (no `..`), or None.
+fn relative(p: &str) -> Option<PathBuf> {
+    let mut out = PathBuf::new();
+    for c in Path::new(p).components() {
+        match c {
+            Component::RootDir | Component::CurDir => {}
+            Component::Normal(n) => out.push(n),
+            _ => return None,
+        }
+    }
+    (!out.as_os_str().is_empty()).then_some(out)
+}
+
+/// Makes `rel` a whiteout in the upper directory `upper`, creating its parent directories
+/// (never following a symlink: each is opened inside `upper`).
+fn whiteout(upper: &Path, rel: &Path) -> std::io::Result<()> {
+    use skiff_shim::fsutil;
+    let root = fsutil::open_dir(upper)?;
+    let parent = rel.parent().unwrap_or(Path::new(""));
+    let dir = fsutil::mkdir_all_in_root(&root, parent)?;
+    let name = rel.file_name().unwrap_or_default();
+    // A file the diff put there is replaced by the whiteout.
+    let _ = nix::unistd::unlinkat(
+        Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
+        name,
+        nix::unistd::UnlinkatFlags::NoRemoveDir,
+    );
+    nix::sys::stat::mknodat(
+        Some(std::os::fd::AsRawFd::as_raw_fd(&dir)),
+        name,
+        nix::sys::stat::SFlag::S_IFCHR,
+        nix::sys::stat::Mode::empty(),
+        0,
+    )
+    .or_else(|e| {
+        if e == nix::errno::Errno::EEXIST {
+            Ok(())
+        } else {
+            Err(e)
+        }
+    })
+    .map_err(std::io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use skiff_proto::cri::Mount;
+
+    /// A checkpoint archive as skiff writes one, with a data volume and a deletion.
+    fn archive(dir: &Path) -> PathBuf {
+        let content = dir.join("content");
+        std::fs::create_dir_all(content.join("checkpoint")).unwrap();
+        std::fs::write(content.join("checkpoint/inventory.img"), b"x").unwrap();
+        std::fs::write(
+            content.join("config.dump"),
+            r#"{"name":"counter","rootfsImageName":"reg/busybox:v1","rootfsImageRef":"reg/busybox@sha256:ab"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            content.join("spec.dump"),
+            r#"{"process":{"args":["sh","-c","count"],"env":["PATH=/bin","A=b=c"],"cwd":"/w"},
+               "annotations":{"k":"from-archive"},
+               "mounts":[{"destination":"/proc","type":"proc","source":"proc"},
+                         {"destination":"/etc/hosts","type":"bind","source":"/x/hosts","options":["rbind"]},
+                         {"destination":"/data","type":"bind","source":"/old/vol","options":["rbind"]},
+                         {"destination":"/cfg","source":"/old/cfg","options":["bind","ro"]}]}"#,
+        )
+        .unwrap();
+        let upper = dir.join("old-upper");
+        std::fs::create_dir_all(upper.join("tmp")).unwrap();
+        std::fs::write(upper.join("tmp/written"), b"kept").unwrap();
+        super::super::rootfs_diff(&upper, &content.join("rootfs-diff.tar")).unwrap();
+        std::fs::write(
+            content.join("deleted.files"),
+            r#"["/bin/true","/tmp/written"]"#,
+        )
+        .unwrap();
+        let out = dir.join("c.tar");
+        super::super::write_archive(&content, &out).unwrap();
+        out
+    }
+
+    fn mount(path: &str) -> Mount {
+        Mount {
+            container_path: path.into(),
+            host_path: format!("/new{path}"),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn an_archive_gives_the_container_its_config() {
+        let d = tempfile::tempdir().unwrap();
+        let path = archive(d.path());
+        let a = Archive::unpack(path.to_str().unwrap(), &d.path().join("unpacked")).unwrap();
+        assert_eq!(a.bind_mounts(), vec!["/cfg", "/data"]);
+        assert_eq!(
+            a.image_candidates(),
+            vec!["reg/busybox@sha256:ab", "reg/busybox:v1"]
+        );
+
+        // Every recorded bind mount must be given again.
+        let mut req = ContainerConfig {
+            mounts: vec![mount("/data")],
+            annotations: [
+                ("k".to_string(), "req".to_string()),
+                ("r".into(), "1".into()),
+            ]
+            .into_iter()
+            .collect(),
+            ..Default::default()
+        };
+        let err = a.container_config(&req, "img").unwrap_err();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("config.mounts") && m.contains("missing: /cfg")),
+            "{err:?}"
+        );
+        req.mounts.push(mount("/cfg/"));
+        let c = a.container_config(&req, "img").unwrap();
+        assert_eq!(c.metadata.unwrap().name, "counter");
+        assert_eq!(c.command, vec!["sh", "-c", "count"]);
+        assert_eq!(c.working_dir, "/w");
+        assert_eq!(c.envs[1].key, "A");
+        assert_eq!(c.envs[1].value, "b=c");
+        assert_eq!(c.annotations["k"], "from-archive");
+        assert_eq!(c.annotations["r"], "1");
+        assert_eq!(c.mounts.len(), 2);
+        assert_eq!(c.image.unwrap().image, "img");
+
+        // The rootfs diff lands in the new upper directory; deletions become whiteouts, also
+        // over a file the diff brought.
+        let upper = d.path().join("new-upper");
+        std::fs::create_dir_all(&upper).unwrap();
+        a.apply_rootfs_diff(&upper).unwrap();
+        use std::os::unix::fs::{FileTypeExt, MetadataExt};
+        for w in ["bin/true", "tmp/written"] {
+            let m = std::fs::symlink_metadata(upper.join(w)).unwrap();
+            assert!(m.file_type().is_char_device() && m.rdev() == 0, "{w}");
+        }
+    }
+
+    #[test]
+    fn foreign_and_corrupt_archives_are_refused() {
+        let d = tempfile::tempdir().unwrap();
+        let missing = Archive::unpack("/nonexistent/c.tar", &d.path().join("a"))
+            .err()
+            .unwrap();
+        assert!(matches!(&missing, Error::NotFound(m) if m.contains("/nonexistent/c.tar")));
+        let junk = d.path().join("junk.tar");
+        std::fs::write(&junk, vec![7u8; 4096]).unwrap();
+        let err = Archive::unpack(junk.to_str().unwrap(), &d.path().join("b"))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("junk.tar")),
+            "{err:?}"
+        );
+        // A tar, but not of a checkpoint.
+        let content = d.path().join("other");
+        std::fs::create_dir_all(&content).unwrap();
+        std::fs::write(content.join("hello"), b"x").unwrap();
+        let other = d.path().join("other.tar");
+        super::super::write_archive(&content, &other).unwrap();
+        let err = Archive::unpack(other.to_str().unwrap(), &d.path().join("c"))
+            .err()
+            .unwrap();
+        assert!(
+            matches!(&err, Error::InvalidArgument(m) if m.contains("not a checkpoint archive") && m.contains("config.dump")),
+            "{err:?}"
+        );
+        assert!(relative("/a/../../etc").is_none());
+        assert_eq!(relative("/a/b").unwrap(), PathBuf::from("a/b"));
+    }
+}
