@@ -547,6 +547,89 @@ async fn apparmor_profiles_are_applied() {
     teardown_pods(&mut rt, vec![pod]).await;
 }
 
+/// A pod whose per-container PID namespace is kubelet's default (what a restore needs).
+fn ckpt_pod(name: &str, logs: &Path) -> PodSandboxConfig {
+    with_namespaces(
+        pod_config(name, logs.to_str().unwrap()),
+        NamespaceMode::Pod,
+        NamespaceMode::Container,
+        NamespaceMode::Pod,
+    )
+}
+
+/// The counts a CRI log of the counter below holds.
+fn counts(log: &Path) -> Vec<u64> {
+    log_records(log)
+        .iter()
+        .filter_map(|(_, _, n)| n.trim().parse().ok())
+        .collect()
+}
+
+/// A counter that keeps its count only in memory, checkpointed while it runs (after a file
+/// was written into its rootfs and one of the image's deleted), with its data volume at
+/// `/data`.
+struct Counted {
+    pod: String,
+    container: String,
+    logs: tempfile::TempDir,
+    out: tempfile::TempDir,
+    location: PathBuf,
+    /// The count logged before the checkpoint began, and once it had ended.
+    before: u64,
+    after: u64,
+    /// The counter's process before the checkpoint.
+    pid: i32,
+}
+
+async fn counter_checkpoint(rt: &mut Rt, image: &str, volume: &Path) -> Counted {
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = ckpt_pod("ckpt", logs.path());
+    let pod = run_pod(rt, &pcfg).await;
+    let mut cfg = container_config(
+        "counter",
+        image,
+        &[
+            "sh",
+            "-c",
+            "i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done",
+        ],
+    );
+    cfg.log_path = "counter.log".into();
+    cfg.mounts.push(Mount {
+        container_path: "/data".into(),
+        host_path: volume.display().to_string(),
+        ..Default::default()
+    });
+    let c = run(rt, &pod, &pcfg, cfg).await;
+    sh(rt, &c, "echo kept > /tmp/written && rm /bin/true").await;
+    let log = logs.path().join("counter.log");
+    wait_for("the counter at 10", Duration::from_secs(20), || {
+        counts(&log).last().is_some_and(|n| *n >= 10)
+    });
+    let out = tempfile::tempdir().unwrap();
+    let location = out.path().join("checkpoint-counter.tar");
+    let pid = container_pid(rt, &c).await;
+    let before = counts(&log).last().copied().unwrap_or(0);
+    rt.checkpoint_container(CheckpointContainerRequest {
+        container_id: c.clone(),
+        location: location.display().to_string(),
+        timeout: 0,
+    })
+    .await
+    .expect("CheckpointContainer");
+    let after = counts(&log).last().copied().unwrap_or(0);
+    Counted {
+        pod,
+        container: c,
+        logs,
+        out,
+        location,
+        before,
+        after,
+        pid,
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs inside the node VM: integration/vm/node-tests"]
 async fn checkpoint_leaves_the_container_running() {
@@ -558,38 +641,14 @@ async fn checkpoint_leaves_the_container_running() {
         .into_inner();
     assert!(st.info["criu"].contains("\"version\""), "{:?}", st.info);
     let (_reg, image) = image(&mut img).await;
-    let logs = tempfile::tempdir().unwrap();
-    // kubelet's default: a PID namespace per container.
-    let pcfg = with_namespaces(
-        pod_config("ckpt", logs.path().to_str().unwrap()),
-        NamespaceMode::Pod,
-        NamespaceMode::Container,
-        NamespaceMode::Pod,
+    let volume = tempfile::tempdir().unwrap();
+    let k = counter_checkpoint(&mut rt, &image, volume.path()).await;
+    let (c, pod, location, pid) = (
+        k.container.clone(),
+        k.pod.clone(),
+        k.location.clone(),
+        k.pid,
     );
-    let pod = run_pod(&mut rt, &pcfg).await;
-    let mut cfg = container_config(
-        "counter",
-        &image,
-        &[
-            "sh",
-            "-c",
-            "i=0; while true; do i=$((i+1)); echo $i; sleep 0.2; done",
-        ],
-    );
-    cfg.log_path = "counter.log".into();
-    let c = run(&mut rt, &pod, &pcfg, cfg).await;
-    // A file written, and one of the image's deleted, before the checkpoint.
-    sh(&mut rt, &c, "echo kept > /tmp/written && rm /bin/true").await;
-    let pid = container_pid(&mut rt, &c).await;
-    let out = tempfile::tempdir().unwrap();
-    let location = out.path().join("checkpoint-counter.tar");
-    rt.checkpoint_container(CheckpointContainerRequest {
-        container_id: c.clone(),
-        location: location.display().to_string(),
-        timeout: 0,
-    })
-    .await
-    .expect("CheckpointContainer");
 
     // The container runs on, the same process, still counting.
     assert_eq!(container_pid(&mut rt, &c).await, pid);
@@ -597,7 +656,7 @@ async fn checkpoint_leaves_the_container_running() {
         status(&mut rt, &c).await.state,
         ContainerState::ContainerRunning as i32
     );
-    let log = logs.path().join("counter.log");
+    let log = k.logs.path().join("counter.log");
     let count = || log_records(&log).len();
     let before = count();
     std::thread::sleep(std::time::Duration::from_secs(2));
@@ -655,4 +714,179 @@ async fn checkpoint_leaves_the_container_running() {
         "{diff_names:?}"
     );
     teardown_pods(&mut rt, vec![pod]).await;
+}
+
+/// `readlink /proc/PID/ns/NAME`.
+fn ns(pid: i32, name: &str) -> String {
+    std::fs::read_link(format!("/proc/{pid}/ns/{name}"))
+        .unwrap()
+        .display()
+        .to_string()
+}
+
+/// Waits for a restored counter's first counts and checks it went on from the checkpoint.
+fn counts_on(log: &Path, k: &Counted) {
+    wait_for(
+        "the restored counter's output",
+        Duration::from_secs(20),
+        || counts(log).len() >= 3,
+    );
+    let got = counts(log);
+    assert!(
+        got[0] > k.before && got[0] <= k.after + 1,
+        "the restored counter starts at {} (checkpointed between {} and {}): {got:?}",
+        got[0],
+        k.before,
+        k.after
+    );
+    assert!(got.windows(2).all(|w| w[1] == w[0] + 1), "{got:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn checkpoints_restore_in_a_new_pod_and_on_another_node() {
+    let (mut rt, mut img) = node().await;
+    let (reg, image) = image(&mut img).await;
+    let volume = tempfile::tempdir().unwrap();
+    std::fs::write(volume.path().join("marker"), "old volume").unwrap();
+    let k = counter_checkpoint(&mut rt, &image, volume.path()).await;
+    // Only restored counters count from here.
+    rt.stop_container(StopContainerRequest {
+        container_id: k.container.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    let archive = k.location.display().to_string();
+
+    // A new pod on this node. Every bind mount of the checkpoint must be given again.
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = ckpt_pod("restored", logs.path());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let mut req = ContainerConfig {
+        image: Some(ImageSpec {
+            image: archive.clone(),
+            ..Default::default()
+        }),
+        log_path: "restored.log".into(),
+        ..Default::default()
+    };
+    let err = create(&mut rt, &pod, &pcfg, req.clone()).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("config.mounts") && err.message().contains("/data"),
+        "{}",
+        err.message()
+    );
+    let volume_b = tempfile::tempdir().unwrap();
+    std::fs::write(volume_b.path().join("marker"), "new volume").unwrap();
+    req.mounts.push(Mount {
+        container_path: "/data".into(),
+        host_path: volume_b.path().display().to_string(),
+        ..Default::default()
+    });
+    // Resources are the request's.
+    req.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 64 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let c = run(&mut rt, &pod, &pcfg, req).await;
+    let st = status(&mut rt, &c).await;
+    assert_eq!(st.state, ContainerState::ContainerRunning as i32);
+    assert_eq!(
+        st.metadata.unwrap().name,
+        "counter",
+        "the checkpoint's name"
+    );
+    counts_on(&logs.path().join("restored.log"), &k);
+    // Its rootfs: the file written is there, the file deleted is not; its volume is the new one.
+    assert_eq!(sh(&mut rt, &c, "cat /tmp/written").await.trim(), "kept");
+    let r = exec(&mut rt, &c, &["sh", "-c", "test -e /bin/true"], 10)
+        .await
+        .unwrap();
+    assert_eq!(r.exit_code, 1, "/bin/true stays deleted");
+    assert_eq!(
+        sh(&mut rt, &c, "cat /data/marker").await.trim(),
+        "new volume"
+    );
+    // The kernel's view: in the new pod's network, IPC and UTS namespaces, PID 1 of its own PID
+    // namespace, in the container's cgroup with the request's limit.
+    let pid = container_pid(&mut rt, &c).await;
+    let shim = shim_pid(&mut rt, &pod).await;
+    for name in ["net", "ipc", "uts"] {
+        assert_eq!(ns(pid, name), ns(shim, name), "{name} namespace");
+    }
+    assert_ne!(ns(pid, "pid"), ns(shim, "pid"));
+    assert!(
+        proc_status(pid, "NSpid").ends_with("\t1"),
+        "{}",
+        proc_status(pid, "NSpid")
+    );
+    let cg = cgroup_of(pid);
+    assert!(cg.ends_with(&c), "{}", cg.display());
+    assert_eq!(read(&cg.join("memory.max")), (64u64 << 20).to_string());
+    assert_eq!(sh(&mut rt, &c, "hostname").await.trim(), "restored");
+
+    // Another node: a skiffd with a root of its own, which lacks the image (it is pulled by
+    // digest), restoring with the CLI (the archive's volume from where it was), and
+    // checkpointing the restored container in turn.
+    let d = Skiffd::start_with(&[&reg.host], None, &[]);
+    let mut rt2 = d.runtime().await;
+    let logs2 = tempfile::tempdir().unwrap();
+    let pcfg2 = ckpt_pod("elsewhere", logs2.path());
+    let pod2 = run_pod(&mut rt2, &pcfg2).await;
+    let skiff = |args: &[&str]| {
+        let out = Command::new(skiff_integration::bin_dir().join("skiff"))
+            .arg("--socket")
+            .arg(&d.socket)
+            .args(args)
+            .output()
+            .expect("skiff");
+        assert!(
+            out.status.success(),
+            "skiff {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    };
+    let c2 = skiff(&[
+        "restore",
+        &format!("--import={archive}"),
+        "--pod",
+        &pod2,
+        "--log-path",
+        "c.log",
+    ]);
+    assert_eq!(
+        status(&mut rt2, &c2).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    counts_on(&logs2.path().join("c.log"), &k);
+    assert_eq!(
+        sh(&mut rt2, &c2, "cat /data/marker").await.trim(),
+        "old volume"
+    );
+    let again = k.out.path().join("again.tar");
+    skiff(&["checkpoint", &c2, &format!("--export={}", again.display())]);
+    let names: Vec<String> = tar::Archive::new(std::fs::File::open(&again).unwrap())
+        .entries()
+        .unwrap()
+        .map(|e| e.unwrap().path().unwrap().display().to_string())
+        .collect();
+    assert!(
+        names
+            .iter()
+            .any(|n| n.ends_with("checkpoint/inventory.img")),
+        "{names:?}"
+    );
+    assert_eq!(
+        status(&mut rt2, &c2).await.state,
+        ContainerState::ContainerRunning as i32,
+        "a checkpoint leaves a restored container running too"
+    );
+    teardown_pods(&mut rt2, vec![pod2]).await;
+    teardown_pods(&mut rt, vec![pod, k.pod.clone()]).await;
 }

@@ -107,6 +107,7 @@ fn run(bundle: &Path, images: &Path, criu: &Path, sync: &mut File) -> Result<(),
                 .arg(format!("fd[{}]:{d}", STDIO_FD + i as i32));
         }
     }
+    let mut pod_names = None;
     for ns in linux.namespaces().iter().flatten() {
         let path = ns.path().as_ref().map(|p| p.display().to_string());
         match (ns.typ(), path) {
@@ -123,6 +124,10 @@ fn run(bundle: &Path, images: &Path, criu: &Path, sync: &mut File) -> Result<(),
                 cmd.arg("--join-ns").arg(format!("ipc:{p}"));
             }
             (LinuxNamespaceType::Uts, Some(p)) => {
+                let f = File::open(&p).map_err(|e| format!("UTS namespace {p}: {e}"))?;
+                nix::sched::setns(&f, nix::sched::CloneFlags::CLONE_NEWUTS)
+                    .map_err(|e| format!("joining the UTS namespace {p}: {e}"))?;
+                pod_names = Some(UtsNames::read()?);
                 cmd.arg("--join-ns").arg(format!("uts:{p}"));
             }
             (LinuxNamespaceType::Pid, Some(_)) => {
@@ -161,9 +166,11 @@ fn run(bundle: &Path, images: &Path, criu: &Path, sync: &mut File) -> Result<(),
         .map_err(|e| format!("creating {}/criu.out: {e}", work.display()))?;
     let err = out.try_clone().map_err(|e| format!("criu.out: {e}"))?;
     cmd.stdin(Stdio::null()).stdout(out).stderr(err);
-    let status = cmd
-        .status()
-        .map_err(|e| format!("running {}: {e}", criu.display()))?;
+    let status = cmd.status();
+    if let Some(names) = &pod_names {
+        names.write()?;
+    }
+    let status = status.map_err(|e| format!("running {}: {e}", criu.display()))?;
     if !status.success() {
         let mut why = skiff_shim::criu::log_errors(&work.join("restore.log"));
         if why.starts_with("no log at") {
@@ -182,4 +189,36 @@ fn run(bundle: &Path, images: &Path, criu: &Path, sync: &mut File) -> Result<(),
         .and_then(|_| send(sync, serde_json::json!({ "host_pid": pid })))
         .map_err(|e| format!("reporting the pid: {e}"))?;
     Ok(())
+}
+
+/// A UTS namespace's host and domain names. CRIU joining the pod's UTS namespace still sets
+/// the checkpointed container's names in it: they are the pod's and are put back at once.
+struct UtsNames {
+    host: String,
+    domain: String,
+}
+
+impl UtsNames {
+    const HOST: &str = "/proc/sys/kernel/hostname";
+    const DOMAIN: &str = "/proc/sys/kernel/domainname";
+
+    /// The names of this process's UTS namespace.
+    fn read() -> Result<UtsNames, String> {
+        let get = |p: &str| {
+            std::fs::read_to_string(p)
+                .map(|v| v.trim_end_matches('\n').to_string())
+                .map_err(|e| format!("reading {p}: {e}"))
+        };
+        Ok(UtsNames {
+            host: get(Self::HOST)?,
+            domain: get(Self::DOMAIN)?,
+        })
+    }
+
+    fn write(&self) -> Result<(), String> {
+        for (p, v) in [(Self::HOST, &self.host), (Self::DOMAIN, &self.domain)] {
+            std::fs::write(p, v).map_err(|e| format!("putting back the pod's {p}: {e}"))?;
+        }
+        Ok(())
+    }
 }

@@ -9,11 +9,11 @@ use tonic::transport::{Channel, Endpoint};
 
 use crate::error::{Error, Result};
 
-/// Connects to the shim listening on `socket`.
-pub async fn connect(pod_id: &str, socket: &Path) -> Result<ShimClient<Channel>> {
+/// A gRPC channel to whatever serves on the Unix socket `socket` (a shim, or skiffd for the
+/// `skiff` CLI).
+pub async fn unix_channel(socket: &Path) -> std::result::Result<Channel, tonic::transport::Error> {
     let path = socket.to_path_buf();
-    let ch = Endpoint::try_from("http://[::]:0")
-        .map_err(|e| Error::Internal(format!("endpoint: {e}")))?
+    Endpoint::from_static("http://[::]:0")
         .connect_timeout(Duration::from_secs(5))
         .connect_with_connector(tower::service_fn(move |_| {
             let p = path.clone();
@@ -22,12 +22,16 @@ pub async fn connect(pod_id: &str, socket: &Path) -> Result<ShimClient<Channel>>
             }
         }))
         .await
-        .map_err(|e| {
-            Error::FailedPrecondition(format!(
-                "pod sandbox {pod_id}: its shim does not answer at {}: {e}",
-                socket.display()
-            ))
-        })?;
+}
+
+/// Connects to the shim listening on `socket`.
+pub async fn connect(pod_id: &str, socket: &Path) -> Result<ShimClient<Channel>> {
+    let ch = unix_channel(socket).await.map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "pod sandbox {pod_id}: its shim does not answer at {}: {e}",
+            socket.display()
+        ))
+    })?;
     Ok(ShimClient::new(ch))
 }
 
