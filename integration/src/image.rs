@@ -200,6 +200,7 @@ pub struct ImageBuilder {
     config: serde_json::Map<String, serde_json::Value>,
     arch: String,
     oci: bool,
+    annotations: serde_json::Map<String, serde_json::Value>,
 }
 
 /// Everything needed to push an image and to check what skiffd made of it.
@@ -244,6 +245,7 @@ impl ImageBuilder {
             config: serde_json::Map::new(),
             arch: "amd64".into(),
             oci: true,
+            annotations: serde_json::Map::new(),
         }
     }
 
@@ -259,6 +261,12 @@ impl ImageBuilder {
 
     pub fn config(mut self, key: &str, value: serde_json::Value) -> Self {
         self.config.insert(key.into(), value);
+        self
+    }
+
+    /// A manifest annotation.
+    pub fn annotation(mut self, key: &str, value: &str) -> Self {
+        self.annotations.insert(key.into(), value.into());
         self
     }
 
@@ -301,7 +309,7 @@ impl ImageBuilder {
         } else {
             (DOCKER_MANIFEST, DOCKER_CONFIG)
         };
-        let manifest = serde_json::json!({
+        let mut manifest = serde_json::json!({
             "schemaVersion": 2,
             "mediaType": manifest_type,
             "config": {"mediaType": config_type, "digest": config_digest, "size": config.len()},
@@ -309,6 +317,9 @@ impl ImageBuilder {
                 "mediaType": mt, "digest": d, "size": b.len()
             })).collect::<Vec<_>>(),
         });
+        if !self.annotations.is_empty() {
+            manifest["annotations"] = serde_json::Value::Object(self.annotations);
+        }
         let manifest = serde_json::to_vec(&manifest).expect("manifest json");
         BuiltImage {
             manifest_digest: sha256(&manifest),

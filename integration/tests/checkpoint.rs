@@ -299,6 +299,42 @@ async fn restores_are_checked_and_criu_failures_explained() {
     let st = status(&mut rt, &c).await;
     assert_eq!(st.state, ContainerState::ContainerExited as i32);
     assert_eq!(st.reason, "StartError");
+    // The same checkpoint as an OCI image with the checkpoint annotation: restored the same
+    // way (CRIU's failure tells it got that far).
+    let ckpt_image = ImageBuilder::new()
+        .raw_layer(std::fs::read(&good).unwrap(), Compression::Gzip)
+        .annotation("org.criu.checkpoint.container.name", "counter")
+        .push(&reg.host, "test/counter-checkpoint", "v1")
+        .await;
+    pull(&mut d.images().await, &ckpt_image.reference).await;
+    let mut from_image = restore(&good, true);
+    from_image.image = Some(ImageSpec {
+        image: ckpt_image.reference.clone(),
+        ..Default::default()
+    });
+    from_image.metadata = Some(ContainerMetadata {
+        name: "from-image".into(),
+        attempt: 0,
+    });
+    let c2 = create(&mut rt, &pod, &pcfg, from_image.clone())
+        .await
+        .expect("CreateContainer of a checkpoint image");
+    let st = status(&mut rt, &c2).await;
+    assert_eq!(
+        st.image.unwrap().image,
+        img.reference,
+        "the checkpointed image"
+    );
+    let err = start(&mut rt, &c2).await.unwrap_err();
+    assert!(
+        err.message().contains("No mapping for 4:(null) mountpoint"),
+        "{}",
+        err.message()
+    );
+    from_image.mounts.clear();
+    let err = create(&mut rt, &pod, &pcfg, from_image).await.unwrap_err();
+    assert!(err.message().contains("/data"), "{}", err.message());
+
     let args = std::fs::read_to_string(d.run_root.join("containers").join(&c).join("restore/args"))
         .unwrap();
     for want in [

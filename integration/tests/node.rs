@@ -830,6 +830,39 @@ async fn checkpoints_restore_in_a_new_pod_and_on_another_node() {
     assert_eq!(read(&cg.join("memory.max")), (64u64 << 20).to_string());
     assert_eq!(sh(&mut rt, &c, "hostname").await.trim(), "restored");
 
+    // The archive as an OCI image with the checkpoint annotation (as checkpointctl and buildah
+    // make them), pulled and restored in another pod.
+    let ckpt_image = ImageBuilder::new()
+        .raw_layer(std::fs::read(&k.location).unwrap(), Compression::None)
+        .annotation("org.criu.checkpoint.container.name", "counter")
+        .push(&reg.host, "node/counter-checkpoint", "v1")
+        .await;
+    pull(&mut img, &ckpt_image.reference).await;
+    let logs_i = tempfile::tempdir().unwrap();
+    let pcfg_i = ckpt_pod("from-image", logs_i.path());
+    let pod_i = run_pod(&mut rt, &pcfg_i).await;
+    let ci = run(
+        &mut rt,
+        &pod_i,
+        &pcfg_i,
+        ContainerConfig {
+            image: Some(ImageSpec {
+                image: ckpt_image.reference.clone(),
+                ..Default::default()
+            }),
+            log_path: "restored.log".into(),
+            mounts: vec![Mount {
+                container_path: "/data".into(),
+                host_path: volume_b.path().display().to_string(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        },
+    )
+    .await;
+    counts_on(&logs_i.path().join("restored.log"), &k);
+    assert_eq!(sh(&mut rt, &ci, "cat /tmp/written").await.trim(), "kept");
+
     // Another node: a skiffd with a root of its own, which lacks the image (it is pulled by
     // digest), restoring with the CLI (the archive's volume from where it was), and
     // checkpointing the restored container in turn.
@@ -888,5 +921,5 @@ async fn checkpoints_restore_in_a_new_pod_and_on_another_node() {
         "a checkpoint leaves a restored container running too"
     );
     teardown_pods(&mut rt2, vec![pod2]).await;
-    teardown_pods(&mut rt, vec![pod, k.pod.clone()]).await;
+    teardown_pods(&mut rt, vec![pod, pod_i, k.pod.clone()]).await;
 }

@@ -1,5 +1,7 @@
 //! Restoring a checkpoint through CRI, the way CRI-O does for `crictl`: a CreateContainer
-//! whose `image` is the path of a checkpoint archive creates a container marked for restore.
+//! whose `image` is the path of a checkpoint archive (or an OCI image whose manifest carries a
+//! checkpoint annotation and whose layer holds the archive's files) creates a container marked
+//! for restore.
 //! Its command, environment, working directory and annotations come from the archive's
 //! `spec.dump`, its image from `config.dump` (pulled by digest when missing), its rootfs is a
 //! fresh one of that image with `rootfs-diff.tar` and `deleted.files` applied (as overlay
@@ -14,6 +16,7 @@ use serde::Deserialize;
 use skiff_proto::cri::{ContainerConfig, ContainerMetadata, ImageSpec, KeyValue};
 
 use crate::error::{Error, IoContext, Result};
+use crate::image::store::ImageRecord;
 
 /// Mounts every container gets from skiff itself, whatever the request says: an archive's
 /// record of them needs no mount in the request (CRI-O keeps the same list).
@@ -32,9 +35,16 @@ const OWN_MOUNTS: &[&str] = &[
     "/run/.containerenv",
 ];
 
-/// Whether a CreateContainer request restores a checkpoint: its image is a file path (an
+/// Manifest annotations that mark an OCI image as a checkpoint (its layer holds the archive's
+/// files): checkpointctl's and buildah's, and CRI-O's older one.
+pub const CHECKPOINT_ANNOTATIONS: &[&str] = &[
+    "org.criu.checkpoint.container.name",
+    "io.kubernetes.cri-o.annotations.checkpoint.name",
+];
+
+/// Whether a CreateContainer request names a checkpoint archive: its image is a file path (an
 /// image reference never starts with `/`).
-pub fn is_restore(cfg: &ContainerConfig) -> bool {
+pub fn is_archive(cfg: &ContainerConfig) -> bool {
     cfg.image.as_ref().is_some_and(|i| i.image.starts_with('/'))
 }
 
@@ -89,6 +99,32 @@ impl Archive {
         // Entries are kept inside `dir` (`unpack` refuses `..` and absolute paths).
         tar.unpack(dir)
             .map_err(|e| bad(path, format!("not a readable tar archive: {e}")))?;
+        Archive::read(path, dir)
+    }
+
+    /// The checkpoint an OCI checkpoint image (`reference`) carries in its layers (unpacked
+    /// under `layers`, bottom first), copied into `dir`.
+    pub fn from_image(reference: &str, layers: &[PathBuf], dir: &Path) -> Result<Archive> {
+        std::fs::create_dir_all(dir).ctx(|| format!("creating {}", dir.display()))?;
+        for l in layers {
+            let out = std::process::Command::new("cp")
+                .arg("-a")
+                .arg(l.join("."))
+                .arg(dir)
+                .output()
+                .ctx(|| "running cp")?;
+            if !out.status.success() {
+                return Err(Error::Internal(format!(
+                    "copying the checkpoint out of image {reference}: {}",
+                    String::from_utf8_lossy(&out.stderr).trim()
+                )));
+            }
+        }
+        Archive::read(reference, dir)
+    }
+
+    /// Reads the descriptions of a checkpoint laid out in `dir`.
+    fn read(path: &str, dir: &Path) -> Result<Archive> {
         for need in ["config.dump", "spec.dump", "checkpoint/inventory.img"] {
             if !dir.join(need).is_file() {
                 return Err(bad(
@@ -282,9 +318,25 @@ impl Archive {
 }
 
 impl crate::node::Node {
-    /// CreateContainer of a checkpoint archive (see the module): unpacks and checks it, finds
-    /// (or pulls) its image, and creates the container marked for restore.
-    pub async fn create_restored(&self, pod_id: &str, req: ContainerConfig) -> Result<String> {
+    /// The image a CreateContainer request names, when it is a checkpoint image.
+    pub fn checkpoint_image(&self, cfg: &ContainerConfig) -> Option<ImageRecord> {
+        let name = &cfg.image.as_ref()?.image;
+        let image = self.images.store.resolve(name)?;
+        CHECKPOINT_ANNOTATIONS
+            .iter()
+            .any(|a| image.annotations.contains_key(*a))
+            .then_some(image)
+    }
+
+    /// CreateContainer of a checkpoint archive, or of a checkpoint image (`image`; see the
+    /// module): unpacks and checks it, finds (or pulls) its image, and creates the container
+    /// marked for restore.
+    pub async fn create_restored(
+        &self,
+        pod_id: &str,
+        req: ContainerConfig,
+        image: Option<ImageRecord>,
+    ) -> Result<String> {
         let path = req
             .image
             .as_ref()
@@ -310,7 +362,17 @@ impl crate::node::Node {
             &format!("restore-{}", hex::encode(rand::random::<[u8; 8]>())),
         );
         let result = async {
-            let archive = Archive::unpack(&path, &work)?;
+            let archive = match &image {
+                None => Archive::unpack(&path, &work)?,
+                Some(img) => {
+                    let layers: Vec<PathBuf> = img
+                        .chain_ids
+                        .iter()
+                        .map(|c| self.images.store.layer_path(c))
+                        .collect();
+                    Archive::from_image(&path, &layers, &work)?
+                }
+            };
             // The mounts and the terminal are checked before any image is pulled.
             archive.container_config(&req, "")?;
             self.criu

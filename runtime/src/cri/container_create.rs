@@ -12,8 +12,12 @@ pub async fn create_container(
     let config = req
         .config
         .ok_or_else(|| Error::InvalidArgument("config: is required".into()))?;
-    let id = if crate::checkpoint::restore::is_restore(&config) {
-        node.create_restored(&req.pod_sandbox_id, config).await?
+    let id = if crate::checkpoint::restore::is_archive(&config) {
+        node.create_restored(&req.pod_sandbox_id, config, None)
+            .await?
+    } else if let Some(image) = node.checkpoint_image(&config) {
+        node.create_restored(&req.pod_sandbox_id, config, Some(image))
+            .await?
     } else {
         node.create_container(&req.pod_sandbox_id, config, None)
             .await?
