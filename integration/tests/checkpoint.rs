@@ -152,6 +152,9 @@ async fn restores_are_checked_and_criu_failures_explained() {
         "criu",
         "case \"$1\" in\n\
          --version) echo 'Version: 4.1.1' ;;\n\
+         dump) for a; do [ \"$prev\" = -D ] && d=$a; prev=$a; done\n\
+           echo '(00.02) Error (criu/cr-dump.c:2111): Dumping FAILED.' > \"$d/dump.log\"\n\
+           exit 1 ;;\n\
          restore) w=; for a; do [ \"$prev\" = -W ] && w=$a; prev=$a; done\n\
            echo \"$@\" > \"$w/args\"\n\
            echo '(00.01) Error (criu/mount.c:3070): mnt: No mapping for 4:(null) mountpoint' > \"$w/restore.log\"\n\
@@ -299,6 +302,37 @@ async fn restores_are_checked_and_criu_failures_explained() {
     let st = status(&mut rt, &c).await;
     assert_eq!(st.state, ContainerState::ContainerExited as i32);
     assert_eq!(st.reason, "StartError");
+    // A dump that fails leaves the container running, the same process, and no archive.
+    let running = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("sleeper", &img.reference, &["sleep", "1000"]),
+    )
+    .await;
+    let pid = container_pid(&mut rt, &running).await;
+    let location = files.path().join("failed.tar");
+    let err = rt
+        .checkpoint_container(CheckpointContainerRequest {
+            container_id: running.clone(),
+            location: location.display().to_string(),
+            timeout: 0,
+        })
+        .await
+        .unwrap_err();
+    assert!(
+        err.message().contains("criu dump failed") && err.message().contains("Dumping FAILED"),
+        "{}",
+        err.message()
+    );
+    assert!(!location.exists());
+    assert_eq!(container_pid(&mut rt, &running).await, pid);
+    assert_eq!(proc_status(pid, "State").chars().next(), Some('S'));
+    let leftovers: Vec<_> = std::fs::read_dir(d.root.join("checkpoints"))
+        .map(|rd| rd.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
     // The same checkpoint as an OCI image with the checkpoint annotation: restored the same
     // way (CRIU's failure tells it got that far).
     let ckpt_image = ImageBuilder::new()
