@@ -6,7 +6,7 @@
 //! (so memory cgroups that earlier runs left "dying" in the kernel, which slow every later mount
 //! and cgroup operation, are gone), then one unmeasured pod warms the caches up again.
 //!
-//!     cargo build --release --workspace && cargo build --profile shim -p skiff-shim &&
+//!     cargo build --release --workspace && cargo rustc --profile shim -p skiff-shim --bin skiff-shim -- -C target-feature=+crt-static &&
 //!     cargo bench -p skiff-integration --bench pods
 
 use std::time::{Duration, Instant};

@@ -52,7 +52,7 @@ pub fn deployed_shim_config() -> String {
     let shim = bin_dir().join("../shim/skiff-shim");
     assert!(
         shim.exists(),
-        "{} missing: cargo build --profile shim -p skiff-shim",
+        "{} missing: cargo rustc --profile shim -p skiff-shim --bin skiff-shim -- -C target-feature=+crt-static",
         shim.display()
     );
     format!("shim_binary = \"{}\"\n", shim.display())
