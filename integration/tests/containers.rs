@@ -1602,3 +1602,37 @@ async fn an_apparmor_profile_without_apparmor_is_refused() {
         0
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn selinux_options_without_selinux_are_accepted() {
+    // As containerd and CRI-O: on a node without SELinux the options have no effect (the node
+    // VM tests them with SELinux running).
+    assert!(
+        !std::path::Path::new("/sys/fs/selinux/enforce").exists(),
+        "this test is for nodes without SELinux"
+    );
+    let mut e = env("selinux").await;
+    let mut c = container_config("se", &e.image, &["sleep", "1000"]);
+    c.linux = Some(LinuxContainerConfig {
+        security_context: Some(LinuxContainerSecurityContext {
+            selinux_options: Some(SeLinuxOption {
+                user: "system_u".into(),
+                role: "system_r".into(),
+                r#type: "container_t".into(),
+                level: "s0:c1,c2".into(),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    let pid = container_pid(&mut e.rt, &id).await;
+    // It runs, with the node's (non-SELinux) view of its context unchanged from skiffd's.
+    let own = std::fs::read_to_string("/proc/self/attr/current").unwrap_or_default();
+    let its = std::fs::read_to_string(format!("/proc/{pid}/attr/current")).unwrap_or_default();
+    assert_eq!(its, own);
+    assert_eq!(
+        status(&mut e.rt, &id).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+}

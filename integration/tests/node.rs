@@ -923,3 +923,133 @@ async fn checkpoints_restore_in_a_new_pod_and_on_another_node() {
     teardown_pods(&mut rt2, vec![pod2]).await;
     teardown_pods(&mut rt, vec![pod, pod_i, k.pod.clone()]).await;
 }
+
+/// A process's SELinux context, as the kernel reports it.
+fn context_of(pid: i32) -> String {
+    std::fs::read_to_string(format!("/proc/{pid}/attr/current"))
+        .unwrap()
+        .trim_end_matches(['\0', '\n'])
+        .to_string()
+}
+
+/// The policy's container process and file labels (`lxc_contexts`), as `user:role:type`.
+fn lxc_default(key: &str) -> String {
+    let text =
+        std::fs::read_to_string("/etc/selinux/default/contexts/lxc_contexts").unwrap_or_default();
+    let label = text
+        .lines()
+        .find_map(|l| {
+            let (k, v) = l.split_once('=')?;
+            (k.trim() == key).then(|| v.trim().trim_matches('"').to_string())
+        })
+        .unwrap_or_else(|| {
+            if key == "process" {
+                "system_u:system_r:container_t:s0".into()
+            } else {
+                "system_u:object_r:container_file_t:s0".into()
+            }
+        });
+    label.splitn(4, ':').take(3).collect::<Vec<_>>().join(":")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM booted with SELinux: integration/vm/node-tests"]
+async fn selinux_labels_apply_where_selinux_runs() {
+    assert!(
+        Path::new("/sys/fs/selinux/enforce").exists(),
+        "this boot runs SELinux"
+    );
+    let (mut rt, mut img) = node().await;
+    let (_reg, image) = image(&mut img).await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("selinux", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let sleeper = |name: &str, opts: Option<SeLinuxOption>| {
+        let mut c = container_config(name, &image, &["sleep", "100000"]);
+        c.linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default)
+            .selinux_options = opts;
+        c
+    };
+    let process = lxc_default("process");
+    let file = lxc_default("file");
+
+    // Without options: the policy's container label, each container a level of its own.
+    let a = run(&mut rt, &pod, &pcfg, sleeper("a", None)).await;
+    let b = run(&mut rt, &pod, &pcfg, sleeper("b", None)).await;
+    let (la, lb) = (
+        context_of(container_pid(&mut rt, &a).await),
+        context_of(container_pid(&mut rt, &b).await),
+    );
+    for l in [&la, &lb] {
+        assert!(l.starts_with(&format!("{process}:s0:c")), "{l}");
+    }
+    assert_ne!(la, lb, "two containers, two MCS levels");
+
+    // With options: their level (and type), for the container and what is exec'd in it, and
+    // its /dev labelled to match.
+    let c = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sleeper(
+            "c",
+            Some(SeLinuxOption {
+                level: "s0:c1,c2".into(),
+                ..Default::default()
+            }),
+        ),
+    )
+    .await;
+    let pid = container_pid(&mut rt, &c).await;
+    let want = format!("{process}:s0:c1,c2");
+    assert_eq!(context_of(pid), want);
+    assert_eq!(
+        sh(&mut rt, &c, "cat /proc/self/attr/current")
+            .await
+            .trim_end_matches(['\0', '\n']),
+        want
+    );
+    let dev = std::ffi::CString::new(format!("/proc/{pid}/root/dev")).unwrap();
+    let name = std::ffi::CString::new("security.selinux").unwrap();
+    let mut buf = [0u8; 256];
+    // SAFETY: getxattr with NUL-terminated paths and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            dev.as_ptr(),
+            name.as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(n > 0, "{}", std::io::Error::last_os_error());
+    let dev_label = String::from_utf8_lossy(&buf[..n as usize])
+        .trim_end_matches('\0')
+        .to_string();
+    assert_eq!(dev_label, format!("{file}:s0:c1,c2"));
+
+    // A type the policy does not have is refused by name, nothing created.
+    let err = create(
+        &mut rt,
+        &pod,
+        &pcfg,
+        sleeper(
+            "bad",
+            Some(SeLinuxOption {
+                r#type: "no_such_skiff_t".into(),
+                ..Default::default()
+            }),
+        ),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("selinux_options") && err.message().contains("no_such_skiff_t"),
+        "{}",
+        err.message()
+    );
+    teardown_pods(&mut rt, vec![pod]).await;
+}

@@ -39,6 +39,12 @@ pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible>
     if let Some(profile) = process.apparmor_profile() {
         apparmor_on_exec(profile)?;
     }
+    if let Some(label) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {
+        // SELinux's exec attribute (a node runs SELinux or AppArmor, never both): the label
+        // the next exec transitions to.
+        std::fs::write("/proc/thread-self/attr/exec", label)
+            .map_err(|e| format!("setting SELinux label {label:?}: {e}"))?;
+    }
     for rl in process.rlimits().iter().flatten() {
         let res = rlimit_resource(&format!("{:?}", rl.typ()))?;
         let lim = libc::rlimit {

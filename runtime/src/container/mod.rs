@@ -6,6 +6,7 @@
 pub mod apparmor;
 pub mod lifecycle;
 pub mod resources;
+pub mod selinux;
 pub mod spec;
 pub mod stats;
 pub mod user;

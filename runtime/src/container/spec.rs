@@ -613,6 +613,12 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         .unwrap_or_default();
     let apparmor = super::apparmor::profile(&sc)?;
     let privileged = sc.privileged;
+    // A privileged container without options of its own is not confined by SELinux either.
+    let selinux = if privileged && sc.selinux_options.is_none() {
+        None
+    } else {
+        super::selinux::labels(sc.selinux_options.as_ref())?
+    };
     let caps = if privileged {
         all_capabilities()
     } else {
@@ -671,17 +677,17 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
     let mut process = process;
     process.set_oom_score_adj(oom_score_adj);
     process.set_apparmor_profile(apparmor);
+    process.set_selinux_label(selinux.as_ref().map(|l| l.process.clone()));
+    // The container's /dev (a tmpfs of its own) carries its file label.
+    let dev_context = selinux.as_ref().map(|l| format!("context=\"{}\"", l.mount));
+    let mut dev_opts = vec!["nosuid", "strictatime", "mode=755", "size=65536k"];
+    dev_opts.extend(dev_context.as_deref());
 
     let run = pod.run_dir;
     let path = |name: &str| run.join(name).display().to_string();
     let mut mounts = vec![
         mount("/proc", "proc", "proc", &["nosuid", "noexec", "nodev"])?,
-        mount(
-            "/dev",
-            "tmpfs",
-            "tmpfs",
-            &["nosuid", "strictatime", "mode=755", "size=65536k"],
-        )?,
+        mount("/dev", "tmpfs", "tmpfs", &dev_opts)?,
         mount(
             "/dev/pts",
             "devpts",
@@ -815,6 +821,8 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         )
         .build()
         .map_err(|e| Error::Internal(format!("linux: {e}")))?;
+    let mut linux = linux;
+    linux.set_mount_label(selinux.map(|l| l.mount));
     let annotations: HashMap<String, String> = cfg.annotations.clone().into_iter().collect();
     SpecBuilder::default()
         .version("1.2.0")
