@@ -508,3 +508,68 @@ async fn chown_fallback_copies_layers_only_when_configured() {
     .unwrap();
     assert!(!copy.exists());
 }
+
+/// procMount as kubelet asks for it in a pod with a user namespace: Default comes with kubelet's
+/// lists of masked and read-only paths, Unmasked with empty ones, and /proc is then not masked
+/// (mountinfo shows no mount over its files) nor read-only in parts.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn proc_mount_default_and_unmasked() {
+    let mut e = env().await;
+    let pcfg = userns_pod(&e, "procmount", mapping(400_000), mapping(400_000));
+    let pod = run_pod(&mut e.rt, &pcfg).await;
+    let with_paths = |name: &str, masked: &[&str], readonly: &[&str]| {
+        let mut c = container_config(name, &e.image, &["sleep", "3600"]);
+        let sc = c
+            .linux
+            .get_or_insert_with(Default::default)
+            .security_context
+            .get_or_insert_with(Default::default);
+        sc.masked_paths = masked.iter().map(|s| s.to_string()).collect();
+        sc.readonly_paths = readonly.iter().map(|s| s.to_string()).collect();
+        c
+    };
+    let default = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        with_paths(
+            "default",
+            &["/proc/timer_list", "/proc/keys"],
+            &["/proc/sys"],
+        ),
+    )
+    .await;
+    let unmasked = run(&mut e.rt, &pod, &pcfg, with_paths("unmasked", &[], &[])).await;
+    let mounts_under_proc = |pid: i32| -> Vec<String> {
+        std::fs::read_to_string(format!("/proc/{pid}/mountinfo"))
+            .unwrap()
+            .lines()
+            .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
+            .filter(|m| m.starts_with("/proc/"))
+            .collect()
+    };
+    let d = mounts_under_proc(container_pid(&mut e.rt, &default).await);
+    for m in ["/proc/timer_list", "/proc/keys", "/proc/sys"] {
+        assert!(d.iter().any(|x| x == m), "{m} not in {d:?}");
+    }
+    let u = mounts_under_proc(container_pid(&mut e.rt, &unmasked).await);
+    assert!(
+        u.is_empty(),
+        "an unmasked /proc has no mounts over it: {u:?}"
+    );
+    // /proc/sys is read-only under Default (its mount's options, as the kernel lists them).
+    let info = std::fs::read_to_string(format!(
+        "/proc/{}/mountinfo",
+        container_pid(&mut e.rt, &default).await
+    ))
+    .unwrap();
+    let sys = info
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/proc/sys"))
+        .expect("/proc/sys mount");
+    assert!(
+        sys.split(' ').nth(5).unwrap().split(',').any(|o| o == "ro"),
+        "{sys}"
+    );
+    teardown_pods(&mut e.rt, vec![pod]).await;
+}

@@ -785,17 +785,22 @@ pub fn build(input: SpecInput<'_>) -> Result<Spec> {
         (PidMode::Container, _) => namespaces.push(ns(LinuxNamespaceType::Pid, None)?),
         (PidMode::Node, _) => {}
     }
-    // A privileged container sees everything unless paths are given explicitly.
+    // A privileged container sees everything unless paths are given explicitly. kubelet sends
+    // its default lists for procMount Default and empty ones for Unmasked, which it allows only
+    // in pods with a user namespace: there, two empty lists are an unmasked /proc; elsewhere
+    // (crictl, tests) empty lists get the defaults.
+    let unmasked =
+        pod.userns.is_some() && sc.masked_paths.is_empty() && sc.readonly_paths.is_empty();
     let masked: Vec<String> = if !sc.masked_paths.is_empty() {
         sc.masked_paths.clone()
-    } else if privileged {
+    } else if privileged || unmasked {
         vec![]
     } else {
         DEFAULT_MASKED.iter().map(|s| s.to_string()).collect()
     };
     let readonly: Vec<String> = if !sc.readonly_paths.is_empty() {
         sc.readonly_paths.clone()
-    } else if privileged {
+    } else if privileged || unmasked {
         vec![]
     } else {
         DEFAULT_READONLY.iter().map(|s| s.to_string()).collect()
