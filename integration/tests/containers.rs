@@ -930,6 +930,12 @@ async fn resources_land_in_the_cgroup_and_update_live() {
             cpu_period: 100_000,
             memory_limit_in_bytes: 64 << 20,
             cpuset_cpus: "0".into(),
+            // What kubelet sends for every page size the node has (this host mounts no hugetlb
+            // hierarchy: accepted; the node VM checks the limit on cgroup v2).
+            hugepage_limits: vec![HugepageLimit {
+                page_size: "2MB".into(),
+                limit: 0,
+            }],
             ..Default::default()
         }),
         ..Default::default()

@@ -244,12 +244,18 @@ async fn cgroup_v2_limits_hold() {
                 cpu_shares: 2048,
                 cpuset_cpus: "0".into(),
                 unified: [("pids.max".to_string(), "5".to_string())].into(),
+                // kubelet sends a limit for every page size the node has.
+                hugepage_limits: vec![HugepageLimit {
+                    page_size: "2MB".into(),
+                    limit: 4 << 20,
+                }],
                 ..Default::default()
             },
         ),
     )
     .await;
     let cg = cgroup_of(container_pid(&mut rt, &busy).await);
+    assert_eq!(read(&cg.join("hugetlb.2MB.max")), (4u64 << 20).to_string());
     assert_eq!(read(&cg.join("cpu.max")), "10000 100000");
     assert_eq!(read(&cg.join("pids.max")), "5");
     // Shares to weight as runc (1.3 and later) and crun convert them, so that 1024 shares (one

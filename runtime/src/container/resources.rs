@@ -161,7 +161,15 @@ fn check_cpuset(field: &str, s: &str) -> Result<()> {
 
 /// Creates the container's cgroup (if needed) and writes `r` into it.
 pub fn apply(cgroup: &str, r: &LinuxContainerResources) -> Result<()> {
-    let oci = to_oci(r)?;
+    let mut oci = to_oci(r)?;
+    if !hugetlb_available() {
+        // kubelet sends a limit for every page size the node has; without the controller there
+        // is nothing to limit them with (runc skips them too).
+        if r.hugepage_limits.iter().any(|h| h.limit != 0) {
+            tracing::warn!(cgroup, "hugepage limits given and this node's cgroups have no hugetlb controller: not applied");
+        }
+        oci.set_hugepage_limits(None);
+    }
     cgroups::create(cgroup).map_err(|e| Error::io(format!("creating cgroup {cgroup}"), e))?;
     let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
         cgroup_path: cgroup.into(),
@@ -179,6 +187,28 @@ pub fn apply(cgroup: &str, r: &LinuxContainerResources) -> Result<()> {
         .map_err(|e| {
             Error::FailedPrecondition(format!("applying resources to cgroup {cgroup}: {e}"))
         })
+}
+
+/// Whether this node's cgroups have the hugetlb controller: in the v2 root's controllers, or
+/// mounted as a v1 hierarchy.
+fn hugetlb_available() -> bool {
+    if cgroups::is_v2() {
+        return std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
+            .map(|c| c.split_whitespace().any(|x| x == "hugetlb"))
+            .unwrap_or(false);
+    }
+    std::fs::read_to_string("/proc/self/mountinfo")
+        .map(|m| {
+            m.lines().any(|l| {
+                l.split_once(" - ").is_some_and(|(_, fs)| {
+                    let mut f = fs.split(' ');
+                    f.next() == Some("cgroup")
+                        && f.nth(1)
+                            .is_some_and(|o| o.split(',').any(|x| x == "hugetlb"))
+                })
+            })
+        })
+        .unwrap_or(false)
 }
 
 #[cfg(test)]
