@@ -930,6 +930,30 @@ async fn checkpoints_restore_in_a_new_pod_and_on_another_node() {
     teardown_pods(&mut rt, vec![pod, pod_i, k.pod.clone()]).await;
 }
 
+/// A file's SELinux label (its `security.selinux` attribute).
+fn label_of(p: &Path) -> String {
+    let path = std::ffi::CString::new(p.display().to_string()).unwrap();
+    let mut buf = [0u8; 256];
+    // SAFETY: getxattr with NUL-terminated path and name and a buffer of the given length.
+    let n = unsafe {
+        libc::getxattr(
+            path.as_ptr(),
+            c"security.selinux".as_ptr(),
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+        )
+    };
+    assert!(
+        n > 0,
+        "{}: {}",
+        p.display(),
+        std::io::Error::last_os_error()
+    );
+    String::from_utf8_lossy(&buf[..n as usize])
+        .trim_end_matches('\0')
+        .to_string()
+}
+
 /// A process's SELinux context, as the kernel reports it.
 fn context_of(pid: i32) -> String {
     std::fs::read_to_string(format!("/proc/{pid}/attr/current"))
@@ -996,19 +1020,22 @@ async fn selinux_labels_apply_where_selinux_runs() {
 
     // With options: their level (and type), for the container and what is exec'd in it, and
     // its /dev labelled to match.
-    let c = run(
-        &mut rt,
-        &pod,
-        &pcfg,
-        sleeper(
-            "c",
-            Some(SeLinuxOption {
-                level: "s0:c1,c2".into(),
-                ..Default::default()
-            }),
-        ),
-    )
-    .await;
+    let volume = tempfile::tempdir().unwrap();
+    std::fs::write(volume.path().join("data"), "x").unwrap();
+    let mut with_volume = sleeper(
+        "c",
+        Some(SeLinuxOption {
+            level: "s0:c1,c2".into(),
+            ..Default::default()
+        }),
+    );
+    with_volume.mounts.push(Mount {
+        container_path: "/data".into(),
+        host_path: volume.path().display().to_string(),
+        selinux_relabel: true,
+        ..Default::default()
+    });
+    let c = run(&mut rt, &pod, &pcfg, with_volume).await;
     let pid = container_pid(&mut rt, &c).await;
     let want = format!("{process}:s0:c1,c2");
     assert_eq!(context_of(pid), want);
@@ -1018,23 +1045,30 @@ async fn selinux_labels_apply_where_selinux_runs() {
             .trim_end_matches(['\0', '\n']),
         want
     );
-    let dev = std::ffi::CString::new(format!("/proc/{pid}/root/dev")).unwrap();
-    let name = std::ffi::CString::new("security.selinux").unwrap();
-    let mut buf = [0u8; 256];
-    // SAFETY: getxattr with NUL-terminated paths and a buffer of the given length.
-    let n = unsafe {
-        libc::getxattr(
-            dev.as_ptr(),
-            name.as_ptr(),
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-        )
-    };
-    assert!(n > 0, "{}", std::io::Error::last_os_error());
-    let dev_label = String::from_utf8_lossy(&buf[..n as usize])
-        .trim_end_matches('\0')
-        .to_string();
-    assert_eq!(dev_label, format!("{file}:s0:c1,c2"));
+    assert_eq!(
+        label_of(Path::new(&format!("/proc/{pid}/root/dev"))),
+        format!("{file}:s0:c1,c2")
+    );
+    // Its volume asked to be relabelled: the files in it carry its label too.
+    assert_eq!(
+        label_of(&volume.path().join("data")),
+        format!("{file}:s0:c1,c2")
+    );
+    // The node's own directories are never relabelled.
+    let mut etc = sleeper("etc", None);
+    etc.mounts.push(Mount {
+        container_path: "/host-etc".into(),
+        host_path: "/etc".into(),
+        selinux_relabel: true,
+        ..Default::default()
+    });
+    let err = create(&mut rt, &pod, &pcfg, etc).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("mounts[0].selinux_relabel"),
+        "{}",
+        err.message()
+    );
 
     // A type the policy does not have is refused by name, nothing created.
     let err = create(

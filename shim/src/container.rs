@@ -190,8 +190,21 @@ struct BundleLinux {
     cgroups_path: Option<String>,
 }
 
-/// Starts the container of `req` and returns its PID in the host's namespace.
-pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32, Status> {
+/// A CRIU checkpoint to restore a container from, instead of running its spec's process.
+pub struct Checkpoint {
+    /// CRIU's image directory.
+    pub images: PathBuf,
+    /// The criu binary.
+    pub criu: PathBuf,
+}
+
+/// Starts (or, with `restore`, restores) the container of `req` and returns its PID in the
+/// host's namespace.
+pub async fn start(
+    state: &Arc<State>,
+    req: StartContainerRequest,
+    restore: Option<Checkpoint>,
+) -> Result<i32, Status> {
     if let Ok(c) = state.container(&req.id) {
         if c.is_running() {
             return Err(Status::failed_precondition(format!(
@@ -270,14 +283,14 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
         let (er, ew) = pipe()?;
         (child_in, ow, ew, or, Some(er))
     };
-    let mut lines = match &req.restore {
+    let mut lines = match &restore {
         Some(r) => crate::helper::spawn(
             &state.exe,
             &[
                 "restore".as_ref(),
                 bundle.as_os_str(),
-                r.images.as_ref(),
-                r.criu.as_ref(),
+                r.images.as_os_str(),
+                r.criu.as_os_str(),
             ],
             child_in,
             child_out,
@@ -290,7 +303,7 @@ pub async fn start(state: &Arc<State>, req: StartContainerRequest) -> Result<i32
     let mut failure = None;
     loop {
         // A restore takes as long as CRIU needs to load the checkpoint's memory.
-        let limit = Duration::from_secs(if req.restore.is_some() { 600 } else { 60 });
+        let limit = Duration::from_secs(if restore.is_some() { 600 } else { 60 });
         let line = match tokio::time::timeout(limit, lines.next_line()).await {
             Ok(Ok(Some(l))) => l,
             Ok(Ok(None)) => break,

@@ -212,7 +212,23 @@ impl Shim for Api {
         req: Request<StartContainerRequest>,
     ) -> Result<Response<StartContainerResponse>, Status> {
         let req = req.into_inner();
-        let pid = container::start(&self.state, req).await?;
+        let pid = container::start(&self.state, req, None).await?;
+        Ok(Response::new(StartContainerResponse { pid }))
+    }
+
+    async fn restore_container(
+        &self,
+        req: Request<RestoreContainerRequest>,
+    ) -> Result<Response<StartContainerResponse>, Status> {
+        let req = req.into_inner();
+        let start = req
+            .start
+            .ok_or_else(|| Status::invalid_argument("start: is required"))?;
+        let from = container::Checkpoint {
+            images: req.images.into(),
+            criu: req.criu.into(),
+        };
+        let pid = container::start(&self.state, start, Some(from)).await?;
         Ok(Response::new(StartContainerResponse { pid }))
     }
 

@@ -7,8 +7,8 @@ use std::time::{Duration, Instant};
 use skiff_proto::cri::{ContainerConfig, PodSandboxConfig};
 use skiff_proto::shim::shim_client::ShimClient;
 use skiff_proto::shim::{
-    ExecSyncRequest, ExecSyncResponse, KillContainerRequest, ReopenLogRequest, RestoreFrom,
-    StartContainerRequest,
+    ExecSyncRequest, ExecSyncResponse, KillContainerRequest, ReopenLogRequest,
+    RestoreContainerRequest, StartContainerRequest,
 };
 use skiff_shim::api::{ContainerState, Rootfs, ROOTFS_FILE, SECCOMP_FILE};
 use skiff_shim::{cgroups, fsutil};
@@ -391,6 +391,17 @@ impl Node {
                 store::write_atomic_volatile(&bundle.join(SECCOMP_FILE), &f.bpf)
                     .ctx(|| format!("writing {}/{SECCOMP_FILE}", bundle.display()))?;
             }
+            if let Some(label) = oci.linux().as_ref().and_then(|l| l.mount_label().clone()) {
+                for (i, m) in cfg.mounts.iter().enumerate() {
+                    if m.selinux_relabel {
+                        super::selinux::relabel(
+                            Path::new(&m.host_path),
+                            &label,
+                            &format!("mounts[{i}]"),
+                        )?;
+                    }
+                }
+            }
             if let Some(r) = &resources {
                 super::resources::apply(&rec.cgroup, r)?;
             }
@@ -452,35 +463,50 @@ impl Node {
         // disk while the shim starts the container.
         let rec = self.containers.mark_started(&found.id)?;
         let containers = &self.containers;
-        let restore = if rec.restore {
+        if rec.restore {
             self.criu.as_ref().map_err(|why| {
                 Error::FailedPrecondition(format!("restoring container {}: {why}", rec.id))
             })?;
-            Some(RestoreFrom {
-                images: rec.checkpoint_images().display().to_string(),
-                criu: self.cfg.criu_binary.display().to_string(),
-            })
-        } else {
-            None
+        }
+        let start = StartContainerRequest {
+            id: rec.id.clone(),
+            bundle: rec.bundle.display().to_string(),
+            log_path: rec.log_path.clone(),
+            tty: cfg.tty,
+            stdin: cfg.stdin,
+            stdin_once: cfg.stdin_once,
         };
-        let (r, saved) = tokio::join!(
-            shim.start_container(StartContainerRequest {
-                id: rec.id.clone(),
-                bundle: rec.bundle.display().to_string(),
-                log_path: rec.log_path.clone(),
-                tty: cfg.tty,
-                stdin: cfg.stdin,
-                stdin_once: cfg.stdin_once,
-                restore: restore.clone(),
-            }),
-            async { tokio::task::block_in_place(|| containers.save(&rec)) }
-        );
+        let started = async {
+            if rec.restore {
+                shim.restore_container(RestoreContainerRequest {
+                    start: Some(start),
+                    images: rec.checkpoint_images().display().to_string(),
+                    criu: self.cfg.criu_binary.display().to_string(),
+                })
+                .await
+            } else {
+                shim.start_container(start).await
+            }
+        };
+        let (r, saved) = tokio::join!(started, async {
+            tokio::task::block_in_place(|| containers.save(&rec))
+        });
         saved?;
         let pid = r
-            .map_err(|s| shim_client::shim_error(&pod.id, s))?
+            .map_err(|s| {
+                if s.code() == tonic::Code::Unimplemented {
+                    Error::FailedPrecondition(format!(
+                        "pod sandbox {}: its shim predates restores (the pod was started by an \
+                         older skiff): restore into a new pod",
+                        pod.id
+                    ))
+                } else {
+                    shim_client::shim_error(&pod.id, s)
+                }
+            })?
             .into_inner()
             .pid;
-        if restore.is_some() {
+        if rec.restore {
             // Restored: the images (its memory among them) are not needed again.
             let _ = std::fs::remove_dir_all(rec.checkpoint_images());
             tracing::info!(container = %rec.id, pid, "container restored from its checkpoint");

@@ -170,6 +170,62 @@ pub fn labels(opts: Option<&SeLinuxOption>) -> Result<Option<Labels>> {
     Ok(Some(labels))
 }
 
+/// Sets the SELinux label of `p` itself (a symlink's own, not its target's).
+fn set_label(p: &Path, label: &str) -> std::io::Result<()> {
+    use std::os::unix::ffi::OsStrExt;
+    let path = std::ffi::CString::new(p.as_os_str().as_bytes())
+        .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+    // SAFETY: a NUL-terminated path and attribute name, and the value's buffer with its length.
+    let rc = unsafe {
+        libc::lsetxattr(
+            path.as_ptr(),
+            c"security.selinux".as_ptr(),
+            label.as_ptr().cast(),
+            label.len(),
+            0,
+        )
+    };
+    if rc < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Paths never relabelled for a volume (as the other runtimes refuse them): the node's own.
+const NO_RELABEL: &[&str] = &[
+    "/", "/bin", "/boot", "/dev", "/etc", "/home", "/lib", "/lib64", "/opt", "/proc", "/root",
+    "/run", "/sbin", "/srv", "/sys", "/tmp", "/usr", "/var",
+];
+
+/// Gives the tree at `host` (a volume with `selinux_relabel`) the container's file `label`,
+/// as `chcon -R` would. `field` names the mount in errors.
+pub fn relabel(host: &Path, label: &str, field: &str) -> Result<()> {
+    let clean = host.components().collect::<std::path::PathBuf>();
+    if NO_RELABEL.iter().any(|p| Path::new(p) == clean) {
+        return Err(Error::InvalidArgument(format!(
+            "{field}.selinux_relabel: {} is the node's own and is not relabelled",
+            host.display()
+        )));
+    }
+    let mut stack = vec![host.to_path_buf()];
+    while let Some(p) = stack.pop() {
+        set_label(&p, label).map_err(|e| {
+            Error::FailedPrecondition(format!(
+                "{field}.selinux_relabel: labelling {}: {e}",
+                p.display()
+            ))
+        })?;
+        let meta = std::fs::symlink_metadata(&p)
+            .map_err(|e| Error::io(format!("{field}: {}", p.display()), e))?;
+        if meta.is_dir() {
+            let rd = std::fs::read_dir(&p)
+                .map_err(|e| Error::io(format!("{field}: {}", p.display()), e))?;
+            stack.extend(rd.flatten().map(|e| e.path()));
+        }
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
