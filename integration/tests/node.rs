@@ -835,6 +835,25 @@ async fn checkpoints_restore_in_a_new_pod_and_on_another_node() {
     assert!(cg.ends_with(&c), "{}", cg.display());
     assert_eq!(read(&cg.join("memory.max")), (64u64 << 20).to_string());
     assert_eq!(sh(&mut rt, &c, "hostname").await.trim(), "restored");
+    // The restore mounted nothing on the node (its rootfs was mounted in a mount namespace of
+    // its own), and removing the container leaves nothing of it.
+    let on_node = || std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!on_node().contains(&c), "{}", on_node());
+    rt.stop_container(StopContainerRequest {
+        container_id: c.clone(),
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer");
+    rt.remove_container(RemoveContainerRequest {
+        container_id: c.clone(),
+    })
+    .await
+    .expect("RemoveContainer");
+    for dir in ["/var/lib/skiff/containers", "/run/skiff/containers"] {
+        assert!(!Path::new(dir).join(&c).exists(), "{dir}/{c} left behind");
+    }
+    assert!(!on_node().contains(&c));
 
     // The archive as an OCI image with the checkpoint annotation (as checkpointctl and buildah
     // make them), pulled and restored in another pod.
