@@ -140,12 +140,7 @@ fn run(bundle: &Path, images: &Path, criu: &Path, sync: &mut File) -> Result<(),
     }
     // Bind mounts by destination (the key the checkpoint gave them) from this spec's sources.
     for m in spec.mounts().iter().flatten() {
-        let bind = m.typ().as_deref() == Some("bind")
-            || m.options()
-                .iter()
-                .flatten()
-                .any(|o| o == "bind" || o == "rbind");
-        if let (true, Some(src)) = (bind, m.source()) {
+        if let (true, Some(src)) = (rootfs::is_bind(m), m.source()) {
             cmd.arg("--external").arg(format!(
                 "mnt[{}]:{}",
                 m.destination().display(),

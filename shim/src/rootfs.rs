@@ -103,7 +103,7 @@ pub fn restore_root(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<PathBuf> {
     mount_overlay(layers, &root, None)?;
     std::env::set_current_dir(bundle).map_err(|e| format!("entering {}: {e}", bundle.display()))?;
     let rootfd = fsutil::open_dir(&root).map_err(|e| format!("opening rootfs: {e}"))?;
-    for m in mounts.iter().filter(|m| parse_opts(m).bind) {
+    for m in mounts.iter().filter(|m| is_bind(m)) {
         let dest =
             fsutil::clean(m.destination()).ok_or("a bind mount's destination is the root")?;
         let source = m.source().clone().unwrap_or_default();
@@ -318,6 +318,11 @@ struct Opts {
     /// Idmapped (`idmap`, `ridmap`): by the mount's own mappings, else the container's user
     /// namespace.
     idmap: bool,
+}
+
+/// Whether the spec's mount `m` is a bind mount (by type, or a `bind`/`rbind` option).
+pub fn is_bind(m: &Mount) -> bool {
+    parse_opts(m).bind
 }
 
 fn parse_opts(m: &Mount) -> Opts {

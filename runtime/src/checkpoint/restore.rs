@@ -187,11 +187,9 @@ impl Archive {
         out
     }
 
-    /// The CreateContainer request for the restored container: the checkpointed container's
-    /// command, environment, working directory and annotations; the request's name (else the
-    /// original's), labels, mounts, log path and Linux settings. Refuses a request that does not
-    /// give every bind mount the archive records.
-    pub fn container_config(&self, req: &ContainerConfig, image: &str) -> Result<ContainerConfig> {
+    /// Refuses a request that does not give every bind mount the archive records, and an
+    /// archive of a container with a terminal.
+    pub fn check(&self, req: &ContainerConfig) -> Result<()> {
         let given: Vec<String> = req
             .mounts
             .iter()
@@ -217,6 +215,14 @@ impl Archive {
                 self.path
             )));
         }
+        Ok(())
+    }
+
+    /// The CreateContainer request for the restored container: the checkpointed container's
+    /// command, environment, working directory and annotations; the request's name (else the
+    /// original's), labels, mounts, log path and Linux settings. Checked as [`Archive::check`].
+    pub fn container_config(&self, req: &ContainerConfig, image: &str) -> Result<ContainerConfig> {
+        self.check(req)?;
         let process = &self.spec["process"];
         let strings = |v: &serde_json::Value| -> Vec<String> {
             v.as_array()
@@ -374,7 +380,7 @@ impl crate::node::Node {
                 }
             };
             // The mounts and the terminal are checked before any image is pulled.
-            archive.container_config(&req, "")?;
+            archive.check(&req)?;
             self.criu
                 .as_ref()
                 .map_err(|why| Error::FailedPrecondition(format!("restoring {path}: {why}")))?;

@@ -162,7 +162,7 @@ fn check_cpuset(field: &str, s: &str) -> Result<()> {
 /// Creates the container's cgroup (if needed) and writes `r` into it.
 pub fn apply(cgroup: &str, r: &LinuxContainerResources) -> Result<()> {
     let mut oci = to_oci(r)?;
-    if !hugetlb_available() {
+    if !r.hugepage_limits.is_empty() && !hugetlb_available() {
         // kubelet sends a limit for every page size the node has; without the controller there
         // is nothing to limit them with (runc skips them too).
         if r.hugepage_limits.iter().any(|h| h.limit != 0) {
@@ -190,8 +190,13 @@ pub fn apply(cgroup: &str, r: &LinuxContainerResources) -> Result<()> {
 }
 
 /// Whether this node's cgroups have the hugetlb controller: in the v2 root's controllers, or
-/// mounted as a v1 hierarchy.
+/// mounted as a v1 hierarchy. Looked up once: it does not change while skiffd runs.
 fn hugetlb_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(probe_hugetlb)
+}
+
+fn probe_hugetlb() -> bool {
     if cgroups::is_v2() {
         return std::fs::read_to_string("/sys/fs/cgroup/cgroup.controllers")
             .map(|c| c.split_whitespace().any(|x| x == "hugetlb"))
