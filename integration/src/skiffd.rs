@@ -24,6 +24,8 @@ pub struct Skiffd {
     child: Option<Child>,
     /// A network namespace (`ip netns` name) skiffd runs in, and so its pods' networks.
     netns: Option<String>,
+    /// Environment variables set for skiffd beyond the test's own.
+    env: Vec<(String, String)>,
 }
 
 impl Skiffd {
@@ -103,6 +105,7 @@ impl Skiffd {
             args,
             child: None,
             netns: netns.map(String::from),
+            env: vec![],
         };
         s.spawn();
         s
@@ -135,6 +138,7 @@ impl Skiffd {
         };
         let child = cmd
             .args(&self.args)
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(logf.try_clone().expect("log fd"))
             .stderr(logf)
@@ -195,6 +199,13 @@ impl Skiffd {
     pub fn restart(&mut self) {
         self.kill9();
         self.spawn();
+    }
+
+    /// Restarts skiffd (SIGKILL) with `env` added to its environment from now on.
+    pub fn restart_with_env(&mut self, env: &[(&str, &str)]) {
+        self.env
+            .extend(env.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+        self.restart();
     }
 
     pub async fn channel(&self) -> Channel {

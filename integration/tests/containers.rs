@@ -441,6 +441,66 @@ async fn bind_mounts_readonly_and_propagation() {
     let _ = nix::mount::umount2(&shared, nix::mount::MntFlags::MNT_DETACH);
 }
 
+/// On a node whose run root lies on a shared mount (systemd makes / shared), a container with
+/// an rshared volume mounts nothing of its own on the host, and its pod is removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rshared_volume_leaves_no_mount_on_the_host_and_its_pod_is_removed() {
+    require_root();
+    let (_run_fx, run_shared) = mount_propagation_fixture();
+    let (_vol_fx, vol) = mount_propagation_fixture();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/busybox", "v1")
+        .await;
+    let run_root = run_shared.join("run");
+    let d = Skiffd::start_with(
+        &[&reg.host],
+        None,
+        &["--run-root", run_root.to_str().unwrap()],
+    );
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("rshared", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let mut c = container_config("c", &img.reference, &["sleep", "1000"]);
+    c.mounts = vec![skiff_proto::cri::Mount {
+        container_path: "/bidir".into(),
+        host_path: vol.display().to_string(),
+        propagation: MountPropagation::PropagationBidirectional as i32,
+        ..Default::default()
+    }];
+    let id = run(&mut rt, &pod, &pcfg, c).await;
+    assert_eq!(sh(&mut rt, &id, "echo ok > /bidir/f; cat /bidir/f").await, "ok\n");
+    let bundle = run_root.join("containers").join(&id);
+    let host_mounts = || {
+        std::fs::read_to_string("/proc/self/mountinfo")
+            .unwrap()
+            .lines()
+            .filter(|l| l.contains(&format!("{} ", bundle.display())) || l.contains(&format!("{}/", bundle.display())))
+            .map(str::to_string)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(host_mounts(), Vec::<String>::new(), "the container's mounts stay in it");
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.clone(),
+    })
+    .await
+    .expect("StopPodSandbox");
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("RemovePodSandbox");
+    assert!(!bundle.exists(), "{} is removed", bundle.display());
+    drop(rt);
+    drop(d);
+    for m in [&vol, &run_shared] {
+        let _ = nix::mount::umount2(m.as_path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn bad_requests_are_refused_by_field_and_leave_nothing() {
     let mut e = env("bad").await;

@@ -553,6 +553,82 @@ async fn apparmor_profiles_are_applied() {
     teardown_pods(&mut rt, vec![pod]).await;
 }
 
+/// A node whose kernel runs AppArmor but that lacks `apparmor_parser` (a minimal install): as
+/// with runc and containerd, AppArmor counts as unavailable (Status says why), containers that
+/// name nothing run unconfined instead of failing, and a loaded profile named by a container
+/// still applies.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn apparmor_without_its_parser_is_unavailable() {
+    assert!(
+        !Path::new("/usr/bin/apparmor_parser").exists(),
+        "the test hides apparmor_parser by leaving /usr/sbin off PATH"
+    );
+    let profile = "profile skiff-test-loaded flags=(attach_disconnected,mediate_deleted) {\n\
+                   file,\n  capability,\n  network,\n  signal,\n  umount,\n}\n";
+    let mut parser = Command::new("apparmor_parser")
+        .arg("-r")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("apparmor_parser");
+    use std::io::Write;
+    parser
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(profile.as_bytes())
+        .unwrap();
+    assert!(parser.wait().unwrap().success());
+
+    let reg = Registry::start();
+    let pushed = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "node/busybox", "v1")
+        .await;
+    let mut d = Skiffd::start_with(&[&reg.host], None, &[]);
+    d.restart_with_env(&[("PATH", "/usr/bin:/bin")]);
+    pull(&mut d.images().await, &pushed.reference).await;
+    let mut rt = d.runtime().await;
+    let st = rt
+        .status(StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let aa: serde_json::Value = serde_json::from_str(&st.info["apparmor"]).unwrap();
+    assert_eq!(aa["enabled"], false, "{aa}");
+    assert!(
+        aa["reason"].as_str().unwrap().contains("apparmor_parser"),
+        "{aa}"
+    );
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("noparser", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let plain = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("plain", &pushed.reference, &["sleep", "100000"]),
+    )
+    .await;
+    assert_eq!(label(container_pid(&mut rt, &plain).await), "unconfined");
+    let mut named = container_config("named", &pushed.reference, &["sleep", "100000"]);
+    named
+        .linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .apparmor = Some(SecurityProfile {
+        profile_type: security_profile::ProfileType::Localhost as i32,
+        localhost_ref: "skiff-test-loaded".into(),
+    });
+    let named = run(&mut rt, &pod, &pcfg, named).await;
+    assert_eq!(
+        label(container_pid(&mut rt, &named).await),
+        "skiff-test-loaded (enforce)"
+    );
+    teardown_pods(&mut rt, vec![pod]).await;
+}
+
 /// A pod whose per-container PID namespace is kubelet's default (what a restore needs).
 fn ckpt_pod(name: &str, logs: &Path) -> PodSandboxConfig {
     with_namespaces(

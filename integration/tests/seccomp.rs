@@ -310,7 +310,7 @@ async fn container_profile_beats_pod_profile() {
 }
 
 /// The deprecated string fields and the alpha annotations, resolved against seccomp_root;
-/// privileged containers run unconfined unless a profile is named.
+/// privileged containers run unconfined whatever profile is named.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn legacy_annotations_fields_and_privileged() {
     #[allow(deprecated)]
@@ -345,7 +345,7 @@ async fn legacy_annotations_fields_and_privileged() {
     let (code, _) = probe(&mut e, &field, &["sysprobe", "chmod", "/tmp"]).await;
     assert_eq!(code, 0, "runtime/default allows chmod");
 
-    // A pod without annotations: privileged means unconfined unless a profile is explicit.
+    // A pod without annotations: privileged means unconfined, even with a profile named.
     let logs = tempfile::tempdir().unwrap();
     let pcfg = pod_config("legacy2", logs.path().to_str().unwrap());
     let pod = run_pod(&mut e.rt, &pcfg).await;
@@ -354,15 +354,32 @@ async fn legacy_annotations_fields_and_privileged() {
         (
             "priv-default",
             profile(ProfileType::RuntimeDefault, ""),
+            "0",
+        ),
+        (
+            "priv-localhost",
+            profile(
+                ProfileType::Localhost,
+                &e.profiles
+                    .path()
+                    .join("prevent-chmod.json")
+                    .display()
+                    .to_string(),
+            ),
+            "0",
+        ),
+        ("unpriv", None, "0"),
+        (
+            "unpriv-default",
+            profile(ProfileType::RuntimeDefault, ""),
             "2",
         ),
-        ("unpriv", None, "2"),
     ] {
         let mut c = sleeper(
             &e,
             name,
             LinuxContainerSecurityContext {
-                privileged: name != "unpriv",
+                privileged: name.starts_with("priv"),
                 seccomp,
                 ..Default::default()
             },
@@ -668,28 +685,36 @@ async fn notify_goes_to_the_agent_and_rules_match_arguments() {
     assert_eq!(state["state"]["status"], "running");
 }
 
-/// `unset_seccomp_profile = "Unconfined"`: a container that names no profile runs without a
-/// filter; one that names RuntimeDefault still gets it.
+/// A container that names no profile, in a pod that names none, runs unconfined (api.proto:
+/// "Default: "", which is identical with unconfined"); `unset_seccomp_profile =
+/// "RuntimeDefault"` gives it the RuntimeDefault filter instead.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unset_profile_can_mean_unconfined() {
-    let mut e = env_with(
-        "unset",
-        "unset_seccomp_profile = \"Unconfined\"\n",
-        |_, _| {},
-    )
-    .await;
+async fn unset_profile_is_unconfined_unless_configured() {
+    let mut e = env("unset", |_, _| {}).await;
     let plain = start_sleeper(&mut e, "plain", Default::default()).await;
     assert_eq!(seccomp_mode(container_pid(&mut e.rt, &plain).await), "0");
     let (code, out) = probe(&mut e, &plain, &["sysprobe", "keyctl"]).await;
     assert_eq!((code, out.as_str()), (0, "keyctl: ok"));
-    let named = start_sleeper(
+    drop(e);
+
+    let mut e = env_with(
+        "unset-default",
+        "unset_seccomp_profile = \"RuntimeDefault\"\n",
+        |_, _| {},
+    )
+    .await;
+    let plain = start_sleeper(&mut e, "plain", Default::default()).await;
+    assert_eq!(seccomp_mode(container_pid(&mut e.rt, &plain).await), "2");
+    let (code, out) = probe(&mut e, &plain, &["sysprobe", "keyctl"]).await;
+    assert_eq!((code, out.as_str()), (1, "keyctl: Operation not permitted"));
+    let free = start_sleeper(
         &mut e,
-        "named",
+        "free",
         LinuxContainerSecurityContext {
-            seccomp: profile(ProfileType::RuntimeDefault, ""),
+            seccomp: profile(ProfileType::Unconfined, ""),
             ..Default::default()
         },
     )
     .await;
-    assert_eq!(seccomp_mode(container_pid(&mut e.rt, &named).await), "2");
+    assert_eq!(seccomp_mode(container_pid(&mut e.rt, &free).await), "0");
 }

@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 use skiff_integration::cri::*;
 use skiff_integration::image::Compression;
 use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_proto::cri::security_profile::ProfileType;
 use skiff_proto::cri::*;
 
 const LEN: u32 = 65536;
@@ -161,6 +162,13 @@ async fn root_inside_is_the_mapped_id_outside_and_layers_are_idmapped() {
     c.linux = Some(LinuxContainerConfig {
         resources: Some(LinuxContainerResources {
             memory_limit_in_bytes: 32 << 20,
+            ..Default::default()
+        }),
+        security_context: Some(LinuxContainerSecurityContext {
+            seccomp: Some(SecurityProfile {
+                profile_type: ProfileType::RuntimeDefault as i32,
+                ..Default::default()
+            }),
             ..Default::default()
         }),
         ..Default::default()

@@ -52,8 +52,9 @@ pub fn systemd_booted() -> bool {
 /// What a container gets when neither it, its pod nor an annotation names a seccomp profile.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
 pub enum UnsetSeccomp {
-    #[default]
     RuntimeDefault,
+    /// api.proto: an empty profile "is identical with unconfined".
+    #[default]
     Unconfined,
 }
 
@@ -112,7 +113,8 @@ pub struct FileConfig {
     /// Where `localhost/<path>` seccomp profiles (deprecated fields, legacy annotations) that
     /// are not absolute are found.
     pub seccomp_root: Option<PathBuf>,
-    /// What an unset seccomp profile means: "RuntimeDefault" (default) or "Unconfined".
+    /// What an unset seccomp profile means: "Unconfined" (default, as api.proto says) or
+    /// "RuntimeDefault".
     pub unset_seccomp_profile: Option<UnsetSeccomp>,
     /// "idmap" (default) or "chown": see [`UsernsRootfs`].
     pub userns_rootfs: Option<UsernsRootfs>,

@@ -139,6 +139,10 @@ impl Node {
             Ok(v) => tracing::info!(version = %v, "criu found: checkpoints can be made"),
             Err(why) => tracing::info!(reason = %why, "no usable criu: checkpoints cannot be made"),
         }
+        match crate::container::apparmor::availability() {
+            Ok(()) => tracing::info!("AppArmor available: containers get profiles"),
+            Err(why) => tracing::info!(reason = %why, "AppArmor unavailable: containers run without a profile unless they name a loaded one"),
+        }
         let node = Arc::new(Node {
             shims: Mutex::new(HashMap::new()),
             criu,

@@ -258,6 +258,29 @@ pub fn fd_path(fd: &impl AsRawFd) -> PathBuf {
     PathBuf::from(format!("/proc/self/fd/{}", fd.as_raw_fd()))
 }
 
+/// A path field of /proc/*/mountinfo with the kernel's octal escapes (`\040` for a space, …)
+/// undone.
+pub fn unescape_mountinfo(field: &str) -> String {
+    let b = field.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\' && i + 3 < b.len() && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c)) {
+            let v = b[i + 1..i + 4]
+                .iter()
+                .fold(0u32, |acc, c| acc * 8 + u32::from(c - b'0'));
+            if let Ok(byte) = u8::try_from(v) {
+                out.push(byte);
+                i += 4;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -328,5 +351,12 @@ mod tests {
         mkdir_all_in_root(&fd, Path::new("up/made/here")).unwrap();
         assert!(root.join("made/here").is_dir());
         assert!(!Path::new("/made").exists());
+    }
+
+    #[test]
+    fn mountinfo_escapes_are_undone() {
+        assert_eq!(unescape_mountinfo(r"/a\040b\011c"), "/a b\tc");
+        assert_eq!(unescape_mountinfo(r"/x\134y"), "/x\\y");
+        assert_eq!(unescape_mountinfo(r"/end\04"), r"/end\04");
     }
 }

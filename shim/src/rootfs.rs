@@ -52,7 +52,10 @@ fn root_path(spec: &Spec, bundle: &Path) -> R<PathBuf> {
 
 /// Host mount events reach the container (rslave) unless a volume asks for more (rshared: peer
 /// groups copied from the host are kept so that volume stays in the host's group); and the
-/// bundle gets a private mount of its own, since pivot_root refuses a shared parent.
+/// bundle gets a private mount of its own, since pivot_root refuses a shared parent. With
+/// rshared, the mount holding the bundle is made private first (as runc does), so the bundle's
+/// bind mount and the rootfs overlay on it never propagate to the host, where they would keep
+/// the bundle busy after the container is gone.
 fn isolate(mounts: &[Mount], bundle: &Path) -> R<()> {
     let rshared = mounts
         .iter()
@@ -70,7 +73,31 @@ fn isolate(mounts: &[Mount], bundle: &Path) -> R<()> {
         None::<&str>,
     )
     .map_err(|e| format!("setting mount propagation of /: {e}"))?;
+    if rshared {
+        let parent = mount_point_of(bundle)?;
+        mount(
+            None::<&str>,
+            &parent,
+            None::<&str>,
+            MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("making {} private: {e}", parent.display()))?;
+    }
     bind_self(bundle, MsFlags::MS_PRIVATE)
+}
+
+/// The mount point of the mount that holds `path` (the longest mount point in this mount
+/// namespace that is `path` or one of its ancestors).
+fn mount_point_of(path: &Path) -> R<PathBuf> {
+    let info = std::fs::read_to_string("/proc/self/mountinfo")
+        .map_err(|e| format!("reading /proc/self/mountinfo: {e}"))?;
+    info.lines()
+        .filter_map(|l| l.split(' ').nth(4))
+        .map(|m| PathBuf::from(fsutil::unescape_mountinfo(m)))
+        .filter(|m| path.starts_with(m))
+        .max_by_key(|m| m.components().count())
+        .ok_or_else(|| format!("no mount holds {}", path.display()))
 }
 
 /// Builds the root filesystem in this process's (new) mount namespace and pivots into it.

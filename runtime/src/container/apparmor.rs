@@ -3,9 +3,13 @@
 //! loaded), or `Unconfined`, or else — `RuntimeDefault`, or nothing named and not privileged —
 //! skiff's own default profile `skiff-default`, which skiffd loads with `apparmor_parser` the
 //! first time it is needed. The shim makes the profile the container process's on its exec.
-//! Where AppArmor is off, a named profile is refused and the rest need nothing.
+//! AppArmor counts as available, as runc and containerd have it, only where the kernel enables
+//! it *and* `apparmor_parser` is installed; where it is not, containers run without a profile
+//! unless they name one (`Localhost`), which must be loaded all the same.
 
 use std::sync::OnceLock;
+#[cfg(test)]
+use std::path::Path;
 
 use skiff_proto::cri::security_profile::ProfileType;
 use skiff_proto::cri::LinuxContainerSecurityContext;
@@ -55,6 +59,35 @@ pub fn enabled() -> bool {
     std::fs::read_to_string("/sys/module/apparmor/parameters/enabled")
         .map(|v| v.trim() == "Y")
         .unwrap_or(false)
+}
+
+/// Whether containers get AppArmor profiles on this node, or why not (probed once: the kernel's
+/// switch and `apparmor_parser` on PATH).
+pub fn availability() -> &'static std::result::Result<(), String> {
+    static AVAILABLE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
+    AVAILABLE.get_or_init(|| {
+        availability_of(enabled(), std::env::var_os("PATH").as_deref())
+    })
+}
+
+fn availability_of(
+    kernel: bool,
+    path: Option<&std::ffi::OsStr>,
+) -> std::result::Result<(), String> {
+    if !kernel {
+        return Err("the kernel does not enable AppArmor".into());
+    }
+    let found = path
+        .map(|p| std::env::split_paths(p).any(|d| d.join("apparmor_parser").is_file()))
+        .unwrap_or(false);
+    if !found {
+        return Err(
+            "the kernel enables AppArmor but apparmor_parser is not installed (the apparmor \
+             package)"
+                .into(),
+        );
+    }
+    Ok(())
 }
 
 /// Whether a profile of that name is loaded.
@@ -137,7 +170,7 @@ pub fn profile(sc: &LinuxContainerSecurityContext) -> Result<Option<String>> {
     };
     match want {
         Want::Unconfined => Ok(None),
-        Want::Default if !enabled() => Ok(None),
+        Want::Default if availability().is_err() => Ok(None),
         Want::Default => {
             ensure_default().map_err(|e| {
                 Error::FailedPrecondition(format!(
@@ -166,5 +199,21 @@ pub fn profile(sc: &LinuxContainerSecurityContext) -> Result<Option<String>> {
             }
             Ok(Some(name))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn available_only_with_the_kernel_and_the_parser() {
+        let d = tempfile::tempdir().unwrap();
+        let with = std::env::join_paths([Path::new("/nonexistent"), d.path()]).unwrap();
+        assert!(availability_of(true, Some(&with)).unwrap_err().contains("apparmor_parser"));
+        std::fs::write(d.path().join("apparmor_parser"), "").unwrap();
+        assert_eq!(availability_of(true, Some(&with)), Ok(()));
+        assert!(availability_of(false, Some(&with)).unwrap_err().contains("kernel"));
+        assert!(availability_of(true, None).is_err());
     }
 }

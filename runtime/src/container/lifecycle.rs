@@ -245,6 +245,15 @@ impl Node {
         } else {
             image.user.clone()
         };
+        if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty()
+        {
+            // As api.proto says: run_as_group only goes with run_as_user or run_as_username.
+            return Err(Error::InvalidArgument(
+                "linux.security_context.run_as_group: is set without run_as_user or \
+                 run_as_username"
+                    .into(),
+            ));
+        }
         let group = match &sc.run_as_group {
             Some(g) if g.value < 0 || g.value > u32::MAX as i64 => {
                 return Err(Error::InvalidArgument(format!(
@@ -517,9 +526,14 @@ impl Node {
     }
 
     /// StopContainer: the stop signal, then SIGKILL to every process after `timeout` seconds.
-    /// Stopping a container that does not run succeeds.
+    /// Stopping a container that does not run, or that does not exist (any more), succeeds:
+    /// the call is idempotent and kubelet retries it after its own restarts.
     pub async fn stop_container(&self, id: &str, timeout: i64) -> Result<()> {
-        let rec = self.containers.find(id)?;
+        let rec = match self.containers.find(id) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         let st = self.container_state(&rec);
         if st.pid == 0 || st.exited {
             return Ok(());
@@ -683,13 +697,15 @@ fn kill_cgroup(cg: &str) {
 
 /// Polls the container's state file until it records an exit, at most `limit`.
 async fn wait_exit(node: &Node, rec: &ContainerRecord, limit: Duration) -> bool {
-    let deadline = Instant::now() + limit;
+    // A limit past what an Instant can hold (kubelet does not bound the grace period) waits
+    // without a deadline.
+    let deadline = Instant::now().checked_add(limit);
     loop {
         let st: ContainerState = node.container_state(rec);
         if st.exited {
             return true;
         }
-        if Instant::now() >= deadline {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(25)).await;

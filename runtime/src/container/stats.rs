@@ -1,18 +1,17 @@
 //! Container stats for ContainerStats and ListContainerStats: CPU and memory from the
-//! container's cgroup (read through `libcgroups`, v1 or v2), the writable layer's disk use from
+//! container's cgroup files (v1 or v2, whatever keys the kernel shows there), the writable layer's disk use from
 //! its overlay upper directory.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 
-use libcgroups::common::{CgroupConfig, CgroupManager};
 use skiff_proto::cri::{
     ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage,
     MemoryUsage, UInt64Value,
 };
 
 use super::ContainerRecord;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::store;
 
 /// The last CPU sample of each container, for usage in nano-cores between two reads.
@@ -95,37 +94,78 @@ pub fn cgroup_usage(
     if !exists {
         return Ok(None);
     }
-    let manager = libcgroups::common::create_cgroup_manager(CgroupConfig {
-        cgroup_path: cgroup.into(),
-        systemd_cgroup: false,
-        container_name: String::new(),
-    })
-    .map_err(|e| Error::Internal(format!("cgroup {cgroup}: {e}")))?;
-    let st = manager
-        .stats()
-        .map_err(|e| Error::Internal(format!("reading stats of cgroup {cgroup}: {e}")))?;
-    let usage = st.cpu.usage.usage_total;
+    let dirs = skiff_shim::cgroups::dirs(cgroup).unwrap_or_default();
+    let files = CgroupFiles(&dirs);
+    // v2's cpu.stat (usage_usec: present whether or not the cpu controller is enabled there, the
+    // throttling lines only when it is), else v1's cpuacct.usage (ns).
+    let usage = match files.keyed("cpu.stat").get("usage_usec") {
+        Some(us) => us.saturating_mul(1000),
+        None => files.number("cpuacct.usage").unwrap_or(0),
+    };
     let cpu = CpuUsage {
         timestamp: now,
         usage_core_nano_seconds: u(usage),
         usage_nano_cores: samples.rate(key, usage, now).and_then(u),
     };
-    let m = &st.memory;
-    let get = |keys: &[&str]| keys.iter().find_map(|k| m.stats.get(*k).copied());
+    let m = files.keyed("memory.stat");
+    let get = |keys: &[&str]| keys.iter().find_map(|k| m.get(*k).copied());
+    let mem_usage = files
+        .number("memory.current")
+        .or_else(|| files.number("memory.usage_in_bytes"))
+        .unwrap_or(0);
+    // "max" (v2's no limit) reads as none; v1's page-rounded i64::MAX is caught by `unlimited`.
+    let limit = files
+        .number("memory.max")
+        .or_else(|| files.number("memory.limit_in_bytes"))
+        .unwrap_or(0);
     let inactive_file = get(&["total_inactive_file", "inactive_file"]).unwrap_or(0);
-    let working_set = m.memory.usage.saturating_sub(inactive_file);
-    let available =
-        (!unlimited(m.memory.limit)).then(|| m.memory.limit.saturating_sub(working_set));
+    let working_set = mem_usage.saturating_sub(inactive_file);
+    let available = (!unlimited(limit)).then(|| limit.saturating_sub(working_set));
     let memory = MemoryUsage {
         timestamp: now,
         working_set_bytes: u(working_set),
         available_bytes: available.and_then(u),
-        usage_bytes: u(m.memory.usage),
+        usage_bytes: u(mem_usage),
         rss_bytes: get(&["total_rss", "rss", "anon"]).and_then(u),
         page_faults: get(&["total_pgfault", "pgfault"]).and_then(u),
         major_page_faults: get(&["total_pgmajfault", "pgmajfault"]).and_then(u),
     };
-    Ok(Some((cpu, memory, st.pids.current)))
+    let pids = files.number("pids.current").unwrap_or(0);
+    Ok(Some((cpu, memory, pids)))
+}
+
+/// A cgroup's files, read from whichever of its directories (one on v2, one per v1 hierarchy)
+/// has them. Only what a file holds is read: a key or file the kernel does not show here (v2's
+/// cpu.stat without the cpu controller, a v1 hierarchy not mounted) is simply absent.
+struct CgroupFiles<'a>(&'a [std::path::PathBuf]);
+
+impl CgroupFiles<'_> {
+    fn read(&self, name: &str) -> Option<String> {
+        self.0
+            .iter()
+            .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
+    }
+
+    /// A file holding one number ("max" and unreadable files give None).
+    fn number(&self, name: &str) -> Option<u64> {
+        self.read(name)?.trim().parse().ok()
+    }
+
+    /// A file of "key value" lines (cpu.stat, memory.stat).
+    fn keyed(&self, name: &str) -> HashMap<String, u64> {
+        self.read(name)
+            .map(|t| parse_keyed(&t))
+            .unwrap_or_default()
+    }
+}
+
+fn parse_keyed(text: &str) -> HashMap<String, u64> {
+    text.lines()
+        .filter_map(|l| {
+            let (k, v) = l.split_once(' ')?;
+            Some((k.to_string(), v.trim().parse().ok()?))
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -138,5 +178,23 @@ mod tests {
         assert_eq!(s.rate("c", 1_000, 0), None);
         // Half a core: 0.5 s of CPU over 1 s.
         assert_eq!(s.rate("c", 500_001_000, 1_000_000_000), Some(500_000_000));
+    }
+
+    #[test]
+    fn cpu_stat_without_throttling_lines_is_read() {
+        let d = tempfile::tempdir().unwrap();
+        std::fs::write(
+            d.path().join("cpu.stat"),
+            "usage_usec 1500\nuser_usec 1000\nsystem_usec 500\n",
+        )
+        .unwrap();
+        std::fs::write(d.path().join("memory.max"), "max\n").unwrap();
+        std::fs::write(d.path().join("memory.current"), "4096\n").unwrap();
+        let dirs = [d.path().to_path_buf()];
+        let f = CgroupFiles(&dirs);
+        assert_eq!(f.keyed("cpu.stat").get("usage_usec"), Some(&1500));
+        assert_eq!(f.number("memory.max"), None);
+        assert_eq!(f.number("memory.current"), Some(4096));
+        assert_eq!(f.number("pids.current"), None);
     }
 }

@@ -90,7 +90,7 @@ pub async fn container_status(
                 linux: Some(LinuxContainerUser {
                     uid: r.uid as i64,
                     gid: r.gid as i64,
-                    supplemental_groups: r.groups.iter().map(|g| *g as i64).collect(),
+                    supplemental_groups: process_groups(r.gid, &r.groups),
                 }),
             }),
         };
@@ -113,4 +113,16 @@ pub async fn container_status(
         status: Some(status),
         info,
     })
+}
+
+/// The groups the container's process has, as `id -G` lists them: its primary group first, then
+/// its supplementary groups.
+fn process_groups(gid: u32, groups: &[u32]) -> Vec<i64> {
+    let mut all = vec![gid as i64];
+    for g in groups {
+        if !all.contains(&(*g as i64)) {
+            all.push(*g as i64);
+        }
+    }
+    all
 }

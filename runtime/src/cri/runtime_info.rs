@@ -63,6 +63,11 @@ pub fn status(cri: &Cri, req: &StatusRequest) -> StatusResponse {
             Err(why) => serde_json::json!({"error": why}),
         };
         info.insert("criu".to_string(), criu.to_string());
+        let apparmor = match crate::container::apparmor::availability() {
+            Ok(()) => serde_json::json!({"enabled": true}),
+            Err(why) => serde_json::json!({"enabled": false, "reason": why}),
+        };
+        info.insert("apparmor".to_string(), apparmor.to_string());
     }
     StatusResponse {
         status: Some(RuntimeStatus {

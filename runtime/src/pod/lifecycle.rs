@@ -167,6 +167,7 @@ pub fn check_sysctl(key: &str, value: &str, ns: &PodNamespaces) -> Result<()> {
 }
 
 /// Where a pod's cgroups go.
+#[derive(Debug)]
 pub struct Placement {
     /// Under which the containers get theirs.
     pub cgroup: String,
@@ -217,12 +218,15 @@ pub fn pod_cgroup(
             })
         }
         CgroupDriver::Systemd => {
-            let slice = if parent.is_empty() {
+            // As containerd does, a path's last element names the slice ("/test.slice",
+            // "/kubepods.slice/kubepods-besteffort.slice").
+            let base = parent.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+            let slice = if base.is_empty() {
                 DEFAULT_SLICE.to_string()
             } else {
-                systemd::slice_path(parent)
+                systemd::slice_path(base)
                     .map_err(|e| Error::InvalidArgument(format!("linux.cgroup_parent: {e}")))?;
-                parent.to_string()
+                base.to_string()
             };
             let unit = unit.ok_or_else(|| {
                 Error::FailedPrecondition(
@@ -285,13 +289,13 @@ impl Node {
             &id,
             unit.as_deref(),
         )?;
-        let hostname = if ns.network == NsMode::Node {
+        // A host-network pod, and (as containerd and CRI-O do) a pod that names no hostname, get
+        // the node's.
+        let hostname = if ns.network == NsMode::Node || config.hostname.is_empty() {
             nix::unistd::gethostname()
                 .ctx(|| "reading the node's hostname")?
                 .to_string_lossy()
                 .into_owned()
-        } else if config.hostname.is_empty() {
-            meta.name.clone()
         } else {
             config.hostname.clone()
         };
@@ -448,9 +452,14 @@ impl Node {
         tokio::task::block_in_place(|| launcher.launch(&spec))
     }
 
-    /// StopPodSandbox: stops every container (forcibly), then the shim; idempotent.
+    /// StopPodSandbox: stops every container (forcibly), then the shim; idempotent: stopping a
+    /// pod that does not exist (any more) succeeds, as kubelet expects after its own restarts.
     pub async fn stop_pod(&self, id: &str) -> Result<()> {
-        let mut rec = self.pods.find(id)?;
+        let mut rec = match self.pods.find(id) {
+            Ok(r) => r,
+            Err(Error::NotFound(_)) => return Ok(()),
+            Err(e) => return Err(e),
+        };
         for c in self.containers.of_pod(&rec.id) {
             self.stop_container(&c.id, 0).await?;
         }
@@ -604,5 +613,28 @@ pub fn unmount_all(p: &Path) {
         if umount2(p, MntFlags::MNT_DETACH).is_err() {
             break;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn systemd_cgroup_parent_paths_name_their_last_slice() {
+        let id = "0123456789abcdef0123";
+        for (parent, slice) in [
+            ("", DEFAULT_SLICE),
+            ("test.slice", "test.slice"),
+            ("/test.slice", "test.slice"),
+            ("/kubepods.slice/kubepods-besteffort.slice/", "kubepods-besteffort.slice"),
+        ] {
+            let p = pod_cgroup(CgroupDriver::Systemd, "", parent, id, Some("skiff-pod-x.scope"))
+                .unwrap();
+            assert_eq!(p.slice, slice, "{parent}");
+            assert!(p.cgroup.ends_with(&format!("{slice}/skiff-pod-x.scope")), "{p:?}");
+        }
+        let err = pod_cgroup(CgroupDriver::Systemd, "", "/a/b", id, Some("u")).unwrap_err();
+        assert!(err.to_string().contains("linux.cgroup_parent"), "{err}");
     }
 }

@@ -6,8 +6,9 @@
 //! Selection, most specific first: the container's `seccomp` SecurityProfile, its deprecated
 //! `seccomp_profile_path`, the legacy annotation `container.seccomp.security.alpha.kubernetes.io/
 //! <name>`, then the same three at pod level (`seccomp.security.alpha.kubernetes.io/pod`), then
-//! the `unset_seccomp_profile` config key. A privileged container runs unconfined unless one of
-//! those names a profile.
+//! the `unset_seccomp_profile` config key (default `Unconfined`: api.proto's "Default: "", which
+//! is identical with unconfined"). A privileged container runs unconfined whatever profile is
+//! named, as api.proto says of `privileged` ("Seccomp restrictions are not applied").
 
 pub mod compile;
 pub mod profile;
@@ -106,6 +107,12 @@ pub fn select(cfg: &Config, pod: &PodSandboxConfig, c: &ContainerConfig) -> Resu
         choice,
         field: field.to_string(),
     };
+    if csc.is_some_and(|s| s.privileged) {
+        return Ok(pick(
+            Choice::Unconfined,
+            "linux.security_context.privileged",
+        ));
+    }
     if let Some(p) = csc.and_then(|s| s.seccomp.as_ref()) {
         let f = "linux.security_context.seccomp";
         return Ok(pick(from_profile(p, f)?, f));
@@ -141,10 +148,9 @@ pub fn select(cfg: &Config, pod: &PodSandboxConfig, c: &ContainerConfig) -> Resu
             return Ok(pick(c, &f));
         }
     }
-    let privileged = csc.is_some_and(|s| s.privileged);
-    let choice = match (privileged, cfg.unset_seccomp_profile) {
-        (true, _) | (_, UnsetSeccomp::Unconfined) => Choice::Unconfined,
-        (false, UnsetSeccomp::RuntimeDefault) => Choice::RuntimeDefault,
+    let choice = match cfg.unset_seccomp_profile {
+        UnsetSeccomp::Unconfined => Choice::Unconfined,
+        UnsetSeccomp::RuntimeDefault => Choice::RuntimeDefault,
     };
     Ok(pick(choice, "unset_seccomp_profile"))
 }
@@ -312,13 +318,20 @@ mod tests {
         assert_eq!(sel.choice, Choice::Unconfined);
         let sel = select(&c, &pod, &container(Default::default())).unwrap();
         assert_eq!(sel.choice, Choice::Localhost("/p.json".into()));
+        // Nothing named: unconfined by default, the operator's choice otherwise.
         let sel = select(&c, &pod_with(None, &[]), &container(Default::default())).unwrap();
+        assert_eq!(sel.choice, Choice::Unconfined);
+        let mut rd = cfg();
+        rd.unset_seccomp_profile = UnsetSeccomp::RuntimeDefault;
+        let sel = select(&rd, &pod_with(None, &[]), &container(Default::default())).unwrap();
         assert_eq!(sel.choice, Choice::RuntimeDefault);
+        // Privileged: unconfined whatever the container or the pod names.
         let privileged = container(LinuxContainerSecurityContext {
             privileged: true,
+            seccomp: Some(localhost("/c.json")),
             ..Default::default()
         });
-        let sel = select(&c, &pod_with(None, &[]), &privileged).unwrap();
+        let sel = select(&rd, &pod, &privileged).unwrap();
         assert_eq!(sel.choice, Choice::Unconfined);
     }
 

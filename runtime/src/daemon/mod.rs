@@ -1,5 +1,7 @@
 //! Starting and stopping skiffd: the socket, the services, signals.
 
+mod authority;
+
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
@@ -10,6 +12,7 @@ use skiff_proto::cri::runtime_service_server::RuntimeServiceServer;
 use tokio::net::UnixListener;
 use tokio::signal::unix::{signal, SignalKind};
 use tokio_stream::wrappers::UnixListenerStream;
+use tokio_stream::StreamExt;
 
 use crate::config::Config;
 use crate::cri::Cri;
@@ -55,7 +58,10 @@ pub async fn run(cfg: Config) -> Result<()> {
                 .max_decoding_message_size(MAX_MESSAGE)
                 .max_encoding_message_size(MAX_MESSAGE),
         )
-        .serve_with_incoming_shutdown(UnixListenerStream::new(listener), shutdown)
+        .serve_with_incoming_shutdown(
+            UnixListenerStream::new(listener).map(|c| c.map(authority::Conn::new)),
+            shutdown,
+        )
         .await;
     notify("STOPPING=1");
     // A socket systemd passed in stays systemd's: it keeps listening for the next skiffd.
