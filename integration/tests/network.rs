@@ -358,3 +358,26 @@ async fn pods_get_addresses_reach_each_other_and_leave_nothing() {
     drop(rt);
     d.terminate();
 }
+
+/// On a network whose CNI result has only `lo` (the loopback plugin alone), the pod has no IP:
+/// 127.0.0.1 is not the pod's address; the loopback interface is up inside it all the same.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_loopback_only_network_gives_no_pod_ip() {
+    require_root();
+    // The harness's default network is the loopback plugin alone.
+    let d = Skiffd::start(&[]);
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("lo-only", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    assert_eq!(pod_ip(&mut rt, &pod).await, "");
+    let info = pod_info(&mut rt, &pod).await;
+    let pid = info["pid"].as_i64().expect("the shim's pid") as i32;
+    let out = Command::new("nsenter")
+        .args(["-t", &pid.to_string(), "-n", "ip", "-o", "addr", "show", "lo"])
+        .output()
+        .unwrap();
+    let out = String::from_utf8_lossy(&out.stdout);
+    assert!(out.contains("127.0.0.1/8"), "{out}");
+    teardown_pods(&mut rt, vec![pod]).await;
+}

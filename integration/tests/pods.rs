@@ -388,3 +388,113 @@ async fn hostname_resolv_conf_hosts_loopback_sysctls_and_shm() {
     assert_eq!(err.code(), tonic::Code::AlreadyExists, "{err:?}");
     assert!(err.message().contains(&pod), "{}", err.message());
 }
+
+/// A pod that names no hostname gets the node's, as with containerd and CRI-O, whatever the
+/// length of its name (critest names pods `create-PodSandbox-for-container-<uuid>`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_pod_without_a_hostname_gets_the_nodes() {
+    let mut e = env().await;
+    let name = format!("create-PodSandbox-for-container-{}", "0123456789abcdef".repeat(3));
+    assert!(name.len() > 64);
+    let mut pcfg = pod_config(&name, e.logs.path().to_str().unwrap());
+    pcfg.hostname = String::new();
+    let pod = run_pod(&mut e.rt, &pcfg).await;
+    let a = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("a", &e.image, &["sleep", "1000"]),
+    )
+    .await;
+    let host = nix::unistd::gethostname().unwrap();
+    let host = host.to_str().unwrap();
+    let pa = container_pid(&mut e.rt, &a).await;
+    assert_ne!(ns_of(pa, "uts"), ns_of(std::process::id() as i32, "uts"));
+    assert_eq!(sh(&mut e.rt, &a, "hostname").await.trim(), host);
+    assert_eq!(sh(&mut e.rt, &a, "cat /etc/hostname").await.trim(), host);
+}
+
+/// StopPodSandbox and StopContainer are idempotent: an id that does not exist (any more) is
+/// stopped already. An empty id is still refused by field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stopping_unknown_pods_and_containers_succeeds() {
+    let mut e = env().await;
+    let gone = "f".repeat(64);
+    e.rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: gone.clone(),
+    })
+    .await
+    .expect("StopPodSandbox of an unknown id");
+    e.rt.stop_container(StopContainerRequest {
+        container_id: gone,
+        timeout: 10,
+    })
+    .await
+    .expect("StopContainer of an unknown id");
+    let err =
+        e.rt.stop_pod_sandbox(StopPodSandboxRequest {
+            pod_sandbox_id: String::new(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    // A removed pod and container stop again.
+    let pcfg = pod_config("gone", e.logs.path().to_str().unwrap());
+    let pod = run_pod(&mut e.rt, &pcfg).await;
+    let c = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("c", &e.image, &["sleep", "1000"]),
+    )
+    .await;
+    teardown_pods(&mut e.rt, vec![pod.clone()]).await;
+    e.rt.stop_container(StopContainerRequest {
+        container_id: c,
+        timeout: 0,
+    })
+    .await
+    .expect("StopContainer of a removed container");
+    e.rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod,
+    })
+    .await
+    .expect("StopPodSandbox of a removed pod");
+}
+
+/// A run root far longer than a unix socket address can hold (108 bytes with the pod's
+/// directory and socket name): pods still start, their shims answer, and they go away.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pods_run_under_a_long_run_root() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/busybox", "v1")
+        .await;
+    let top = tempfile::tempdir().unwrap();
+    let run_root = top.path().join("skiff-conformance.AbC123").join("run");
+    assert!(run_root.as_os_str().len() > 33);
+    let d = Skiffd::start_with(
+        &[&reg.host],
+        None,
+        &["--run-root", run_root.to_str().unwrap()],
+    );
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("longroot", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let sock = run_root.join("pods").join(&pod).join("shim.sock");
+    assert!(sock.as_os_str().len() >= 108, "{}", sock.display());
+    let c = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("c", &img.reference, &["sleep", "1000"]),
+    )
+    .await;
+    assert_eq!(sh(&mut rt, &c, "echo hi").await, "hi\n");
+    teardown_pods(&mut rt, vec![pod.clone()]).await;
+    assert!(!run_root.join("pods").join(&pod).exists());
+}

@@ -281,6 +281,30 @@ pub fn unescape_mountinfo(field: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// A unix socket address for `path`, whatever the length of its directory's path: `path` itself
+/// when it fits the 108 bytes of `sockaddr_un`, else `/proc/self/fd/N/NAME` through an `O_PATH`
+/// descriptor of the directory, which must stay open (the first element) until the bind or
+/// connect is done.
+pub fn socket_address(path: &Path) -> io::Result<(Option<OwnedFd>, PathBuf)> {
+    const SUN_PATH: usize = 108;
+    if path.as_os_str().len() < SUN_PATH {
+        return Ok((None, path.to_path_buf()));
+    }
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name()) else {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{} is not a socket path", path.display()),
+        ));
+    };
+    let fd: OwnedFd = OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_PATH | libc::O_DIRECTORY | libc::O_CLOEXEC)
+        .open(dir)?
+        .into();
+    let short = Path::new(&format!("/proc/self/fd/{}", fd.as_raw_fd())).join(name);
+    Ok((Some(fd), short))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -358,5 +382,23 @@ mod tests {
         assert_eq!(unescape_mountinfo(r"/a\040b\011c"), "/a b\tc");
         assert_eq!(unescape_mountinfo(r"/x\134y"), "/x\\y");
         assert_eq!(unescape_mountinfo(r"/end\04"), r"/end\04");
+    }
+
+    #[test]
+    fn sockets_bind_and_connect_under_long_directories() {
+        let top = tempfile::tempdir().unwrap();
+        let dir = top.path().join("d".repeat(120));
+        fs::create_dir(&dir).unwrap();
+        let sock = dir.join("shim.sock");
+        assert!(std::os::unix::net::UnixListener::bind(&sock).is_err());
+        let (_fd, short) = socket_address(&sock).unwrap();
+        let l = std::os::unix::net::UnixListener::bind(&short).unwrap();
+        assert!(sock.exists());
+        let (_fd2, short2) = socket_address(&sock).unwrap();
+        std::os::unix::net::UnixStream::connect(&short2).unwrap();
+        drop(l);
+        let (fd, same) = socket_address(Path::new("/run/x.sock")).unwrap();
+        assert!(fd.is_none());
+        assert_eq!(same, Path::new("/run/x.sock"));
     }
 }

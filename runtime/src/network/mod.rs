@@ -307,8 +307,10 @@ fn parse_quantity(v: &str) -> Option<u64> {
     Some((n * mult) as u64)
 }
 
-/// The pod's IPs from an ADD result: addresses on the pod's side (an interface with a
-/// sandbox), the first IPv4 one primary.
+/// The pod's IPs from an ADD result: the addresses of the interface skiff asked for
+/// ([`IFNAME`], inside the pod's namespace), as containerd reports them, the first IPv4 one
+/// primary. Addresses of other interfaces (`lo` from the loopback plugin, the host's bridge) are
+/// not the pod's; an address that names no interface counts only in a result that lists none.
 pub fn pod_ips(result: &Value) -> PodSandboxNetworkStatus {
     let ifaces = result["interfaces"].as_array().cloned().unwrap_or_default();
     let mut ips: Vec<String> = result["ips"]
@@ -316,13 +318,18 @@ pub fn pod_ips(result: &Value) -> PodSandboxNetworkStatus {
         .into_iter()
         .flatten()
         .filter(|ip| match ip["interface"].as_u64() {
-            Some(i) => ifaces
-                .get(i as usize)
-                .is_some_and(|f| f["sandbox"].as_str().is_some_and(|s| !s.is_empty())),
-            None => true,
+            Some(i) => ifaces.get(i as usize).is_some_and(|f| {
+                f["name"].as_str() == Some(IFNAME)
+                    && f["sandbox"].as_str().is_some_and(|s| !s.is_empty())
+            }),
+            None => ifaces.is_empty(),
         })
         .filter_map(|ip| ip["address"].as_str())
         .map(|a| a.split('/').next().unwrap_or(a).to_string())
+        .filter(|a| {
+            a.parse::<std::net::IpAddr>()
+                .is_ok_and(|ip| !ip.is_loopback())
+        })
         .collect();
     if let Some(i) = ips.iter().position(|a| !a.contains(':')) {
         let v4 = ips.remove(i);
@@ -362,6 +369,21 @@ mod tests {
                 ip: "fd00::5".into()
             }]
         );
+    }
+
+    #[test]
+    fn loopback_only_results_give_no_pod_ip() {
+        let r = json!({
+            "cniVersion": "1.0.0",
+            "interfaces": [{"name": "lo", "sandbox": "/run/netns/x"}],
+            "ips": [{"address": "127.0.0.1/8", "interface": 0}, {"address": "::1/128", "interface": 0}]
+        });
+        let s = pod_ips(&r);
+        assert_eq!(s.ip, "");
+        assert!(s.additional_ips.is_empty());
+        // A result without interfaces: its addresses are the pod's.
+        let s = pod_ips(&json!({"ips": [{"address": "10.1.0.9/24"}]}));
+        assert_eq!(s.ip, "10.1.0.9");
     }
 
     #[test]

@@ -18,7 +18,9 @@ pub async fn unix_channel(socket: &Path) -> std::result::Result<Channel, tonic::
         .connect_with_connector(tower::service_fn(move |_| {
             let p = path.clone();
             async move {
-                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(p).await?))
+                // A run root of any length: the address goes through the directory's fd.
+                let (_dir, addr) = skiff_shim::fsutil::socket_address(&p)?;
+                Ok::<_, std::io::Error>(TokioIo::new(tokio::net::UnixStream::connect(addr).await?))
             }
         }))
         .await
