@@ -510,6 +510,23 @@ async fn bad_requests_are_refused_by_field_and_leave_nothing() {
     let cases: Vec<(ContainerConfig, tonic::Code, &str)> = vec![
         (
             {
+                // A group without a user (api.proto: only with run_as_user or
+                // run_as_username).
+                let mut c = container_config("group", &e.image, &["true"]);
+                c.linux = Some(LinuxContainerConfig {
+                    security_context: Some(LinuxContainerSecurityContext {
+                        run_as_group: Some(Int64Value { value: 1234 }),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                });
+                c
+            },
+            tonic::Code::InvalidArgument,
+            "run_as_group",
+        ),
+        (
+            {
                 let mut c = container_config("a", &e.image, &["true"]);
                 c.log_path = "../escape.log".into();
                 c
@@ -1541,7 +1558,7 @@ async fn oom_score_adj_and_supplemental_groups_policy() {
     let pid = container_pid(&mut rt, &id).await;
     assert_eq!(proc_status(pid, "Groups"), "3000");
     let st = status(&mut rt, &id).await.user.unwrap().linux.unwrap();
-    assert_eq!(st.supplemental_groups, vec![3000]);
+    assert_eq!((st.gid, st.supplemental_groups), (1000, vec![1000, 3000]));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -132,7 +132,8 @@ async fn args_env_user_and_working_dir_from_image_and_request() {
     let u = s.user.unwrap().linux.unwrap();
     assert_eq!(
         (u.uid, u.gid, u.supplemental_groups),
-        (1000, 1000, vec![2000])
+        (1000, 1000, vec![1000, 2000]),
+        "as `id -G` lists them: the primary group first"
     );
 
     // run_as_user/run_as_group and working_dir from the request win.
