@@ -233,3 +233,42 @@ async fn mirrors_are_tried_first_and_fall_back_to_the_registry() {
         only_on_origin.id()
     );
 }
+
+/// A gRPC C-core client (Python `grpcio` from PyPI, which sends the socket's path,
+/// percent-encoded, as `:authority`) is served on the CRI socket, call after call on one
+/// connection (HPACK's dynamic table in use), as containerd and CRI-O serve it. The test
+/// command installs grpcio into the virtualenv at SKIFF_TEST_PYTHON's directory.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grpc_c_core_clients_are_served() {
+    require_root();
+    let python = std::env::var("SKIFF_TEST_PYTHON")
+        .unwrap_or_else(|_| "/var/cache/skiff-test-venv/bin/python".into());
+    let d = Skiffd::start(&[]);
+    let script = r#"
+import sys, grpc
+print(grpc.__version__)
+ch = grpc.insecure_channel("unix://" + sys.argv[1])
+version = ch.unary_unary("/runtime.v1.RuntimeService/Version")
+status = ch.unary_unary("/runtime.v1.RuntimeService/Status")
+for _ in range(3):
+    v = version(b"\x0a\x02v1", timeout=10)
+    s = status(b"\x08\x01", timeout=10)
+    # VersionResponse.runtime_name (field 2) and a RuntimeReady condition.
+    print("version ok" if b"\x12\x05skiff" in v else v)
+    print("status ok" if b"RuntimeReady" in s else s)
+"#;
+    let out = Command::new(&python)
+        .arg("-c")
+        .arg(script)
+        .arg(&d.socket)
+        .output()
+        .unwrap_or_else(|e| panic!("{python}: {e} (integration/run-tests installs it)"));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(text.matches("version ok").count(), 3, "{text}");
+    assert_eq!(text.matches("status ok").count(), 3, "{text}");
+}
