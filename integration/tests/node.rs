@@ -363,6 +363,50 @@ async fn cgroup_v2_limits_hold() {
     teardown_pods(&mut rt, vec![pod]).await;
 }
 
+/// kubelet (and critest) may give the systemd driver a path, `/test.slice`: its last element is
+/// the slice, as containerd takes it. A container without limits there has stats for every
+/// list call, whatever keys its cgroup's cpu.stat shows.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn slice_paths_and_stats_of_unlimited_containers() {
+    let (mut rt, mut img) = node().await;
+    assert_eq!(cgroup_driver(&mut rt).await, CgroupDriver::Systemd as i32);
+    let (_reg, image) = image(&mut img).await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut pcfg = pod_config("slicepath", logs.path().to_str().unwrap());
+    pcfg.linux.get_or_insert_with(Default::default).cgroup_parent = "/skiff-test.slice".into();
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let c = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("free", &image, &["sleep", "100000"]),
+    )
+    .await;
+    let cg = cgroup_of(container_pid(&mut rt, &c).await);
+    assert!(
+        cg.starts_with("/sys/fs/cgroup/skiff-test.slice/"),
+        "{}",
+        cg.display()
+    );
+    let stats = rt
+        .list_container_stats(ListContainerStatsRequest { filter: None })
+        .await
+        .expect("ListContainerStats")
+        .into_inner()
+        .stats;
+    let mine = stats
+        .iter()
+        .find(|s| s.attributes.as_ref().is_some_and(|a| a.id == c))
+        .expect("the container's stats");
+    assert!(mine.cpu.as_ref().unwrap().usage_core_nano_seconds.is_some());
+    assert!(mine.memory.as_ref().unwrap().working_set_bytes.is_some());
+    rt.list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+        .await
+        .expect("ListPodSandboxStats");
+    teardown_pods(&mut rt, vec![pod]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs inside the node VM: integration/vm/node-tests"]
 async fn the_cgroupfs_driver_works_too() {
@@ -487,6 +531,22 @@ async fn apparmor_profiles_are_applied() {
     .await;
     assert_eq!(
         label(container_pid(&mut rt, &l).await),
+        "skiff-test-no-tmp (enforce)"
+    );
+    // The name with the old `localhost/` prefix kept in it (as critest sends it) is the same.
+    let l2 = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        with(
+            "local-prefixed",
+            prof(ProfileType::Localhost, "localhost/skiff-test-no-tmp"),
+            false,
+        ),
+    )
+    .await;
+    assert_eq!(
+        label(container_pid(&mut rt, &l2).await),
         "skiff-test-no-tmp (enforce)"
     );
     let r = exec(&mut rt, &l, &["sh", "-c", "echo x > /tmp/x"], 30)
@@ -626,6 +686,60 @@ async fn apparmor_without_its_parser_is_unavailable() {
         label(container_pid(&mut rt, &named).await),
         "skiff-test-loaded (enforce)"
     );
+    teardown_pods(&mut rt, vec![pod]).await;
+}
+
+/// A pod with its own user namespace on the node's kernel (6.12, where overlayfs takes no
+/// detached mount as a layer): its container starts on idmapped layers, root inside is the
+/// mapped id outside, and what it writes belongs to that id on the node.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn user_namespace_pods_run_on_the_nodes_kernel() {
+    let (mut rt, mut img) = node().await;
+    let (_reg, image) = image(&mut img).await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut pcfg = pod_config("userns", logs.path().to_str().unwrap());
+    let map = |host_id| {
+        vec![IdMapping {
+            host_id,
+            container_id: 0,
+            length: 65536,
+        }]
+    };
+    pcfg.linux
+        .get_or_insert_with(Default::default)
+        .security_context
+        .get_or_insert_with(Default::default)
+        .namespace_options = Some(NamespaceOption {
+        network: NamespaceMode::Pod as i32,
+        pid: NamespaceMode::Pod as i32,
+        ipc: NamespaceMode::Pod as i32,
+        userns_options: Some(UserNamespace {
+            mode: NamespaceMode::Pod as i32,
+            uids: map(1 << 20),
+            gids: map(1 << 20),
+        }),
+        ..Default::default()
+    });
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let c = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("inside", &image, &["sleep", "100000"]),
+    )
+    .await;
+    let pid = container_pid(&mut rt, &c).await;
+    let uid_map = read(Path::new(&format!("/proc/{pid}/uid_map")));
+    let fields: Vec<&str> = uid_map.split_whitespace().collect();
+    assert_eq!(fields, ["0", "1048576", "65536"], "{uid_map}");
+    let r = exec(&mut rt, &c, &["sh", "-c", "id -u; echo x > /tmp/f; stat -c %u /bin/busybox"], 30)
+        .await
+        .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "0\n0\n", "{r:?}");
+    use std::os::unix::fs::MetadataExt;
+    let written = std::fs::metadata(format!("/proc/{pid}/root/tmp/f")).unwrap();
+    assert_eq!(written.uid(), 1 << 20);
     teardown_pods(&mut rt, vec![pod]).await;
 }
 

@@ -162,23 +162,39 @@ pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File
         return Err("image has no layers".into());
     }
     // Idmapped copies of the layers (the overlay holds them once made), unless skiffd gave
-    // the container layers already owned by the pod's ids (its chown fallback).
-    let mut trees = vec![];
+    // the container layers already owned by the pod's ids (its chown fallback). Overlayfs takes
+    // a detached (open_tree) mount as a layer only from Linux 6.15 on, so each copy is attached
+    // first, under the bundle, in a mount namespace of this process's own (a slave of the
+    // host's: nothing mounted here reaches the host). The container's mount namespace, made
+    // later, is a copy of this one; pivot_root leaves these mounts behind.
     let mut lower = vec![];
-    for l in &layers.lower {
-        let p = layers.layers_dir.join(l);
-        if layers.idmap {
-            let t = idmap::clone_tree(&p, false, Some(userns))
-                .map_err(|e| format!("idmapping layer {}: {e}", p.display()))?;
-            lower.push(fd_path(&t));
-            trees.push(t);
-        } else {
-            lower.push(p);
+    if layers.idmap {
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("a mount namespace for the idmapped layers: {e}"))?;
+        mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            MsFlags::MS_REC | MsFlags::MS_SLAVE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("setting mount propagation of /: {e}"))?;
+        let base = bundle.join("idmapped-layers");
+        for (i, l) in layers.lower.iter().enumerate() {
+            let p = layers.layers_dir.join(l);
+            let what = |e: std::io::Error| format!("idmapping layer {}: {e}", p.display());
+            let t = idmap::clone_tree(&p, false, Some(userns)).map_err(what)?;
+            let at = base.join(i.to_string());
+            std::fs::create_dir_all(&at).map_err(what)?;
+            let target = fsutil::open_dir(&at).map_err(what)?;
+            idmap::attach(&t, &target).map_err(what)?;
+            lower.push(at);
         }
+    } else {
+        lower.extend(layers.lower.iter().map(|l| layers.layers_dir.join(l)));
     }
     let overlay = idmap::overlay_tree(&lower, &layers.upper, &layers.work)
         .map_err(|e| format!("mounting the overlay rootfs: {e}"))?;
-    drop(trees);
     let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
     let mut binds = std::collections::HashMap::new();
     for (i, m) in mounts.iter().enumerate() {

@@ -151,7 +151,14 @@ pub fn profile(sc: &LinuxContainerSecurityContext) -> Result<Option<String>> {
         Some(p) => match p.profile_type() {
             ProfileType::RuntimeDefault => Want::Default,
             ProfileType::Unconfined => Want::Unconfined,
-            ProfileType::Localhost => Want::Named(p.localhost_ref.clone()),
+            // kubelet sends the name; some clients (critest) keep the old `localhost/` prefix
+            // in it, which containerd strips too.
+            ProfileType::Localhost => Want::Named(
+                p.localhost_ref
+                    .strip_prefix("localhost/")
+                    .unwrap_or(&p.localhost_ref)
+                    .to_string(),
+            ),
         },
         None => match sc.apparmor_profile.as_str() {
             "" if sc.privileged => Want::Unconfined,
