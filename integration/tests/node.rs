@@ -374,7 +374,8 @@ async fn slice_paths_and_stats_of_unlimited_containers() {
     let (_reg, image) = image(&mut img).await;
     let logs = tempfile::tempdir().unwrap();
     let mut pcfg = pod_config("slicepath", logs.path().to_str().unwrap());
-    pcfg.linux.get_or_insert_with(Default::default).cgroup_parent = "/skiff-test.slice".into();
+    // (A dash in a slice name nests it: skifftest.slice sits at the top.)
+    pcfg.linux.get_or_insert_with(Default::default).cgroup_parent = "/skifftest.slice".into();
     let pod = run_pod(&mut rt, &pcfg).await;
     let c = run(
         &mut rt,
@@ -385,7 +386,7 @@ async fn slice_paths_and_stats_of_unlimited_containers() {
     .await;
     let cg = cgroup_of(container_pid(&mut rt, &c).await);
     assert!(
-        cg.starts_with("/sys/fs/cgroup/skiff-test.slice/"),
+        cg.starts_with("/sys/fs/cgroup/skifftest.slice/"),
         "{}",
         cg.display()
     );

@@ -110,6 +110,13 @@ impl LayerWriter {
             return Ok(());
         }
         if let Some(hidden) = base_str.strip_prefix(WHITEOUT_PREFIX) {
+            // `.wh.`, `.wh..`, `.wh...`: a whiteout of nothing, of its own directory or of the
+            // one above, which would reach out of the layer.
+            if !is_name(OsStr::new(hidden)) {
+                return Err(Error::Corrupt(format!(
+                    "whiteout {base_str:?} does not name an entry"
+                )));
+            }
             let dir = self.dir_in_root(parent)?;
             remove_existing(&dir, OsStr::new(hidden))?;
             stat::mknodat(
@@ -404,8 +411,17 @@ fn set_xattr_fd(fd: RawFd, name: &str, value: &[u8]) -> io::Result<()> {
     }
 }
 
+/// Whether `name` is one entry of a directory: not empty, `.`, `..`, nor with a `/` or NUL.
+fn is_name(name: &OsStr) -> bool {
+    let b = name.as_bytes();
+    !b.is_empty() && b != b"." && b != b".." && !b.contains(&b'/') && !b.contains(&0)
+}
+
 /// Removes `name` in `dir` unless it is absent; a directory goes with everything in it.
 fn remove_existing(dir: &OwnedFd, name: &OsStr) -> Result<()> {
+    if !is_name(name) {
+        return Err(Error::Corrupt(format!("{name:?} is not an entry name")));
+    }
     let st = match stat::fstatat(Some(dir.as_raw_fd()), name, AtFlags::AT_SYMLINK_NOFOLLOW) {
         Ok(st) => st,
         Err(nix::errno::Errno::ENOENT) => return Ok(()),
@@ -609,5 +625,28 @@ mod tests {
         };
         assert_eq!(n, 1);
         assert_eq!(buf[0], b'y');
+    }
+
+    #[test]
+    fn whiteouts_of_nothing_dot_or_dot_dot_are_refused_and_remove_nothing() {
+        for name in [".wh...", ".wh..", ".wh.", "etc/.wh...", "etc/.wh.."] {
+            let outer = tempfile::tempdir().unwrap();
+            let dest = outer.path().join("layer");
+            std::fs::create_dir(&dest).unwrap();
+            std::fs::write(outer.path().join("sibling"), "keep").unwrap();
+            let data = layer(|b| {
+                file(b, "etc/passwd", b"root", 0o644);
+                file(b, name, b"", 0o644);
+            });
+            let err = unpack(data, &dest).unwrap_err();
+            assert!(matches!(err, Error::Corrupt(_)), "{name}: {err}");
+            assert!(err.to_string().contains("whiteout"), "{name}: {err}");
+            assert_eq!(
+                std::fs::read_to_string(outer.path().join("sibling")).unwrap(),
+                "keep",
+                "{name}"
+            );
+            assert!(dest.join("etc/passwd").exists(), "{name}");
+        }
     }
 }

@@ -59,6 +59,17 @@ impl Launcher for Systemd {
             vec![bin, "pod".into(), spec.config.display().to_string()],
             false,
         )];
+        let mut nofile = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
+        };
+        // SAFETY: getrlimit writes into the rlimit struct we pass.
+        if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut nofile) } != 0 {
+            return Err(Error::io(
+                "reading skiffd's RLIMIT_NOFILE",
+                std::io::Error::last_os_error(),
+            ));
+        }
         let props: Vec<(&str, Value)> = vec![
             (
                 "Description",
@@ -71,6 +82,11 @@ impl Launcher for Systemd {
             ("Delegate", Value::from(true)),
             ("CollectMode", Value::from("inactive-or-failed")),
             ("TasksMax", Value::from(u64::MAX)),
+            // skiffd's own open-file limits, as a shim started as its child would inherit them
+            // (a container's default limit is skiffd's hard one, which a container in a user
+            // namespace cannot raise above its shim's).
+            ("LimitNOFILE", Value::from(nofile.rlim_max)),
+            ("LimitNOFILESoft", Value::from(nofile.rlim_cur)),
             (
                 "StandardOutputFileDescriptor",
                 Value::from(Fd::from(w.as_fd())),
