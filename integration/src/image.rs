@@ -170,6 +170,24 @@ impl Layer {
         l
     }
 
+    /// An entry exactly as given, with none of the tar crate's checks on its name or link
+    /// (`..`, absolute paths): what a hostile image carries. `name` and `link` must fit the
+    /// 100-byte ustar fields.
+    pub fn raw(mut self, kind: tar::EntryType, name: &[u8], link: &[u8], data: &[u8]) -> Self {
+        let mut h = Self::header(kind, 0o644, 0, 0);
+        {
+            let old = h.as_old_mut();
+            old.name = [0; 100];
+            old.name[..name.len()].copy_from_slice(name);
+            old.linkname = [0; 100];
+            old.linkname[..link.len()].copy_from_slice(link);
+        }
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        self.b.append(&h, data).expect("tar raw entry");
+        self
+    }
+
     pub fn into_tar(self) -> Vec<u8> {
         self.b.into_inner().expect("tar finish")
     }

@@ -98,7 +98,31 @@ async fn an_unusable_criu_is_refused_clearly() {
         assert!(err.message().contains(field), "{}", err.message());
         assert_eq!(err.code(), code, "{err:?}");
     }
-    teardown_pods(&mut rt, vec![pod]).await;
+    // A container sharing its pod's PID namespace (whose init is the shim) is refused up front,
+    // naming the mode, whatever CRIU there is.
+    let shared = with_namespaces(
+        pod_config("ckpt-shared", logs.path().to_str().unwrap()),
+        NamespaceMode::Pod,
+        NamespaceMode::Pod,
+        NamespaceMode::Pod,
+    );
+    let shared_pod = run_pod(&mut rt, &shared).await;
+    let sc = run(
+        &mut rt,
+        &shared_pod,
+        &shared,
+        container_config("s", &img.reference, &["sleep", "1000"]),
+    )
+    .await;
+    let err = rt
+        .checkpoint_container(ckpt(&sc, &location))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("PID namespace"), "{}", err.message());
+    assert!(err.message().contains("POD"), "{}", err.message());
+    assert!(!std::path::Path::new(&location).exists());
+    teardown_pods(&mut rt, vec![pod, shared_pod]).await;
 
     // No CRIU at all: named.
     let d2 = Skiffd::start_with(&[], Some("criu_binary = \"/nonexistent/criu\"\n"), &[]);

@@ -186,6 +186,18 @@ async fn exec_sync_output_exit_code_and_timeout() {
         .await
         .unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout).trim(), "exec");
+    // A background child keeping stdout open past the command's exit: what the command wrote
+    // is still the answer.
+    let r = exec(
+        &mut e.rt,
+        &id,
+        &["sh", "-c", "echo before; sleep 30 & echo after"],
+        10,
+    )
+    .await
+    .unwrap();
+    assert_eq!(String::from_utf8_lossy(&r.stdout), "before\nafter\n");
+    assert_eq!(r.exit_code, 0);
     // A timeout kills the command and says so.
     let t = Instant::now();
     let err = exec(
@@ -441,6 +453,57 @@ async fn bind_mounts_readonly_and_propagation() {
     let _ = nix::mount::umount2(&shared, nix::mount::MntFlags::MNT_DETACH);
 }
 
+/// A working directory through /proc's magic links (a descriptor the container's init may
+/// hold, CVE-2024-21626) is never entered: the start fails naming it, and a symlink in the
+/// image is followed inside the root only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn working_directories_stay_inside_the_root() {
+    let mut e = env("cwd").await;
+    for wd in ["/proc/self/fd/3", "/proc/self/cwd/x", "/proc/1/root"] {
+        let mut c = container_config(&format!("c{}", wd.len()), &e.image, &["pwd"]);
+        c.working_dir = wd.into();
+        let id = create(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c)
+            .await
+            .expect("CreateContainer");
+        let err = start(&mut e.rt, &id).await.unwrap_err();
+        assert!(err.message().contains("cwd"), "{wd}: {}", err.message());
+    }
+    // A path with `..` in it resolves inside the root (created there as needed).
+    let mut c = container_config("viasym", &e.image, &["sh", "-c", "pwd; ls -d /real/dir"]);
+    c.working_dir = "/tmp/../real/dir".into();
+    let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
+    let st = wait_exited(&mut e.rt, &id, Duration::from_secs(10)).await;
+    assert_eq!(st.exit_code, 0);
+}
+
+/// kubelet does not bound terminationGracePeriodSeconds: a StopContainer timeout far past what a
+/// clock can hold waits for the stop signal to work, and answers once it has.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_huge_stop_timeout_waits_and_answers() {
+    let mut e = env("hugestop").await;
+    let id = run(
+        &mut e.rt,
+        &e.pod.clone(),
+        &e.pcfg.clone(),
+        container_config(
+            "c",
+            &e.image,
+            &["sh", "-c", "trap 'exit 0' USR1; while true; do sleep 0.1; done"],
+        ),
+    )
+    .await;
+    let t = Instant::now();
+    e.rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: i64::MAX,
+    })
+    .await
+    .expect("StopContainer with timeout i64::MAX");
+    assert!(t.elapsed() < Duration::from_secs(10));
+    let st = wait_exited(&mut e.rt, &id, Duration::from_secs(5)).await;
+    assert_eq!(st.exit_code, 0, "the stop signal (the image's SIGUSR1) ended it");
+}
+
 /// On a node whose run root lies on a shared mount (systemd makes / shared), a container with
 /// an rshared volume mounts nothing of its own on the host, and its pod is removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -524,6 +587,23 @@ async fn bad_requests_are_refused_by_field_and_leave_nothing() {
             },
             tonic::Code::InvalidArgument,
             "run_as_group",
+        ),
+        (
+            container_config("nul", &e.image, &["echo", "a\0b"]),
+            tonic::Code::InvalidArgument,
+            "config.command[1]: holds a NUL byte",
+        ),
+        (
+            {
+                let mut c = container_config("nulenv", &e.image, &["true"]);
+                c.envs.push(KeyValue {
+                    key: "K".into(),
+                    value: "v\0".into(),
+                });
+                c
+            },
+            tonic::Code::InvalidArgument,
+            "config.envs[0].value",
         ),
         (
             {

@@ -499,3 +499,40 @@ async fn pods_run_under_a_long_run_root() {
     teardown_pods(&mut rt, vec![pod.clone()]).await;
     assert!(!run_root.join("pods").join(&pod).exists());
 }
+
+/// A NUL byte in any of the pod's strings that reach the kernel or CNI plugins is refused by
+/// field, and leaves no pod.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nul_bytes_are_refused_by_field() {
+    let mut e = env().await;
+    let logs = e.logs.path().to_str().unwrap().to_string();
+    let cases: Vec<(Box<dyn Fn(&mut PodSandboxConfig)>, &str)> = vec![
+        (
+            Box::new(|c| c.metadata.as_mut().unwrap().name = "a\0b".into()),
+            "config.metadata.name",
+        ),
+        (
+            Box::new(|c| c.metadata.as_mut().unwrap().namespace = "ns\0".into()),
+            "config.metadata.namespace",
+        ),
+        (Box::new(|c| c.hostname = "h\0".into()), "config.hostname"),
+        (
+            Box::new(|c| c.dns_config.as_mut().unwrap().searches.push("x\0y".into())),
+            "config.dns_config",
+        ),
+    ];
+    for (edit, field) in cases {
+        let mut c = pod_config("nul", &logs);
+        edit(&mut c);
+        let err = run_pod_err(&mut e.rt, c).await;
+        assert_eq!(err.code(), tonic::Code::InvalidArgument, "{field}: {err:?}");
+        assert!(err.message().contains(field), "{field}: {}", err.message());
+    }
+    let left =
+        e.rt.list_pod_sandbox(ListPodSandboxRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .items;
+    assert!(left.is_empty(), "{left:?}");
+}

@@ -103,6 +103,10 @@ pub struct FileConfig {
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     /// How many layers of one image download at once.
     pub max_concurrent_downloads: Option<usize>,
+    /// Most bytes of file data one layer may unpack to; 0 (the default): no limit.
+    pub max_layer_bytes: Option<u64>,
+    /// Most entries one layer may hold; 0 (the default): no limit.
+    pub max_layer_entries: Option<u64>,
     /// The skiff-shim binary (default: `skiff-shim` beside skiffd).
     pub shim_binary: Option<PathBuf>,
     /// cgroup under which pods get theirs when kubelet names no cgroup_parent.
@@ -150,6 +154,8 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     pub max_concurrent_downloads: usize,
+    /// What one layer may unpack to (decompression bombs).
+    pub layer_limits: crate::image::unpack::UnpackLimits,
     pub shim_binary: Option<PathBuf>,
     pub cgroup_root: String,
     pub restrict_oom_score_adj: bool,
@@ -239,6 +245,10 @@ impl Config {
             insecure_registries: insecure,
             registry_mirrors: file.registry_mirrors,
             max_concurrent_downloads: max,
+            layer_limits: crate::image::unpack::UnpackLimits {
+                bytes: file.max_layer_bytes.unwrap_or(0),
+                entries: file.max_layer_entries.unwrap_or(0),
+            },
             shim_binary: file.shim_binary,
             cgroup_root: file
                 .cgroup_root

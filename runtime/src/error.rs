@@ -99,3 +99,16 @@ impl<T> IoContext<T> for nix::Result<T> {
         self.map_err(|e| Error::io(what(), io::Error::from(e)))
     }
 }
+
+/// Refuses request strings holding a NUL byte, naming the field: no name, path, argument or
+/// environment variable the kernel or a plugin takes can carry one. `fields` are (field, value).
+pub fn no_nul<'a>(fields: impl IntoIterator<Item = (String, &'a str)>) -> Result<()> {
+    for (field, value) in fields {
+        if value.contains('\0') {
+            return Err(Error::InvalidArgument(format!(
+                "{field}: holds a NUL byte"
+            )));
+        }
+    }
+    Ok(())
+}

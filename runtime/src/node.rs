@@ -78,7 +78,7 @@ impl Node {
         let shim_alive = self
             .pods
             .get(&rec.pod_id)
-            .is_some_and(|p| p.shim_pid > 0 && is_our_shim(p.shim_pid));
+            .is_some_and(|p| p.shim_pid > 0 && is_our_shim(p.shim_pid, &p.id));
         rec.state(shim_alive)
     }
 

@@ -42,8 +42,9 @@ pub async fn exec_sync(
     let null = File::open("/dev/null").map_err(|e| Status::internal(format!("/dev/null: {e}")))?;
     let (out_r, out_w) = pipe()?;
     let (err_r, err_w) = pipe()?;
-    let out_task = tokio::spawn(collect(out_r));
-    let err_task = tokio::spawn(collect(err_r));
+    let (out, err) = (Output::default(), Output::default());
+    let out_task = tokio::spawn(collect(out_r, out.clone()));
+    let err_task = tokio::spawn(collect(err_r, err.clone()));
     let pid = start_helper(state, c, &cmd, false, null.into(), out_w, err_w).await?;
     let exit = state.wait_for(pid);
     let (status, timed_out) = if timeout_ms > 0 {
@@ -57,8 +58,8 @@ pub async fn exec_sync(
     } else {
         (exit.await.ok(), false)
     };
-    let stdout = wait_output(out_task).await;
-    let stderr = wait_output(err_task).await;
+    let stdout = wait_output(out_task, &out).await;
+    let stderr = wait_output(err_task, &err).await;
     Ok(ExecSyncResponse {
         stdout,
         stderr,
@@ -288,17 +289,19 @@ async fn relay_output(mut r: FdReader, is_err: bool, tx: OutTx) {
     }
 }
 
-async fn collect(fd: OwnedFd) -> Vec<u8> {
-    let mut r = match FdReader::new(fd) {
-        Ok(r) => r,
-        Err(_) => return vec![],
+/// What a command wrote to one stream so far.
+type Output = Arc<std::sync::Mutex<Vec<u8>>>;
+
+async fn collect(fd: OwnedFd, out: Output) {
+    let Ok(mut r) = FdReader::new(fd) else {
+        return;
     };
-    let mut out = Vec::new();
     let mut buf = vec![0u8; 4096];
     loop {
         match r.read(&mut buf).await {
             Ok(0) | Err(_) => break,
             Ok(n) => {
+                let mut out = out.lock().unwrap_or_else(|p| p.into_inner());
                 if out.len() < MAX_OUTPUT {
                     let take = n.min(MAX_OUTPUT - out.len());
                     out.extend_from_slice(&buf[..take]);
@@ -306,15 +309,17 @@ async fn collect(fd: OwnedFd) -> Vec<u8> {
             }
         }
     }
-    out
 }
 
-async fn wait_output(t: tokio::task::JoinHandle<Vec<u8>>) -> Vec<u8> {
-    // A background process of the command may keep the pipe open: do not wait for it forever.
-    match tokio::time::timeout(Duration::from_secs(2), t).await {
-        Ok(Ok(v)) => v,
-        _ => vec![],
+/// What the command wrote, once its stream ends, or 2 s after it exited: a background process
+/// of the command may keep the pipe open, and then what was written until then is the output
+/// (the reader stops, closing our end).
+async fn wait_output(t: tokio::task::JoinHandle<()>, out: &Output) -> Vec<u8> {
+    let abort = t.abort_handle();
+    if tokio::time::timeout(Duration::from_secs(2), t).await.is_err() {
+        abort.abort();
     }
+    std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()))
 }
 
 /// The helper side: `skiff-shim exec|exec-tty BUNDLE HOST_PID -- ARGS…` (the host's PID of the

@@ -1,6 +1,7 @@
 //! `skiff-shim init BUNDLE`: turns itself into the container's process. Single-threaded from
-//! its first instruction (a fresh exec of the read-only shim binary), so everything between fork
-//! and exec here is ordinary code.
+//! its first instruction (forked from the single-threaded supervisor, or exec'd from the
+//! read-only shim binary when the supervisor has threads: see `helper`), so everything between
+//! fork and exec here is ordinary code.
 //!
 //! Order: join the cgroup → join the pod's pinned namespaces (and create the container's own) →
 //! fork (so the child is inside a joined or new PID namespace) → the parent reports the child's

@@ -2,8 +2,10 @@
 //!
 //! The binary (`main.rs`) has three modes: `pod` creates the pod's namespaces, pins them under the
 //! pod's run directory (this replaces the pause container), then supervises the pod's containers
-//! and serves the shim API on the pod's socket; `init` and `exec` are single-threaded helpers the
-//! supervisor runs (from a sealed memfd copy of itself) to set up and exec a container process.
+//! and serves the shim API on the pod's socket; `init` and `exec` are single-threaded helpers
+//! that set up and exec a container process: container init is forked from the (single-threaded)
+//! supervisor, or exec'd when it has threads; exec helpers are exec'd. The binary they run as is
+//! the read-only bind mount skiffd launches the shim from (`selfexe`), never a writable file.
 //!
 //! This library holds what skiffd shares with the shim: the pod configuration and container state
 //! records ([`api`]) and the crash-safe, symlink-safe file helpers ([`fsutil`]). The shim decides

@@ -4,12 +4,14 @@
 
 use std::convert::Infallible;
 use std::ffi::CString;
+use std::os::fd::AsRawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::{Path, PathBuf};
 
 use caps::{CapSet, Capability, CapsHashSet};
 use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::Process;
+use skiff_shim::fsutil;
 
 use crate::seccomp::Filter;
 
@@ -42,7 +44,7 @@ pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible>
     if let Some(label) = process.selinux_label().as_deref().filter(|l| !l.is_empty()) {
         // SELinux's exec attribute (a node runs SELinux or AppArmor, never both): the label
         // the next exec transitions to.
-        std::fs::write("/proc/thread-self/attr/exec", label)
+        write_proc_attr(Path::new("/proc/thread-self/attr/exec"), label)
             .map_err(|e| format!("setting SELinux label {label:?}: {e}"))?;
     }
     for rl in process.rlimits().iter().flatten() {
@@ -62,11 +64,25 @@ pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible>
             ));
         }
     }
+    // Every inherited descriptor is close-on-exec before the working directory is touched, and
+    // the directory is resolved inside the root (no symlink or /proc magic link out of it:
+    // CVE-2024-21626); created as root (containerd does too for the image's WorkingDir),
+    // entered as the user.
+    close_inherited_fds();
     let cwd = process.cwd();
-    if !cwd.as_os_str().is_empty() {
-        // Created as root (containerd does too for the image's WorkingDir); entered as the user.
-        std::fs::create_dir_all(cwd).map_err(|e| format!("creating cwd {}: {e}", cwd.display()))?;
-    }
+    let cwd_fd = if cwd.as_os_str().is_empty() {
+        None
+    } else {
+        if !cwd.is_absolute() {
+            return Err(format!("cwd {}: not an absolute path", cwd.display()));
+        }
+        let root = fsutil::open_dir(Path::new("/")).map_err(|e| format!("opening /: {e}"))?;
+        Some(match fsutil::clean(cwd) {
+            Some(rel) => fsutil::mkdir_all_in_root(&root, &rel)
+                .map_err(|e| format!("creating cwd {}: {e}", cwd.display()))?,
+            None => root,
+        })
+    };
     let user = process.user();
     let no_new_privs = process.no_new_privileges().unwrap_or(false);
     // Loading a filter needs no_new_privs or CAP_SYS_ADMIN. Without no_new_privs we keep
@@ -79,8 +95,11 @@ pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible>
         process,
         filter.is_some() && !no_new_privs,
     )?;
-    if !cwd.as_os_str().is_empty() {
-        std::env::set_current_dir(cwd).map_err(|e| format!("chdir {}: {e}", cwd.display()))?;
+    if let Some(fd) = cwd_fd {
+        nix::unistd::fchdir(fd.as_raw_fd()).map_err(|e| format!("chdir {}: {e}", cwd.display()))?;
+        // Reachable from the root, or getcwd fails.
+        std::env::current_dir()
+            .map_err(|e| format!("cwd {}: outside the container's root: {e}", cwd.display()))?;
     }
     if no_new_privs {
         // SAFETY: prctl with integer arguments.
@@ -88,7 +107,6 @@ pub fn exec_process(process: &Process, filter: Option<&Filter>) -> R<Infallible>
             return Err(format!("no_new_privs: {}", std::io::Error::last_os_error()));
         }
     }
-    close_inherited_fds();
     let args = process.args().clone().unwrap_or_default();
     let env = process.env().clone().unwrap_or_default();
     if args.is_empty() {
@@ -122,15 +140,37 @@ fn apparmor_on_exec(name: &str) -> R<()> {
     let value = format!("exec {name}");
     let mut last = None;
     for f in ["/proc/self/attr/apparmor/exec", "/proc/self/attr/exec"] {
-        match std::fs::write(f, &value) {
+        match write_proc_attr(Path::new(f), &value) {
             Ok(()) => return Ok(()),
-            Err(e) => last = Some(format!("{f}: {e}")),
+            // Only a kernel without the LSM-specific file moves on to the generic one.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => last = Some(format!("{f}: {e}")),
+            Err(e) => return Err(format!("setting AppArmor profile {name:?}: {f}: {e}")),
         }
     }
     Err(format!(
         "setting AppArmor profile {name:?}: {}",
         last.unwrap_or_default()
     ))
+}
+
+/// Writes an LSM attribute file of this process, after making sure the file opened is on
+/// procfs: after pivot_root, /proc is the container's to shape (a symlink in the image, a volume
+/// over it), and a label written to an ordinary file would leave the container unconfined.
+fn write_proc_attr(path: &Path, value: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+        .open(path)?;
+    let fs = nix::sys::statfs::fstatfs(&f)?;
+    if fs.filesystem_type() != nix::sys::statfs::PROC_SUPER_MAGIC {
+        return Err(std::io::Error::other(format!(
+            "{} is not on procfs: refusing to run the container unconfined",
+            path.display()
+        )));
+    }
+    f.write_all(value.as_bytes())
 }
 
 /// The process's oom_score_adj, if the spec sets one. Init and exec set it before joining the
@@ -288,4 +328,26 @@ fn resolve(cmd: &str, env: &[String]) -> R<PathBuf> {
         }
     }
     Err(format!("exec: {cmd:?}: executable file not found in $PATH"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lsm_attributes_are_written_only_on_procfs() {
+        let d = tempfile::tempdir().unwrap();
+        let fake = d.path().join("exec");
+        std::fs::write(&fake, "").unwrap();
+        let err = write_proc_attr(&fake, "exec x").unwrap_err();
+        assert!(err.to_string().contains("not on procfs"), "{err}");
+        assert_eq!(std::fs::read_to_string(&fake).unwrap(), "");
+        // A symlink to it (an image's /proc) is not followed.
+        let link = d.path().join("link");
+        std::os::unix::fs::symlink(&fake, &link).unwrap();
+        assert!(write_proc_attr(&link, "exec x").is_err());
+        assert_eq!(std::fs::read_to_string(&fake).unwrap(), "");
+        // The real thing (a procfs file of this thread) is written.
+        write_proc_attr(Path::new("/proc/thread-self/comm"), "skiff-test").unwrap();
+    }
 }

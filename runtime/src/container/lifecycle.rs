@@ -197,6 +197,7 @@ impl Node {
                 "config.metadata.name: is empty".into(),
             ));
         }
+        check_text(&cfg)?;
         let image_name = cfg
             .image
             .as_ref()
@@ -539,7 +540,7 @@ impl Node {
             return Ok(());
         }
         let pod = self.pods.find(&rec.pod_id)?;
-        if !(pod.shim_pid > 0 && is_our_shim(pod.shim_pid)) {
+        if !(pod.shim_pid > 0 && is_our_shim(pod.shim_pid, &pod.id)) {
             // The pod's shim is gone (crashed, killed): nobody else will kill what is left.
             kill_cgroup(&rec.cgroup);
             return if wait_exit(self, &rec, Duration::from_secs(10)).await {
@@ -696,6 +697,39 @@ fn kill_cgroup(cg: &str) {
 }
 
 /// Polls the container's state file until it records an exit, at most `limit`.
+/// The container's strings that reach the kernel or the shim hold no NUL byte.
+fn check_text(c: &ContainerConfig) -> Result<()> {
+    let mut fields: Vec<(String, &str)> = vec![
+        ("config.working_dir".into(), c.working_dir.as_str()),
+        ("config.log_path".into(), c.log_path.as_str()),
+    ];
+    if let Some(m) = &c.metadata {
+        fields.push(("config.metadata.name".into(), &m.name));
+    }
+    if let Some(i) = &c.image {
+        fields.push(("config.image.image".into(), &i.image));
+    }
+    for (i, a) in c.command.iter().enumerate() {
+        fields.push((format!("config.command[{i}]"), a));
+    }
+    for (i, a) in c.args.iter().enumerate() {
+        fields.push((format!("config.args[{i}]"), a));
+    }
+    for (i, kv) in c.envs.iter().enumerate() {
+        fields.push((format!("config.envs[{i}].key"), &kv.key));
+        fields.push((format!("config.envs[{i}].value"), &kv.value));
+    }
+    for (i, m) in c.mounts.iter().enumerate() {
+        fields.push((format!("config.mounts[{i}].container_path"), &m.container_path));
+        fields.push((format!("config.mounts[{i}].host_path"), &m.host_path));
+    }
+    for (i, d) in c.devices.iter().enumerate() {
+        fields.push((format!("config.devices[{i}].container_path"), &d.container_path));
+        fields.push((format!("config.devices[{i}].host_path"), &d.host_path));
+    }
+    crate::error::no_nul(fields)
+}
+
 async fn wait_exit(node: &Node, rec: &ContainerRecord, limit: Duration) -> bool {
     // A limit past what an Instant can hold (kubelet does not bound the grace period) waits
     // without a deadline.

@@ -13,7 +13,7 @@ use futures_util::StreamExt;
 use sha2::{Digest, Sha256};
 use tokio::sync::mpsc;
 
-use super::unpack::{unpack_layer, UnpackStats};
+use super::unpack::{unpack_layer, UnpackLimits, UnpackStats};
 use crate::error::{Error, Result};
 
 /// What the manifest and config promise about a layer.
@@ -22,6 +22,8 @@ pub struct LayerSpec {
     pub digest: String,
     pub size: u64,
     pub diff_id: String,
+    /// And what this node lets a layer unpack to.
+    pub limits: UnpackLimits,
 }
 
 /// Streams `stream` through decompression into `dest`, verifying it against `spec`, then hands
@@ -162,7 +164,7 @@ fn sniff(magic: &[u8]) -> Compression {
 }
 
 fn unpack_verified(chan: &mut ChannelReader, spec: &LayerSpec, dest: &Path) -> Result<UnpackStats> {
-    let unpacked = decompress_and_unpack(chan, dest);
+    let unpacked = decompress_and_unpack(chan, dest, spec.limits);
     // Whatever happened, read the rest so the digest covers every byte the registry sent.
     let drained = io::copy(chan, &mut io::sink());
     let digest = format!("sha256:{}", hex::encode(chan.sha.clone().finalize()));
@@ -208,7 +210,11 @@ fn unpack_verified(chan: &mut ChannelReader, spec: &LayerSpec, dest: &Path) -> R
     Ok(stats)
 }
 
-fn decompress_and_unpack(chan: &mut ChannelReader, dest: &Path) -> Result<(UnpackStats, String)> {
+fn decompress_and_unpack(
+    chan: &mut ChannelReader,
+    dest: &Path,
+    limits: UnpackLimits,
+) -> Result<(UnpackStats, String)> {
     let mut buffered = BufReader::with_capacity(256 * 1024, chan);
     let magic = buffered
         .fill_buf()
@@ -228,7 +234,7 @@ fn decompress_and_unpack(chan: &mut ChannelReader, dest: &Path) -> Result<(Unpac
     };
     let stats = {
         let mut archive = tar::Archive::new(&mut diff);
-        unpack_layer(&mut archive, dest)?
+        unpack_layer(&mut archive, dest, limits)?
     };
     // The end-of-archive blocks and any padding after them are part of the diff id.
     io::copy(&mut diff, &mut io::sink())
@@ -281,6 +287,7 @@ mod tests {
                 digest: sha(&blob),
                 size: blob.len() as u64,
                 diff_id: sha(&tar),
+                limits: Default::default(),
             };
             let (dir, r) = run(blob, spec).await;
             r.unwrap();
@@ -295,6 +302,7 @@ mod tests {
             digest: sha(&tar),
             size: tar.len() as u64,
             diff_id: sha(&tar),
+            limits: Default::default(),
         };
         let mut bad = tar.clone();
         bad[600] ^= 1;

@@ -246,6 +246,7 @@ impl Images {
                     digest: l.digest.clone(),
                     size: l.size as u64,
                     diff_id: diff.clone(),
+                    limits: self.cfg.layer_limits,
                 };
                 (spec, chain.clone(), l.media_type.clone())
             })

@@ -70,6 +70,11 @@ impl Credentials {
             ..Default::default()
         };
         if !a.registry_token.is_empty() {
+            if !bearer_ok(&a.registry_token) {
+                return Err(Error::InvalidArgument(
+                    "auth.registry_token: holds characters an HTTP header cannot carry".into(),
+                ));
+            }
             c.registry_token = Some(a.registry_token.clone());
         }
         if !a.identity_token.is_empty() {
@@ -162,7 +167,7 @@ impl Session {
                 &["https"]
             };
             for &scheme in schemes {
-                let client = new_client(scheme, &host, insecure);
+                let client = new_client(scheme, &host, insecure)?;
                 let reference = Reference::with_tag(
                     host.clone(),
                     image.repository().to_string(),
@@ -295,21 +300,38 @@ fn verify_manifest_digest(bytes: &[u8], reported: &str, requested: &str) -> Resu
     Ok(actual)
 }
 
-fn new_client(scheme: &str, host: &str, insecure: bool) -> Client {
-    let protocol = if scheme == "http" {
-        ClientProtocol::HttpsExcept(vec![host.to_string()])
-    } else {
-        ClientProtocol::Https
-    };
-    Client::new(ClientConfig {
-        protocol,
-        accept_invalid_certificates: insecure,
+/// Whether `token` can be sent as `Authorization: Bearer <token>` (oci-client would panic on
+/// one that cannot).
+fn bearer_ok(token: &str) -> bool {
+    reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_ok()
+}
+
+/// A registry client for `host` over `scheme`. On a node without CA certificates the TLS
+/// setup fails: then only plain HTTP (an insecure registry) and unverified TLS can be used, and
+/// a client that verifies nothing is made for those; verified HTTPS is refused by name.
+fn new_client(scheme: &str, host: &str, insecure: bool) -> Result<Client> {
+    let config = |accept_invalid_certificates| ClientConfig {
+        protocol: if scheme == "http" {
+            ClientProtocol::HttpsExcept(vec![host.to_string()])
+        } else {
+            ClientProtocol::Https
+        },
+        accept_invalid_certificates,
         platform_resolver: None,
         connect_timeout: Some(Duration::from_secs(15)),
         read_timeout: Some(Duration::from_secs(60)),
         user_agent: USER_AGENT,
         ..Default::default()
-    })
+    };
+    match Client::try_from(config(insecure)) {
+        Ok(c) => Ok(c),
+        Err(e) if scheme == "http" || insecure => Client::try_from(config(true))
+            .map_err(|e2| Error::Internal(format!("registry client for {host}: {e}; {e2}"))),
+        Err(e) => Err(Error::Unavailable(format!(
+            "registry {host}: TLS cannot be set up on this node ({e}): are CA certificates \
+             installed (ca-certificates)?"
+        ))),
+    }
 }
 
 /// Chooses what `oci-client` gets: basic credentials (it runs the bearer challenge with them), a
@@ -329,6 +351,10 @@ async fn resolve_auth(
     }
     if let Some(t) = &creds.identity_token {
         return match exchange_identity_token(t, scheme, host, image, insecure).await {
+            Ok(access) if !bearer_ok(&access) => Err(Error::Unauthenticated(format!(
+                "registry {host}: the access token it gave for the identity token holds \
+                 characters an HTTP header cannot carry"
+            ))),
             Ok(access) => Ok(RegistryAuth::Bearer(access)),
             // The host may simply be unreachable over this scheme; the pull reports that.
             Err(Error::Unavailable(m)) => {

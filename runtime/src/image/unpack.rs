@@ -41,13 +41,26 @@ pub struct UnpackStats {
     pub bytes: u64,
 }
 
+/// What one layer may unpack to (the operator's `max_layer_bytes` and `max_layer_entries`;
+/// 0: no limit, the default, as containerd has none).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct UnpackLimits {
+    pub bytes: u64,
+    pub entries: u64,
+}
+
 /// Unpacks every entry of `archive` into the directory `dest`, which must exist and be empty.
-pub fn unpack_layer<R: Read>(archive: &mut tar::Archive<R>, dest: &Path) -> Result<UnpackStats> {
+pub fn unpack_layer<R: Read>(
+    archive: &mut tar::Archive<R>,
+    dest: &Path,
+    limits: UnpackLimits,
+) -> Result<UnpackStats> {
     let root = open_dir(dest).ctx(|| format!("opening layer directory {}", dest.display()))?;
     let mut w = LayerWriter {
         root,
         dir_times: Vec::new(),
         stats: UnpackStats::default(),
+        limits,
     };
     let entries = archive
         .entries()
@@ -59,6 +72,12 @@ pub fn unpack_layer<R: Read>(archive: &mut tar::Archive<R>, dest: &Path) -> Resu
             .path()
             .map_err(|e| Error::Corrupt(format!("layer entry with a bad name: {e}")))?
             .into_owned();
+        if limits.entries > 0 && w.stats.entries >= limits.entries {
+            return Err(Error::ResourceExhausted(format!(
+                "the layer has more than {} entries (max_layer_entries)",
+                limits.entries
+            )));
+        }
         w.apply(&mut entry)
             .map_err(|e| e.context(format!("layer entry {}", name.display())))?;
         w.stats.entries += 1;
@@ -72,6 +91,7 @@ struct LayerWriter {
     /// Directories' times are set last: entries created in them afterwards would change them.
     dir_times: Vec<(PathBuf, TimeSpec)>,
     stats: UnpackStats,
+    limits: UnpackLimits,
 }
 
 /// The metadata of one entry, with PAX records taking precedence over the ustar fields.
@@ -149,11 +169,24 @@ impl LayerWriter {
                 .ctx(|| "creating file")?;
                 // SAFETY: openat returned a fresh descriptor that nothing else owns.
                 let mut file = unsafe { File::from_raw_fd(fd) };
-                let n = io::copy(entry, &mut file).map_err(|e| match e.raw_os_error() {
-                    Some(_) => Error::io("writing file", e),
-                    None => Error::Corrupt(format!("layer tar stream is corrupt: {e}")),
+                // Past the byte limit by one byte is enough to know.
+                let budget = match self.limits.bytes {
+                    0 => u64::MAX,
+                    max => max.saturating_sub(self.stats.bytes).saturating_add(1),
+                };
+                let n = io::copy(&mut entry.take(budget), &mut file).map_err(|e| {
+                    match e.raw_os_error() {
+                        Some(_) => Error::io("writing file", e),
+                        None => Error::Corrupt(format!("layer tar stream is corrupt: {e}")),
+                    }
                 })?;
                 self.stats.bytes += n;
+                if self.limits.bytes > 0 && self.stats.bytes > self.limits.bytes {
+                    return Err(Error::ResourceExhausted(format!(
+                        "the layer unpacks to more than {} bytes (max_layer_bytes)",
+                        self.limits.bytes
+                    )));
+                }
                 apply_meta_fd(file.as_fd().as_raw_fd(), &meta)?;
                 stat::futimens(file.as_raw_fd(), &meta.mtime, &meta.mtime)
                     .ctx(|| "setting times")?;
@@ -504,7 +537,7 @@ mod tests {
     }
 
     fn unpack(data: Vec<u8>, dest: &Path) -> Result<UnpackStats> {
-        unpack_layer(&mut tar::Archive::new(&data[..]), dest)
+        unpack_layer(&mut tar::Archive::new(&data[..]), dest, UnpackLimits::default())
     }
 
     #[test]
@@ -648,5 +681,27 @@ mod tests {
             );
             assert!(dest.join("etc/passwd").exists(), "{name}");
         }
+    }
+
+    #[test]
+    fn limits_stop_an_unpack_by_bytes_and_by_entries() {
+        let data = layer(|b| {
+            file(b, "a", &[7u8; 3000], 0o644);
+            file(b, "b", &[7u8; 3000], 0o644);
+            file(b, "c", b"", 0o644);
+        });
+        let run = |limits| {
+            let outer = tempfile::tempdir().unwrap();
+            let dest = outer.path().join("layer");
+            std::fs::create_dir(&dest).unwrap();
+            unpack_layer(&mut tar::Archive::new(&data[..]), &dest, limits)
+        };
+        let err = run(UnpackLimits { bytes: 5000, entries: 0 }).unwrap_err();
+        assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
+        assert!(err.to_string().contains("max_layer_bytes"), "{err}");
+        let err = run(UnpackLimits { bytes: 0, entries: 2 }).unwrap_err();
+        assert!(err.to_string().contains("max_layer_entries"), "{err}");
+        let ok = run(UnpackLimits { bytes: 6000, entries: 3 }).unwrap();
+        assert_eq!((ok.bytes, ok.entries), (6000, 3));
     }
 }

@@ -166,6 +166,34 @@ pub fn check_sysctl(key: &str, value: &str, ns: &PodNamespaces) -> Result<()> {
     Ok(())
 }
 
+/// The pod's strings that reach the kernel, the shim or CNI plugins hold no NUL byte.
+fn check_text(c: &PodSandboxConfig) -> Result<()> {
+    let mut fields: Vec<(String, &str)> = vec![
+        ("config.hostname".into(), c.hostname.as_str()),
+        ("config.log_directory".into(), c.log_directory.as_str()),
+    ];
+    if let Some(m) = &c.metadata {
+        fields.push(("config.metadata.name".into(), &m.name));
+        fields.push(("config.metadata.namespace".into(), &m.namespace));
+        fields.push(("config.metadata.uid".into(), &m.uid));
+    }
+    if let Some(d) = &c.dns_config {
+        let all = d.servers.iter().chain(&d.searches).chain(&d.options);
+        fields.extend(all.map(|v| ("config.dns_config".to_string(), v.as_str())));
+    }
+    for (i, p) in c.port_mappings.iter().enumerate() {
+        fields.push((format!("config.port_mappings[{i}].host_ip"), &p.host_ip));
+    }
+    if let Some(l) = &c.linux {
+        fields.push(("config.linux.cgroup_parent".into(), &l.cgroup_parent));
+        for (k, v) in &l.sysctls {
+            fields.push((format!("config.linux.sysctls[{k:?}]"), k));
+            fields.push((format!("config.linux.sysctls[{k:?}]"), v));
+        }
+    }
+    crate::error::no_nul(fields)
+}
+
 /// Where a pod's cgroups go.
 #[derive(Debug)]
 pub struct Placement {
@@ -265,6 +293,7 @@ impl Node {
             }
         }
         crate::cri::check_runtime_handler(handler)?;
+        check_text(&config)?;
         let ns = pod_namespaces(&config)?;
         if ns.userns.is_some() && self.cfg.userns_rootfs == crate::config::UsernsRootfs::Idmap {
             if let Err(why) = &self.userns {
@@ -512,17 +541,17 @@ impl Node {
         {
             tracing::warn!(pod = %rec.id, error = %e, "shim did not shut down; killing it");
         }
-        if rec.shim_pid > 0 && is_our_shim(rec.shim_pid) {
+        if rec.shim_pid > 0 && is_our_shim(rec.shim_pid, &rec.id) {
             let pid = nix::unistd::Pid::from_raw(rec.shim_pid);
             for _ in 0..100 {
-                if !is_our_shim(rec.shim_pid) {
+                if !is_our_shim(rec.shim_pid, &rec.id) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
             let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
             for _ in 0..250 {
-                if !is_our_shim(rec.shim_pid) {
+                if !is_our_shim(rec.shim_pid, &rec.id) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
@@ -532,7 +561,7 @@ impl Node {
 
     /// Undoes everything `run_pod` made, whatever state it reached. Best effort, logged.
     pub async fn teardown(&self, rec: &PodRecord) {
-        if rec.shim_pid > 0 && is_our_shim(rec.shim_pid) {
+        if rec.shim_pid > 0 && is_our_shim(rec.shim_pid, &rec.id) {
             self.stop_shim(rec).await;
         }
         let launcher = &self.launcher;
@@ -577,7 +606,7 @@ impl Node {
                 }
                 PodState::Ready => {
                     let alive = rec.shim_pid > 0
-                        && is_our_shim(rec.shim_pid)
+                        && is_our_shim(rec.shim_pid, &rec.id)
                         && shim_client::connect(&rec.id, &rec.socket()).await.is_ok();
                     if !alive {
                         tracing::warn!(pod = %rec.id, "pod's shim is gone: marking it not ready");
@@ -593,18 +622,41 @@ impl Node {
     }
 }
 
-/// Whether `pid` is a running skiff-shim (and not a reused PID).
-pub fn is_our_shim(pid: i32) -> bool {
-    std::fs::read(format!("/proc/{pid}/cmdline"))
-        .map(|c| {
-            let first = c.split(|b| *b == 0).next().unwrap_or(&[]);
-            let exe = String::from_utf8_lossy(first);
-            exe.ends_with("skiff-shim")
-                && std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                    .map(|s| !s.contains(") Z "))
-                    .unwrap_or(false)
-        })
-        .unwrap_or(false)
+/// Whether `pid` is a running shim of pod `pod_id` (`skiff-shim pod <run-root>/pods/<id>/…`),
+/// and not a PID the kernel reused for another process, another pod's shim included.
+pub fn is_our_shim(pid: i32, pod_id: &str) -> bool {
+    shim_cmdline_of(pid).is_some_and(|config| is_config_of(&config, pod_id))
+        && std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .map(|s| !s.contains(") Z "))
+            .unwrap_or(false)
+}
+
+/// The pod config path a `skiff-shim pod CONFIG` process runs with.
+fn shim_cmdline_of(pid: i32) -> Option<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let args: Vec<&[u8]> = raw.split(|b| *b == 0).collect();
+    match args.as_slice() {
+        [exe, mode, config, ..] if exe.ends_with(b"skiff-shim") && *mode == b"pod" => {
+            Some(String::from_utf8_lossy(config).into_owned())
+        }
+        _ => None,
+    }
+}
+
+fn is_config_of(config: &str, pod_id: &str) -> bool {
+    config.ends_with(&format!("/pods/{pod_id}/{POD_CONFIG}"))
+}
+
+/// Every live process of pod `pod_id`'s shim (the launching parent and the supervisor share
+/// its command line), found through /proc: what a crash during RunPodSandbox may leave with no
+/// PID recorded.
+pub fn shim_processes(pod_id: &str) -> Vec<i32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| is_our_shim(*pid, pod_id))
+        .collect()
 }
 
 /// Detaches every mount stacked at `p` (absent or unmounted is fine).

@@ -72,7 +72,7 @@ impl Node {
         let own_network = pod_namespaces(&cfg)
             .map(|n| n.network == NsMode::Pod)
             .unwrap_or(false);
-        let network = if own_network && pod.shim_pid > 0 && is_our_shim(pod.shim_pid) {
+        let network = if own_network && pod.shim_pid > 0 && is_our_shim(pod.shim_pid, &pod.id) {
             network_usage(pod.shim_pid, now)
         } else {
             None

@@ -1,0 +1,244 @@
+//! Hostile images, pulled through the CRI socket next to a running pod: whatever a layer's
+//! entries name (`..`, absolute paths, whiteouts of nothing, `.` or `..`, symlinks then files
+//! through them, hardlinks out of the layer, device nodes, a file over a directory and back),
+//! nothing outside the layer being unpacked is written or removed, the node's other images and
+//! the running container are untouched, and skiffd answers every pull with a status and keeps
+//! serving.
+
+mod common;
+
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+
+use skiff_integration::cri::*;
+use skiff_integration::image::Compression;
+use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_proto::cri::*;
+use tar::EntryType;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_layers_touch_nothing_outside_and_leave_other_images_whole() {
+    require_root();
+    let reg = Registry::start();
+    let base = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/base", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    let mut images = d.images().await;
+    pull(&mut images, &base.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("victim", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let victim = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("victim", &base.reference, &["sleep", "100000"]),
+    )
+    .await;
+
+    // What the entries aim at: a directory outside skiffd's root, with a file that must stay.
+    let outside = tempfile::tempdir().unwrap();
+    let canary = outside.path().join("canary");
+    std::fs::write(&canary, "keep").unwrap();
+    let out = outside.path().display().to_string();
+    let canary_s = canary.display().to_string();
+    let up = format!("../../../../../../../../../..{out}/dotdot");
+    let cases: Vec<(&str, Layer)> = vec![
+        (
+            "dot-dot name",
+            Layer::new().raw(EntryType::Regular, up.as_bytes(), b"", b"x"),
+        ),
+        (
+            "absolute name",
+            Layer::new().raw(
+                EntryType::Regular,
+                format!("{out}/absolute").as_bytes(),
+                b"",
+                b"x",
+            ),
+        ),
+        (
+            ".wh...",
+            Layer::new()
+                .file("etc/keep", b"k", 0o644)
+                .raw(EntryType::Regular, b".wh...", b"", b""),
+        ),
+        (
+            ".wh..",
+            Layer::new().raw(EntryType::Regular, b"etc/.wh..", b"", b""),
+        ),
+        (".wh./", Layer::new().raw(EntryType::Directory, b".wh./", b"", b"")),
+        (
+            "whiteout of the root",
+            Layer::new().raw(EntryType::Regular, b"./.wh.", b"", b""),
+        ),
+        (
+            "symlink then a file through it",
+            Layer::new()
+                .symlink("lnk", &out)
+                .raw(EntryType::Regular, b"lnk/planted", b"", b"x"),
+        ),
+        (
+            "symlink then a directory and a file through it",
+            Layer::new()
+                .symlink("lnk2", &format!("../../../../../../../..{out}"))
+                .raw(EntryType::Directory, b"lnk2/newdir/", b"", b"")
+                .raw(EntryType::Regular, b"lnk2/newdir/f", b"", b"x"),
+        ),
+        (
+            "hardlink to a file outside",
+            Layer::new().raw(EntryType::Link, b"hl", canary_s.as_bytes(), b""),
+        ),
+        (
+            "hardlink up and out",
+            Layer::new().raw(
+                EntryType::Link,
+                b"hl2",
+                format!("../../../../../../../..{canary_s}").as_bytes(),
+                b"",
+            ),
+        ),
+        (
+            "device node",
+            Layer::new().char_device("dev/mem", 1, 1, 0o600),
+        ),
+        (
+            "a file over a directory and back",
+            Layer::new()
+                .dir("d", 0o755)
+                .file("d/x", b"x", 0o644)
+                .raw(EntryType::Regular, b"d", b"", b"now a file")
+                .dir("d", 0o755)
+                .file("d/y", b"y", 0o644),
+        ),
+    ];
+    // A one-layer image: its chain id is its diff id.
+    let base_layer = d.layer_dir(&base.built.diff_ids[0]);
+    for (i, (name, layer)) in cases.into_iter().enumerate() {
+        let img = ImageBuilder::new()
+            .layer(Layer::busybox(), Compression::Gzip)
+            .layer(layer, Compression::Gzip)
+            .push(&reg.host, &format!("hostile/case{i}"), "v1")
+            .await;
+        let r = images
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: img.reference.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await;
+        if let Err(s) = &r {
+            // Refused: as bad data, named, never an internal failure.
+            assert_ne!(s.code(), tonic::Code::Internal, "{name}: {s:?}");
+            assert_ne!(s.code(), tonic::Code::Cancelled, "{name}: {s:?}");
+        }
+        // Nothing outside was written or removed.
+        assert_eq!(std::fs::read_to_string(&canary).unwrap(), "keep", "{name}");
+        assert_eq!(std::fs::metadata(&canary).unwrap().nlink(), 1, "{name}");
+        let listed: Vec<String> = std::fs::read_dir(outside.path())
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(listed, vec!["canary".to_string()], "{name}");
+        // The other image and the running container are whole.
+        assert!(base_layer.join("bin/busybox").is_file(), "{name}");
+        images
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: base.reference.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap_or_else(|| panic!("{name}: the base image is gone"));
+        assert_eq!(
+            sh(&mut rt, &victim, "ls /bin/busybox").await.trim(),
+            "/bin/busybox",
+            "{name}"
+        );
+        // An image that was taken runs, and shows its layers as they are inside it.
+        if r.is_ok() {
+            let c = run(
+                &mut rt,
+                &pod,
+                &pcfg,
+                container_config(&format!("case{i}"), &img.reference, &["sleep", "100000"]),
+            )
+            .await;
+            assert_eq!(sh(&mut rt, &c, "echo alive").await, "alive\n", "{name}");
+            if name == "a file over a directory and back" {
+                assert_eq!(
+                    sh(&mut rt, &c, "ls /d").await.trim(),
+                    "y",
+                    "the last entries win"
+                );
+            }
+        }
+    }
+    assert!(!Path::new(&format!("{out}/dotdot")).exists());
+    let log = d.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    teardown_pods(&mut rt, vec![pod]).await;
+}
+
+/// A layer that unpacks to more than the operator allows (`max_layer_bytes`,
+/// `max_layer_entries`) is refused as ResourceExhausted naming the key, and leaves no layer;
+/// one within the limits is taken.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unpack_limits_stop_decompression_bombs() {
+    require_root();
+    let reg = Registry::start();
+    // 4 MiB of zeros: a few KiB gzipped.
+    let bomb = ImageBuilder::new()
+        .layer(
+            Layer::new().file("zeros", &vec![0u8; 4 << 20], 0o644),
+            Compression::Gzip,
+        )
+        .push(&reg.host, "hostile/bomb", "v1")
+        .await;
+    let mut many = Layer::new();
+    for i in 0..300 {
+        many = many.file(&format!("f{i}"), b"", 0o644);
+    }
+    let many = ImageBuilder::new()
+        .layer(many, Compression::Gzip)
+        .push(&reg.host, "hostile/many", "v1")
+        .await;
+    let small = ImageBuilder::new()
+        .layer(Layer::new().file("small", &[1u8; 1000], 0o644), Compression::Gzip)
+        .push(&reg.host, "hostile/small", "v1")
+        .await;
+    assert!(bomb.built.layers[0].1.len() < 64 << 10);
+    let d = Skiffd::start_with(
+        &[&reg.host],
+        Some("max_layer_bytes = 1048576\nmax_layer_entries = 100\n"),
+        &[],
+    );
+    let mut images = d.images().await;
+    for (img, key) in [(&bomb, "max_layer_bytes"), (&many, "max_layer_entries")] {
+        let err = images
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: img.reference.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
+        assert!(err.message().contains(key), "{}", err.message());
+        assert!(!d.layer_dir(&img.built.diff_ids[0]).exists());
+    }
+    pull(&mut images, &small.reference).await;
+    assert!(d.layer_dir(&small.built.diff_ids[0]).join("small").is_file());
+}
