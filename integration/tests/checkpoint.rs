@@ -33,7 +33,13 @@ async fn an_unusable_criu_is_refused_clearly() {
     pull(&mut d.images().await, &img.reference).await;
     let mut rt = d.runtime().await;
     let logs = tempfile::tempdir().unwrap();
-    let pcfg = pod_config("ckpt", logs.path().to_str().unwrap());
+    // A PID namespace per container, as kubelet's pods have.
+    let pcfg = with_namespaces(
+        pod_config("ckpt", logs.path().to_str().unwrap()),
+        NamespaceMode::Pod,
+        NamespaceMode::Container,
+        NamespaceMode::Pod,
+    );
     let pod = run_pod(&mut rt, &pcfg).await;
     let c = run(
         &mut rt,

@@ -232,7 +232,16 @@ impl LayerWriter {
                     &target_rel,
                     libc::O_PATH | libc::O_NOFOLLOW | libc::O_CLOEXEC,
                 )
-                .ctx(|| format!("hardlink target {}", target.display()))?;
+                .map_err(|e| match e.raw_os_error() {
+                    // Not in this layer, or only reachable out of it: the layer is bad.
+                    Some(libc::ENOENT | libc::ELOOP | libc::EXDEV | libc::ENOTDIR) => {
+                        Error::Corrupt(format!(
+                            "hardlink target {} is not a file of this layer",
+                            target.display()
+                        ))
+                    }
+                    _ => Error::io(format!("hardlink target {}", target.display()), e),
+                })?;
                 if same_inode(&src, &dir, base) {
                     return Ok(());
                 }
