@@ -488,7 +488,11 @@ async fn a_huge_stop_timeout_waits_and_answers() {
         container_config(
             "c",
             &e.image,
-            &["sh", "-c", "trap 'exit 0' USR1; while true; do sleep 0.1; done"],
+            &[
+                "sh",
+                "-c",
+                "trap 'exit 0' USR1; while true; do sleep 0.1; done",
+            ],
         ),
     )
     .await;
@@ -501,7 +505,10 @@ async fn a_huge_stop_timeout_waits_and_answers() {
     .expect("StopContainer with timeout i64::MAX");
     assert!(t.elapsed() < Duration::from_secs(10));
     let st = wait_exited(&mut e.rt, &id, Duration::from_secs(5)).await;
-    assert_eq!(st.exit_code, 0, "the stop signal (the image's SIGUSR1) ended it");
+    assert_eq!(
+        st.exit_code, 0,
+        "the stop signal (the image's SIGUSR1) ended it"
+    );
 }
 
 /// On a node whose run root lies on a shared mount (systemd makes / shared), a container with
@@ -535,17 +542,27 @@ async fn rshared_volume_leaves_no_mount_on_the_host_and_its_pod_is_removed() {
         ..Default::default()
     }];
     let id = run(&mut rt, &pod, &pcfg, c).await;
-    assert_eq!(sh(&mut rt, &id, "echo ok > /bidir/f; cat /bidir/f").await, "ok\n");
+    assert_eq!(
+        sh(&mut rt, &id, "echo ok > /bidir/f; cat /bidir/f").await,
+        "ok\n"
+    );
     let bundle = run_root.join("containers").join(&id);
     let host_mounts = || {
         std::fs::read_to_string("/proc/self/mountinfo")
             .unwrap()
             .lines()
-            .filter(|l| l.contains(&format!("{} ", bundle.display())) || l.contains(&format!("{}/", bundle.display())))
+            .filter(|l| {
+                l.contains(&format!("{} ", bundle.display()))
+                    || l.contains(&format!("{}/", bundle.display()))
+            })
             .map(str::to_string)
             .collect::<Vec<_>>()
     };
-    assert_eq!(host_mounts(), Vec::<String>::new(), "the container's mounts stay in it");
+    assert_eq!(
+        host_mounts(),
+        Vec::<String>::new(),
+        "the container's mounts stay in it"
+    );
     rt.stop_pod_sandbox(StopPodSandboxRequest {
         pod_sandbox_id: pod.clone(),
     })

@@ -70,7 +70,10 @@ async fn hostile_layers_touch_nothing_outside_and_leave_other_images_whole() {
             ".wh..",
             Layer::new().raw(EntryType::Regular, b"etc/.wh..", b"", b""),
         ),
-        (".wh./", Layer::new().raw(EntryType::Directory, b".wh./", b"", b"")),
+        (
+            ".wh./",
+            Layer::new().raw(EntryType::Directory, b".wh./", b"", b""),
+        ),
         (
             "whiteout of the root",
             Layer::new().raw(EntryType::Regular, b"./.wh.", b"", b""),
@@ -214,7 +217,10 @@ async fn unpack_limits_stop_decompression_bombs() {
         .push(&reg.host, "hostile/many", "v1")
         .await;
     let small = ImageBuilder::new()
-        .layer(Layer::new().file("small", &[1u8; 1000], 0o644), Compression::Gzip)
+        .layer(
+            Layer::new().file("small", &[1u8; 1000], 0o644),
+            Compression::Gzip,
+        )
         .push(&reg.host, "hostile/small", "v1")
         .await;
     assert!(bomb.built.layers[0].1.len() < 64 << 10);
@@ -240,5 +246,8 @@ async fn unpack_limits_stop_decompression_bombs() {
         assert!(!d.layer_dir(&img.built.diff_ids[0]).exists());
     }
     pull(&mut images, &small.reference).await;
-    assert!(d.layer_dir(&small.built.diff_ids[0]).join("small").is_file());
+    assert!(d
+        .layer_dir(&small.built.diff_ids[0])
+        .join("small")
+        .is_file());
 }

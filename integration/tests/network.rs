@@ -374,7 +374,16 @@ async fn a_loopback_only_network_gives_no_pod_ip() {
     let info = pod_info(&mut rt, &pod).await;
     let pid = info["pid"].as_i64().expect("the shim's pid") as i32;
     let out = Command::new("nsenter")
-        .args(["-t", &pid.to_string(), "-n", "ip", "-o", "addr", "show", "lo"])
+        .args([
+            "-t",
+            &pid.to_string(),
+            "-n",
+            "ip",
+            "-o",
+            "addr",
+            "show",
+            "lo",
+        ])
         .output()
         .unwrap();
     let out = String::from_utf8_lossy(&out.stdout);

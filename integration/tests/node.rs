@@ -375,7 +375,9 @@ async fn slice_paths_and_stats_of_unlimited_containers() {
     let logs = tempfile::tempdir().unwrap();
     let mut pcfg = pod_config("slicepath", logs.path().to_str().unwrap());
     // (A dash in a slice name nests it: skifftest.slice sits at the top.)
-    pcfg.linux.get_or_insert_with(Default::default).cgroup_parent = "/skifftest.slice".into();
+    pcfg.linux
+        .get_or_insert_with(Default::default)
+        .cgroup_parent = "/skifftest.slice".into();
     let pod = run_pod(&mut rt, &pcfg).await;
     let c = run(
         &mut rt,
@@ -734,9 +736,18 @@ async fn user_namespace_pods_run_on_the_nodes_kernel() {
     let uid_map = read(Path::new(&format!("/proc/{pid}/uid_map")));
     let fields: Vec<&str> = uid_map.split_whitespace().collect();
     assert_eq!(fields, ["0", "1048576", "65536"], "{uid_map}");
-    let r = exec(&mut rt, &c, &["sh", "-c", "id -u; echo x > /tmp/f; stat -c %u /bin/busybox"], 30)
-        .await
-        .unwrap();
+    let r = exec(
+        &mut rt,
+        &c,
+        &[
+            "sh",
+            "-c",
+            "id -u; echo x > /tmp/f; stat -c %u /bin/busybox",
+        ],
+        30,
+    )
+    .await
+    .unwrap();
     assert_eq!(String::from_utf8_lossy(&r.stdout), "0\n0\n", "{r:?}");
     use std::os::unix::fs::MetadataExt;
     let written = std::fs::metadata(format!("/proc/{pid}/root/tmp/f")).unwrap();

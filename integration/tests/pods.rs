@@ -395,7 +395,10 @@ async fn hostname_resolv_conf_hosts_loopback_sysctls_and_shm() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_pod_without_a_hostname_gets_the_nodes() {
     let mut e = env().await;
-    let name = format!("create-PodSandbox-for-container-{}", "0123456789abcdef".repeat(3));
+    let name = format!(
+        "create-PodSandbox-for-container-{}",
+        "0123456789abcdef".repeat(3)
+    );
     assert!(name.len() > 64);
     let mut pcfg = pod_config(&name, e.logs.path().to_str().unwrap());
     pcfg.hostname = String::new();
@@ -506,7 +509,8 @@ async fn pods_run_under_a_long_run_root() {
 async fn nul_bytes_are_refused_by_field() {
     let mut e = env().await;
     let logs = e.logs.path().to_str().unwrap().to_string();
-    let cases: Vec<(Box<dyn Fn(&mut PodSandboxConfig)>, &str)> = vec![
+    type Edit = Box<dyn Fn(&mut PodSandboxConfig)>;
+    let cases: Vec<(Edit, &str)> = vec![
         (
             Box::new(|c| c.metadata.as_mut().unwrap().name = "a\0b".into()),
             "config.metadata.name",

@@ -171,7 +171,6 @@ async fn root_inside_is_the_mapped_id_outside_and_layers_are_idmapped() {
             }),
             ..Default::default()
         }),
-        ..Default::default()
     });
     let id = run(&mut e.rt, &pod, &pcfg, c).await;
     let pid = container_pid(&mut e.rt, &id).await;

@@ -105,9 +105,7 @@ impl<T> IoContext<T> for nix::Result<T> {
 pub fn no_nul<'a>(fields: impl IntoIterator<Item = (String, &'a str)>) -> Result<()> {
     for (field, value) in fields {
         if value.contains('\0') {
-            return Err(Error::InvalidArgument(format!(
-                "{field}: holds a NUL byte"
-            )));
+            return Err(Error::InvalidArgument(format!("{field}: holds a NUL byte")));
         }
     }
     Ok(())

@@ -141,7 +141,9 @@ impl Node {
         }
         match crate::container::apparmor::availability() {
             Ok(()) => tracing::info!("AppArmor available: containers get profiles"),
-            Err(why) => tracing::info!(reason = %why, "AppArmor unavailable: containers run without a profile unless they name a loaded one"),
+            Err(why) => {
+                tracing::info!(reason = %why, "AppArmor unavailable: containers run without a profile unless they name a loaded one")
+            }
         }
         let node = Arc::new(Node {
             shims: Mutex::new(HashMap::new()),

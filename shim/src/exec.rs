@@ -316,7 +316,10 @@ async fn collect(fd: OwnedFd, out: Output) {
 /// (the reader stops, closing our end).
 async fn wait_output(t: tokio::task::JoinHandle<()>, out: &Output) -> Vec<u8> {
     let abort = t.abort_handle();
-    if tokio::time::timeout(Duration::from_secs(2), t).await.is_err() {
+    if tokio::time::timeout(Duration::from_secs(2), t)
+        .await
+        .is_err()
+    {
         abort.abort();
     }
     std::mem::take(&mut *out.lock().unwrap_or_else(|p| p.into_inner()))

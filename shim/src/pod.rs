@@ -310,8 +310,8 @@ fn setup(cfg: &PodConfig) -> Result<Setup, String> {
     }
     let sock = cfg.socket();
     let _ = fs::remove_file(&sock);
-    let (_dir, addr) = fsutil::socket_address(&sock)
-        .map_err(|e| format!("binding {}: {e}", sock.display()))?;
+    let (_dir, addr) =
+        fsutil::socket_address(&sock).map_err(|e| format!("binding {}: {e}", sock.display()))?;
     let l = std::os::unix::net::UnixListener::bind(&addr)
         .map_err(|e| format!("binding {}: {e}", sock.display()))?;
     Ok((l, exe, pod_init))

@@ -7,9 +7,9 @@
 //! it *and* `apparmor_parser` is installed; where it is not, containers run without a profile
 //! unless they name one (`Localhost`), which must be loaded all the same.
 
-use std::sync::OnceLock;
 #[cfg(test)]
 use std::path::Path;
+use std::sync::OnceLock;
 
 use skiff_proto::cri::security_profile::ProfileType;
 use skiff_proto::cri::LinuxContainerSecurityContext;
@@ -65,9 +65,7 @@ pub fn enabled() -> bool {
 /// switch and `apparmor_parser` on PATH).
 pub fn availability() -> &'static std::result::Result<(), String> {
     static AVAILABLE: OnceLock<std::result::Result<(), String>> = OnceLock::new();
-    AVAILABLE.get_or_init(|| {
-        availability_of(enabled(), std::env::var_os("PATH").as_deref())
-    })
+    AVAILABLE.get_or_init(|| availability_of(enabled(), std::env::var_os("PATH").as_deref()))
 }
 
 fn availability_of(
@@ -217,10 +215,14 @@ mod tests {
     fn available_only_with_the_kernel_and_the_parser() {
         let d = tempfile::tempdir().unwrap();
         let with = std::env::join_paths([Path::new("/nonexistent"), d.path()]).unwrap();
-        assert!(availability_of(true, Some(&with)).unwrap_err().contains("apparmor_parser"));
+        assert!(availability_of(true, Some(&with))
+            .unwrap_err()
+            .contains("apparmor_parser"));
         std::fs::write(d.path().join("apparmor_parser"), "").unwrap();
         assert_eq!(availability_of(true, Some(&with)), Ok(()));
-        assert!(availability_of(false, Some(&with)).unwrap_err().contains("kernel"));
+        assert!(availability_of(false, Some(&with))
+            .unwrap_err()
+            .contains("kernel"));
         assert!(availability_of(true, None).is_err());
     }
 }

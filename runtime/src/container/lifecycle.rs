@@ -246,8 +246,7 @@ impl Node {
         } else {
             image.user.clone()
         };
-        if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty()
-        {
+        if sc.run_as_group.is_some() && sc.run_as_user.is_none() && sc.run_as_username.is_empty() {
             // As api.proto says: run_as_group only goes with run_as_user or run_as_username.
             return Err(Error::InvalidArgument(
                 "linux.security_context.run_as_group: is set without run_as_user or \
@@ -720,11 +719,17 @@ fn check_text(c: &ContainerConfig) -> Result<()> {
         fields.push((format!("config.envs[{i}].value"), &kv.value));
     }
     for (i, m) in c.mounts.iter().enumerate() {
-        fields.push((format!("config.mounts[{i}].container_path"), &m.container_path));
+        fields.push((
+            format!("config.mounts[{i}].container_path"),
+            &m.container_path,
+        ));
         fields.push((format!("config.mounts[{i}].host_path"), &m.host_path));
     }
     for (i, d) in c.devices.iter().enumerate() {
-        fields.push((format!("config.devices[{i}].container_path"), &d.container_path));
+        fields.push((
+            format!("config.devices[{i}].container_path"),
+            &d.container_path,
+        ));
         fields.push((format!("config.devices[{i}].host_path"), &d.host_path));
     }
     crate::error::no_nul(fields)

@@ -107,7 +107,9 @@ impl Rewriter {
         let mut p = p;
         let mut pad = 0;
         if flags & PADDED != 0 {
-            let (&n, rest) = p.split_first().ok_or_else(|| bad("PADDED without a length"))?;
+            let (&n, rest) = p
+                .split_first()
+                .ok_or_else(|| bad("PADDED without a length"))?;
             pad = usize::from(n);
             p = rest;
         }
@@ -211,7 +213,10 @@ fn frame(out: &mut Vec<u8>, kind: u8, flags: u8, stream: u32, payload: &[u8]) {
 }
 
 fn bad(what: &str) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("HTTP/2 from the client: {what}"))
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("HTTP/2 from the client: {what}"),
+    )
 }
 
 /// An accepted CRI connection, read through the rewriter.
@@ -314,14 +319,18 @@ mod tests {
         enc.encode(h.iter().copied())
     }
 
+    /// A header block as decoded: (END_STREAM flag, stream, headers).
+    type Decoded = (u8, u32, Vec<(Vec<u8>, Vec<u8>)>);
+
     /// Decodes every header block of a rewritten byte stream (after the preface).
-    fn blocks(mut bytes: &[u8]) -> Vec<(u8, u32, Vec<(Vec<u8>, Vec<u8>)>)> {
+    fn blocks(mut bytes: &[u8]) -> Vec<Decoded> {
         bytes = &bytes[PREFACE.len()..];
         let mut dec = fluke_hpack::Decoder::new();
         let mut out = vec![];
         let mut pending: Option<(u8, u32, Vec<u8>)> = None;
         while !bytes.is_empty() {
-            let len = usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
+            let len =
+                usize::from(bytes[0]) << 16 | usize::from(bytes[1]) << 8 | usize::from(bytes[2]);
             let (kind, flags) = (bytes[3], bytes[4]);
             let stream = u32::from_be_bytes([bytes[5], bytes[6], bytes[7], bytes[8]]);
             let mut p = &bytes[9..9 + len];
@@ -384,7 +393,13 @@ mod tests {
         assert!(pending.is_empty());
         let got = blocks(&out);
         let auth = |i: usize| {
-            got[i].2.iter().find(|(n, _)| n == b":authority").unwrap().1.clone()
+            got[i]
+                .2
+                .iter()
+                .find(|(n, _)| n == b":authority")
+                .unwrap()
+                .1
+                .clone()
         };
         assert_eq!(got.len(), 3);
         assert_eq!(auth(0), b"localhost");
@@ -394,18 +409,33 @@ mod tests {
         assert_eq!((got[2].0, got[2].1), (END_STREAM, 5));
         assert_eq!(got[1].2[2].1, b"/runtime.v1.RuntimeService/Version");
         // The SETTINGS frame is there, unchanged.
-        assert_eq!(&out[PREFACE.len()..PREFACE.len() + 9], &[0, 0, 0, 4, 0, 0, 0, 0, 0]);
+        assert_eq!(
+            &out[PREFACE.len()..PREFACE.len() + 9],
+            &[0, 0, 0, 4, 0, 0, 0, 0, 0]
+        );
     }
 
     #[test]
     fn broken_frames_are_errors_not_panics() {
         for input in [
             // CONTINUATION with no HEADERS before it.
-            { let mut v = PREFACE.to_vec(); frame(&mut v, CONTINUATION, END_HEADERS, 1, b"x"); v },
+            {
+                let mut v = PREFACE.to_vec();
+                frame(&mut v, CONTINUATION, END_HEADERS, 1, b"x");
+                v
+            },
             // Padding longer than the frame.
-            { let mut v = PREFACE.to_vec(); frame(&mut v, HEADERS, END_HEADERS | PADDED, 1, &[9, 1]); v },
+            {
+                let mut v = PREFACE.to_vec();
+                frame(&mut v, HEADERS, END_HEADERS | PADDED, 1, &[9, 1]);
+                v
+            },
             // Garbage HPACK.
-            { let mut v = PREFACE.to_vec(); frame(&mut v, HEADERS, END_HEADERS, 1, &[0xff; 7]); v },
+            {
+                let mut v = PREFACE.to_vec();
+                frame(&mut v, HEADERS, END_HEADERS, 1, &[0xff; 7]);
+                v
+            },
         ] {
             let mut rw = Rewriter::new();
             let (mut pending, mut out) = (input, vec![]);
@@ -424,7 +454,11 @@ mod tests {
             for _ in 0..3 {
                 let len = usize::from(next() % 48);
                 let payload: Vec<u8> = (0..len).map(|_| next()).collect();
-                let kind = if next() % 4 == 0 { CONTINUATION } else { HEADERS };
+                let kind = if next() % 4 == 0 {
+                    CONTINUATION
+                } else {
+                    HEADERS
+                };
                 frame(&mut v, kind, next(), 1, &payload);
             }
             let mut rw = Rewriter::new();

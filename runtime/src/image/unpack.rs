@@ -546,7 +546,11 @@ mod tests {
     }
 
     fn unpack(data: Vec<u8>, dest: &Path) -> Result<UnpackStats> {
-        unpack_layer(&mut tar::Archive::new(&data[..]), dest, UnpackLimits::default())
+        unpack_layer(
+            &mut tar::Archive::new(&data[..]),
+            dest,
+            UnpackLimits::default(),
+        )
     }
 
     #[test]
@@ -705,12 +709,24 @@ mod tests {
             std::fs::create_dir(&dest).unwrap();
             unpack_layer(&mut tar::Archive::new(&data[..]), &dest, limits)
         };
-        let err = run(UnpackLimits { bytes: 5000, entries: 0 }).unwrap_err();
+        let err = run(UnpackLimits {
+            bytes: 5000,
+            entries: 0,
+        })
+        .unwrap_err();
         assert!(matches!(err, Error::ResourceExhausted(_)), "{err}");
         assert!(err.to_string().contains("max_layer_bytes"), "{err}");
-        let err = run(UnpackLimits { bytes: 0, entries: 2 }).unwrap_err();
+        let err = run(UnpackLimits {
+            bytes: 0,
+            entries: 2,
+        })
+        .unwrap_err();
         assert!(err.to_string().contains("max_layer_entries"), "{err}");
-        let ok = run(UnpackLimits { bytes: 6000, entries: 3 }).unwrap();
+        let ok = run(UnpackLimits {
+            bytes: 6000,
+            entries: 3,
+        })
+        .unwrap();
         assert_eq!((ok.bytes, ok.entries), (6000, 3));
     }
 }

@@ -248,7 +248,11 @@ pub fn pod_cgroup(
         CgroupDriver::Systemd => {
             // As containerd does, a path's last element names the slice ("/test.slice",
             // "/kubepods.slice/kubepods-besteffort.slice").
-            let base = parent.trim_end_matches('/').rsplit('/').next().unwrap_or("");
+            let base = parent
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or("");
             let slice = if base.is_empty() {
                 DEFAULT_SLICE.to_string()
             } else {
@@ -679,12 +683,24 @@ mod tests {
             ("", DEFAULT_SLICE),
             ("test.slice", "test.slice"),
             ("/test.slice", "test.slice"),
-            ("/kubepods.slice/kubepods-besteffort.slice/", "kubepods-besteffort.slice"),
+            (
+                "/kubepods.slice/kubepods-besteffort.slice/",
+                "kubepods-besteffort.slice",
+            ),
         ] {
-            let p = pod_cgroup(CgroupDriver::Systemd, "", parent, id, Some("skiff-pod-x.scope"))
-                .unwrap();
+            let p = pod_cgroup(
+                CgroupDriver::Systemd,
+                "",
+                parent,
+                id,
+                Some("skiff-pod-x.scope"),
+            )
+            .unwrap();
             assert_eq!(p.slice, slice, "{parent}");
-            assert!(p.cgroup.ends_with(&format!("{slice}/skiff-pod-x.scope")), "{p:?}");
+            assert!(
+                p.cgroup.ends_with(&format!("{slice}/skiff-pod-x.scope")),
+                "{p:?}"
+            );
         }
         let err = pod_cgroup(CgroupDriver::Systemd, "", "/a/b", id, Some("u")).unwrap_err();
         assert!(err.to_string().contains("linux.cgroup_parent"), "{err}");
