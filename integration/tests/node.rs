@@ -450,6 +450,23 @@ async fn the_cgroupfs_driver_works_too() {
     assert!(!cg.exists(), "container cgroup removed");
 }
 
+/// Loads (or replaces) AppArmor profile `text` into the kernel.
+fn load_profile(text: &str) {
+    use std::io::Write;
+    let mut parser = Command::new("apparmor_parser")
+        .arg("-r")
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("apparmor_parser");
+    parser
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(text.as_bytes())
+        .unwrap();
+    assert!(parser.wait().unwrap().success());
+}
+
 /// The AppArmor label the kernel shows for `pid`.
 fn label(pid: i32) -> String {
     read(Path::new(&format!("/proc/{pid}/attr/current")))
@@ -464,21 +481,10 @@ async fn apparmor_profiles_are_applied() {
         "the node VM runs AppArmor"
     );
     // A profile of the test's own: everything but writing under /tmp.
-    let profile = "profile skiff-test-no-tmp flags=(attach_disconnected,mediate_deleted) {\n\
-                   file,\n  capability,\n  network,\n  signal,\n  umount,\n  deny /tmp/** w,\n}\n";
-    let mut parser = Command::new("apparmor_parser")
-        .arg("-r")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("apparmor_parser");
-    use std::io::Write;
-    parser
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(profile.as_bytes())
-        .unwrap();
-    assert!(parser.wait().unwrap().success());
+    load_profile(
+        "profile skiff-test-no-tmp flags=(attach_disconnected,mediate_deleted) {\n\
+         file,\n  capability,\n  network,\n  signal,\n  umount,\n  deny /tmp/** w,\n}\n",
+    );
 
     let (mut rt, mut img) = node().await;
     let (_reg, image) = image(&mut img).await;
@@ -520,38 +526,26 @@ async fn apparmor_profiles_are_applied() {
     .await
     .unwrap();
     assert_ne!(r.exit_code, 0);
-    // A loaded profile by name: the container and what is exec'd in it run under it.
-    let l = run(
-        &mut rt,
-        &pod,
-        &pcfg,
-        with(
-            "local",
-            prof(ProfileType::Localhost, "skiff-test-no-tmp"),
-            false,
-        ),
-    )
-    .await;
-    assert_eq!(
-        label(container_pid(&mut rt, &l).await),
-        "skiff-test-no-tmp (enforce)"
-    );
-    // The name with the old `localhost/` prefix kept in it (as critest sends it) is the same.
-    let l2 = run(
-        &mut rt,
-        &pod,
-        &pcfg,
-        with(
-            "local-prefixed",
-            prof(ProfileType::Localhost, "localhost/skiff-test-no-tmp"),
-            false,
-        ),
-    )
-    .await;
-    assert_eq!(
-        label(container_pid(&mut rt, &l2).await),
-        "skiff-test-no-tmp (enforce)"
-    );
+    // A loaded profile by name (also with the old `localhost/` prefix kept in it, as critest
+    // sends it): the container and what is exec'd in it run under it.
+    let mut l = String::new();
+    for (name, r) in [
+        ("local", "skiff-test-no-tmp"),
+        ("local-prefixed", "localhost/skiff-test-no-tmp"),
+    ] {
+        l = run(
+            &mut rt,
+            &pod,
+            &pcfg,
+            with(name, prof(ProfileType::Localhost, r), false),
+        )
+        .await;
+        assert_eq!(
+            label(container_pid(&mut rt, &l).await),
+            "skiff-test-no-tmp (enforce)",
+            "{r}"
+        );
+    }
     let r = exec(&mut rt, &l, &["sh", "-c", "echo x > /tmp/x"], 30)
         .await
         .unwrap();
@@ -627,21 +621,10 @@ async fn apparmor_without_its_parser_is_unavailable() {
         !Path::new("/usr/bin/apparmor_parser").exists(),
         "the test hides apparmor_parser by leaving /usr/sbin off PATH"
     );
-    let profile = "profile skiff-test-loaded flags=(attach_disconnected,mediate_deleted) {\n\
-                   file,\n  capability,\n  network,\n  signal,\n  umount,\n}\n";
-    let mut parser = Command::new("apparmor_parser")
-        .arg("-r")
-        .stdin(std::process::Stdio::piped())
-        .spawn()
-        .expect("apparmor_parser");
-    use std::io::Write;
-    parser
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(profile.as_bytes())
-        .unwrap();
-    assert!(parser.wait().unwrap().success());
+    load_profile(
+        "profile skiff-test-loaded flags=(attach_disconnected,mediate_deleted) {\n\
+         file,\n  capability,\n  network,\n  signal,\n  umount,\n}\n",
+    );
 
     let reg = Registry::start();
     let pushed = ImageBuilder::new()
