@@ -310,7 +310,10 @@ async fn restores_are_checked_and_criu_failures_explained() {
     // error line, the pod's namespaces and the mapped volume on its command line.
     let d = Skiffd::start_with(
         &[&reg.host],
-        Some(&format!("criu_binary = \"{}\"\n", failing.display())),
+        Some(&format!(
+            "criu_binary = \"{}\"\nrestore_from_images = true\n",
+            failing.display()
+        )),
         &[],
     );
     let mut rt = d.runtime().await;
@@ -395,6 +398,31 @@ async fn restores_are_checked_and_criu_failures_explained() {
         "{}",
         err.message()
     );
+    // Without the operator's restore_from_images, a checkpoint image (which any pod author
+    // can name) is refused by name, leaving nothing.
+    {
+        let d3 = Skiffd::start_with(&[&reg.host], None, &[]);
+        pull(&mut d3.images().await, &ckpt_image.reference).await;
+        let mut rt3 = d3.runtime().await;
+        let pod3 = run_pod(&mut rt3, &pcfg).await;
+        let err = create(&mut rt3, &pod3, &pcfg, from_image.clone())
+            .await
+            .unwrap_err();
+        assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+        assert!(
+            err.message().contains("restore_from_images"),
+            "{}",
+            err.message()
+        );
+        let listed =
+            rt3.list_containers(ListContainersRequest { filter: None })
+                .await
+                .unwrap()
+                .into_inner()
+                .containers;
+        assert!(listed.is_empty(), "{listed:?}");
+        teardown_pods(&mut rt3, vec![pod3]).await;
+    }
     from_image.mounts.clear();
     let err = create(&mut rt, &pod, &pcfg, from_image).await.unwrap_err();
     assert!(err.message().contains("/data"), "{}", err.message());

@@ -114,6 +114,9 @@ pub struct FileConfig {
     /// Raise a requested oom_score_adj to skiffd's own when it is lower (for nodes where skiffd
     /// lacks CAP_SYS_RESOURCE, as containerd's restrict_oom_score_adj).
     pub restrict_oom_score_adj: Option<bool>,
+    /// Whether a container may be restored from a checkpoint *image* (one any pod author can
+    /// name); off by default. Archives on the node's disk are always restorable.
+    pub restore_from_images: Option<bool>,
     /// Where `localhost/<path>` seccomp profiles (deprecated fields, legacy annotations) that
     /// are not absolute are found.
     pub seccomp_root: Option<PathBuf>,
@@ -159,6 +162,7 @@ pub struct Config {
     pub shim_binary: Option<PathBuf>,
     pub cgroup_root: String,
     pub restrict_oom_score_adj: bool,
+    pub restore_from_images: bool,
     pub seccomp_root: PathBuf,
     pub unset_seccomp_profile: UnsetSeccomp,
     pub userns_rootfs: UsernsRootfs,
@@ -254,6 +258,7 @@ impl Config {
                 .cgroup_root
                 .unwrap_or_else(|| DEFAULT_CGROUP_ROOT.into()),
             restrict_oom_score_adj: file.restrict_oom_score_adj.unwrap_or(false),
+            restore_from_images: file.restore_from_images.unwrap_or(false),
             seccomp_root: file
                 .seccomp_root
                 .unwrap_or_else(|| DEFAULT_SECCOMP_ROOT.into()),

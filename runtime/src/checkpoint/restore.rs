@@ -348,6 +348,12 @@ impl crate::node::Node {
             .as_ref()
             .map(|i| i.image.clone())
             .unwrap_or_default();
+        if image.is_some() && !self.cfg.restore_from_images {
+            return Err(Error::FailedPrecondition(format!(
+                "image {path} is a checkpoint: restoring from checkpoint images is off on this \
+                 node (an operator turns it on with restore_from_images = true)"
+            )));
+        }
         let pod = self.pods.find(pod_id)?;
         let ns = crate::pod::lifecycle::pod_namespaces(&pod.config()?)?;
         if ns.pid != skiff_shim::api::PidMode::Container {
