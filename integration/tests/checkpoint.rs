@@ -414,12 +414,12 @@ async fn restores_are_checked_and_criu_failures_explained() {
             "{}",
             err.message()
         );
-        let listed =
-            rt3.list_containers(ListContainersRequest { filter: None })
-                .await
-                .unwrap()
-                .into_inner()
-                .containers;
+        let listed = rt3
+            .list_containers(ListContainersRequest { filter: None })
+            .await
+            .unwrap()
+            .into_inner()
+            .containers;
         assert!(listed.is_empty(), "{listed:?}");
         teardown_pods(&mut rt3, vec![pod3]).await;
     }
