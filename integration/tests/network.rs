@@ -11,44 +11,10 @@ use skiff_integration::image::Compression;
 use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
 use skiff_proto::cri::*;
 
+mod common;
+use common::Netns;
+
 const PAGE: &[u8] = b"served from pod A\n";
-
-/// A network namespace of the test's, deleted on drop.
-struct Netns(String);
-
-impl Netns {
-    fn new() -> Netns {
-        let name = format!("skiff-net-{:08x}", rand::random::<u32>());
-        host("ip", &["netns", "add", &name]);
-        host("ip", &["-n", &name, "link", "set", "lo", "up"]);
-        Netns(name)
-    }
-
-    /// Runs `cmd` inside the namespace (nsenter keeps /sys and the cgroup mounts).
-    fn exec(&self, cmd: &[&str]) -> (bool, String) {
-        let out = Command::new("nsenter")
-            .arg(format!("--net=/run/netns/{}", self.0))
-            .args(cmd)
-            .output()
-            .expect("nsenter");
-        (
-            out.status.success(),
-            String::from_utf8_lossy(&out.stdout).into_owned()
-                + &String::from_utf8_lossy(&out.stderr),
-        )
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
-    }
-}
-
-fn host(cmd: &str, args: &[&str]) {
-    let st = Command::new(cmd).args(args).status().expect(cmd);
-    assert!(st.success(), "{cmd} {args:?}: {st}");
-}
 
 fn conflist(ipam_dir: &std::path::Path) -> String {
     format!(

@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::process::Command;
 
 use skiff_integration::Skiffd;
 use skiff_proto::cri::image_service_client::ImageServiceClient;
@@ -126,4 +127,41 @@ pub fn temporaries(dir: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+/// A network namespace of the test's, deleted on drop.
+pub struct Netns(pub String);
+
+impl Netns {
+    pub fn new() -> Netns {
+        let name = format!("skiff-net-{:08x}", rand::random::<u32>());
+        for args in [
+            vec!["netns", "add", &name],
+            vec!["-n", &name, "link", "set", "lo", "up"],
+        ] {
+            let st = Command::new("ip").args(&args).status().expect("ip");
+            assert!(st.success(), "ip {args:?}: {st}");
+        }
+        Netns(name)
+    }
+
+    /// Runs `cmd` inside the namespace (nsenter keeps /sys and the cgroup mounts).
+    pub fn exec(&self, cmd: &[&str]) -> (bool, String) {
+        let out = Command::new("nsenter")
+            .arg(format!("--net=/run/netns/{}", self.0))
+            .args(cmd)
+            .output()
+            .expect("nsenter");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned()
+                + &String::from_utf8_lossy(&out.stderr),
+        )
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
+    }
 }
