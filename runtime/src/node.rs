@@ -162,6 +162,7 @@ impl Node {
             shim,
         });
         node.recover_pods().await;
+        node.containers.remove_orphan_bundles(&node.cfg.run_root);
         Ok(node)
     }
 }

@@ -189,6 +189,34 @@ impl Containers {
         })
     }
 
+    /// Removes the bundles under `<run-root>/containers` that no record names (a crash during
+    /// CreateContainer, before its record was written), and the cgroups their config.json
+    /// named (its resources are applied before the record is).
+    pub fn remove_orphan_bundles(&self, run_root: &Path) {
+        let dir = run_root.join("containers");
+        let Ok(rd) = fs::read_dir(&dir) else {
+            return;
+        };
+        for e in rd.flatten() {
+            let id = e.file_name().to_string_lossy().into_owned();
+            if self.lock().contains_key(&id) {
+                continue;
+            }
+            let cgroup = fs::read(e.path().join("config.json"))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
+                .and_then(|v| v["linux"]["cgroupsPath"].as_str().map(str::to_string));
+            if let Some(cg) = cgroup {
+                // Nothing ran in it: the container was never started.
+                let _ = skiff_shim::cgroups::remove(&cg);
+            }
+            tracing::info!(container = %id, "removing the bundle of a creation a crash interrupted");
+            if let Err(err) = store::remove_durably(&e.path()) {
+                tracing::error!(bundle = %e.path().display(), error = %err, "removing an orphan bundle");
+            }
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, BTreeMap<String, ContainerRecord>> {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
