@@ -174,7 +174,8 @@ async fn kill9_during_pod_churn_loses_and_leaks_nothing() {
         .into_iter()
         .map(|p| p.id)
         .collect();
-    let a = acked.lock().unwrap();
+    // The churn tasks are done: take what they recorded.
+    let a = std::mem::take(&mut *acked.lock().unwrap());
     let (mut pods, mut containers) = (0, 0);
     for (pod, cs) in &a.pods {
         if a.removed.contains(pod) {
