@@ -240,3 +240,49 @@ async fn a_cancelled_pull_leaves_no_temporary() {
     // And the image pulls normally afterwards.
     assert_eq!(pull(&mut c, &img.reference, None).await.unwrap(), img.id());
 }
+
+/// A node without CA certificates: pulls are refused by name (the TLS setup the registry client
+/// needs cannot be made), never a panic; and a registry token that cannot be an HTTP header is
+/// refused naming its field.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn no_ca_certificates_and_unsendable_tokens_are_named() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/noca", "v1")
+        .await;
+    let mut d = Skiffd::start(&[&reg.host]);
+    let err = pull(
+        &mut d.images().await,
+        &img.reference,
+        Some(skiff_proto::cri::AuthConfig {
+            registry_token: "abc\r\nX-Injected: 1".into(),
+            ..Default::default()
+        }),
+    )
+    .await
+    .unwrap_err();
+    assert_eq!(err.code(), Code::InvalidArgument, "{err:?}");
+    assert!(
+        err.message().contains("auth.registry_token"),
+        "{}",
+        err.message()
+    );
+    // The TLS roots as on a node without the ca-certificates package.
+    d.restart_with_env(&[
+        ("SSL_CERT_FILE", "/nonexistent/ca.pem"),
+        ("SSL_CERT_DIR", "/nonexistent/certs"),
+    ]);
+    let err = pull(&mut d.images().await, &img.reference, None)
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), Code::FailedPrecondition, "{err:?}");
+    assert!(
+        err.message().contains("CA certificates"),
+        "{}",
+        err.message()
+    );
+    assert!(!d.log_text().contains("panicked"), "{}", d.log_text());
+    assert_store_empty(&d);
+}

@@ -306,10 +306,27 @@ fn bearer_ok(token: &str) -> bool {
     reqwest::header::HeaderValue::from_str(&format!("Bearer {token}")).is_ok()
 }
 
-/// A registry client for `host` over `scheme`. On a node without CA certificates the TLS
-/// setup fails: then only plain HTTP (an insecure registry) and unverified TLS can be used, and
-/// a client that verifies nothing is made for those; verified HTTPS is refused by name.
+/// Whether an HTTP client with TLS can be made here (probed once): without CA certificates the
+/// platform verifier cannot start, and oci-client would panic making its default client.
+fn tls_setup() -> &'static std::result::Result<(), String> {
+    static PROBE: std::sync::OnceLock<std::result::Result<(), String>> = std::sync::OnceLock::new();
+    PROBE.get_or_init(|| {
+        reqwest::Client::builder()
+            .build()
+            .map(|_| ())
+            .map_err(|e| format!("{e}: {:?}", std::error::Error::source(&e)))
+    })
+}
+
+/// A registry client for `host` over `scheme`. Refused by name on a node where TLS cannot be set
+/// up (no CA certificates), for every registry: the client library needs it even for plain HTTP.
 fn new_client(scheme: &str, host: &str, insecure: bool) -> Result<Client> {
+    if let Err(why) = tls_setup() {
+        return Err(Error::FailedPrecondition(format!(
+            "pulling from {host}: TLS cannot be set up on this node ({why}); install CA \
+             certificates (Debian: ca-certificates)"
+        )));
+    }
     let config = |accept_invalid_certificates| ClientConfig {
         protocol: if scheme == "http" {
             ClientProtocol::HttpsExcept(vec![host.to_string()])
@@ -323,15 +340,8 @@ fn new_client(scheme: &str, host: &str, insecure: bool) -> Result<Client> {
         user_agent: USER_AGENT,
         ..Default::default()
     };
-    match Client::try_from(config(insecure)) {
-        Ok(c) => Ok(c),
-        Err(e) if scheme == "http" || insecure => Client::try_from(config(true))
-            .map_err(|e2| Error::Internal(format!("registry client for {host}: {e}; {e2}"))),
-        Err(e) => Err(Error::Unavailable(format!(
-            "registry {host}: TLS cannot be set up on this node ({e}): are CA certificates \
-             installed (ca-certificates)?"
-        ))),
-    }
+    Client::try_from(config(insecure))
+        .map_err(|e| Error::Internal(format!("registry client for {host}: {e}")))
 }
 
 /// Chooses what `oci-client` gets: basic credentials (it runs the bearer challenge with them), a
