@@ -75,6 +75,28 @@ fn bad(path: &str, why: impl std::fmt::Display) -> Error {
     Error::InvalidArgument(format!("config.image.image: {path}: {why}"))
 }
 
+/// Opens `name` in the unpacked checkpoint `dir` as a regular file, resolving it inside `dir`
+/// and following no symlink out of it: the archive is its author's, not the node's.
+fn open_in_archive(path: &str, dir: &Path, name: &str) -> Result<std::fs::File> {
+    let root = skiff_shim::fsutil::open_dir(dir).ctx(|| format!("opening {}", dir.display()))?;
+    let fd = skiff_shim::fsutil::openat2_in_root(
+        &root,
+        Path::new(name),
+        libc::O_RDONLY | libc::O_NOFOLLOW | libc::O_CLOEXEC,
+    )
+    .map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => {
+            bad(path, format!("not a checkpoint archive: it has no {name}"))
+        }
+        _ => bad(path, format!("{name}: {e} (a link is not followed)")),
+    })?;
+    let f = std::fs::File::from(fd);
+    if !f.metadata().is_ok_and(|m| m.is_file()) {
+        return Err(bad(path, format!("{name} is not a regular file")));
+    }
+    Ok(f)
+}
+
 impl Archive {
     /// Unpacks the archive at `path` into `dir` (which must not exist) and reads its
     /// descriptions. A file that is not a tar, or a tar without a checkpoint in it, is refused.
@@ -126,16 +148,12 @@ impl Archive {
     /// Reads the descriptions of a checkpoint laid out in `dir`.
     fn read(path: &str, dir: &Path) -> Result<Archive> {
         for need in ["config.dump", "spec.dump", "checkpoint/inventory.img"] {
-            if !dir.join(need).is_file() {
-                return Err(bad(
-                    path,
-                    format!("not a checkpoint archive: it has no {need}"),
-                ));
-            }
+            open_in_archive(path, dir, need)?;
         }
         let read = |name: &str| -> Result<serde_json::Value> {
-            let raw =
-                std::fs::read(dir.join(name)).map_err(|e| bad(path, format!("{name}: {e}")))?;
+            let mut raw = vec![];
+            std::io::Read::read_to_end(&mut open_in_archive(path, dir, name)?, &mut raw)
+                .map_err(|e| bad(path, format!("{name}: {e}")))?;
             serde_json::from_slice(&raw).map_err(|e| bad(path, format!("{name}: {e}")))
         };
         let config: ConfigDump = serde_json::from_value(read("config.dump")?)
@@ -295,9 +313,8 @@ impl Archive {
     /// upper directory: `rootfs-diff.tar` unpacked into it, and each path of `deleted.files`
     /// hidden by a whiteout (a 0:0 character device, as overlayfs writes on deletion).
     pub fn apply_rootfs_diff(&self, upper: &Path) -> Result<()> {
-        let diff = self.dir.join("rootfs-diff.tar");
-        if diff.exists() {
-            let f = std::fs::File::open(&diff).ctx(|| format!("opening {}", diff.display()))?;
+        if self.dir.join("rootfs-diff.tar").symlink_metadata().is_ok() {
+            let f = open_in_archive(&self.path, &self.dir, "rootfs-diff.tar")?;
             let mut tar = tar::Archive::new(f);
             tar.set_preserve_permissions(true);
             tar.set_preserve_ownerships(true);
@@ -306,12 +323,17 @@ impl Archive {
             tar.unpack(upper)
                 .map_err(|e| bad(&self.path, format!("rootfs-diff.tar: {e}")))?;
         }
-        let deleted = self.dir.join("deleted.files");
-        let list: Vec<String> = match std::fs::read(&deleted) {
-            Ok(raw) => serde_json::from_slice(&raw)
-                .map_err(|e| bad(&self.path, format!("deleted.files: {e}")))?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => vec![],
-            Err(e) => return Err(Error::io(format!("reading {}", deleted.display()), e)),
+        let list: Vec<String> = if self.dir.join("deleted.files").symlink_metadata().is_ok() {
+            let mut raw = vec![];
+            std::io::Read::read_to_end(
+                &mut open_in_archive(&self.path, &self.dir, "deleted.files")?,
+                &mut raw,
+            )
+            .map_err(|e| bad(&self.path, format!("deleted.files: {e}")))?;
+            serde_json::from_slice(&raw)
+                .map_err(|e| bad(&self.path, format!("deleted.files: {e}")))?
+        } else {
+            vec![]
         };
         for p in list {
             let rel = relative(&p)
@@ -598,5 +620,32 @@ mod tests {
         );
         assert!(relative("/a/../../etc").is_none());
         assert_eq!(relative("/a/b").unwrap(), PathBuf::from("a/b"));
+    }
+
+    #[test]
+    fn archive_files_are_never_read_through_links_out_of_it() {
+        let d = tempfile::tempdir().unwrap();
+        let secret = d.path().join("secret.json");
+        std::fs::write(
+            &secret,
+            r#"{"name":"x","rootfsImageName":"host/secret:v1"}"#,
+        )
+        .unwrap();
+        let dir = d.path().join("unpacked");
+        std::fs::create_dir_all(dir.join("checkpoint")).unwrap();
+        std::fs::write(dir.join("checkpoint/inventory.img"), b"x").unwrap();
+        std::fs::write(dir.join("spec.dump"), r#"{"process":{"args":["sh"]}}"#).unwrap();
+        std::os::unix::fs::symlink(&secret, dir.join("config.dump")).unwrap();
+        let err = Archive::read("a.tar", &dir).err().expect("refused");
+        assert!(err.to_string().contains("config.dump"), "{err}");
+        // A relative link up and out is resolved inside the archive (and is not there).
+        std::fs::remove_file(dir.join("config.dump")).unwrap();
+        std::os::unix::fs::symlink("../secret.json", dir.join("config.dump")).unwrap();
+        assert!(Archive::read("a.tar", &dir).is_err());
+        // A directory in place of a file.
+        std::fs::remove_file(dir.join("config.dump")).unwrap();
+        std::fs::create_dir(dir.join("config.dump")).unwrap();
+        let err = Archive::read("a.tar", &dir).err().expect("refused");
+        assert!(err.to_string().contains("not a regular file"), "{err}");
     }
 }
