@@ -20,3 +20,6 @@ pub mod seccomp;
 pub mod store;
 pub mod streaming;
 pub mod userns;
+
+#[cfg(test)]
+mod fuzz_tests;

@@ -126,6 +126,17 @@ fn parse_manifest(image: &ImageRef, bytes: &[u8]) -> Result<Manifest> {
     Ok(m)
 }
 
+/// What a pull decides from a manifest's bytes alone, for fuzzing: it parses, and for an
+/// index, the entry for this host is chosen and its digest checked.
+pub fn check_manifest(image: &ImageRef, bytes: &[u8]) -> Result<()> {
+    let m = parse_manifest(image, bytes)?;
+    if let Some(entries) = m.manifests.as_deref() {
+        let chosen = choose_platform(image, entries)?;
+        check_digest(&chosen.digest).map_err(Error::Unsupported)?;
+    }
+    Ok(())
+}
+
 /// Chain ids as the OCI image spec defines them: ChainID(L0) = DiffID(L0),
 /// ChainID(Ln) = sha256(ChainID(Ln-1) + " " + DiffID(Ln)).
 pub fn chain_ids(diff_ids: &[String]) -> Vec<String> {
