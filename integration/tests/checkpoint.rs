@@ -227,6 +227,21 @@ async fn restores_are_checked_and_criu_failures_explained() {
             ("deleted.files", r#"["/bin/true"]"#),
         ],
     );
+    // A checkpoint of a process that held CAP_SYS_ADMIN, which no default request grants.
+    let greedy = files.path().join("greedy.tar");
+    let greedy_spec = spec_dump.replace(
+        r#""cwd":"/"}"#,
+        r#""cwd":"/","capabilities":{"bounding":["CAP_SYS_ADMIN"],"effective":["CAP_SYS_ADMIN"]}}"#,
+    );
+    assert_ne!(greedy_spec, spec_dump);
+    tar_of(
+        &greedy,
+        &[
+            ("config.dump", &config_dump),
+            ("spec.dump", &greedy_spec),
+            ("checkpoint/inventory.img", "x"),
+        ],
+    );
     let foreign = files.path().join("foreign.tar");
     tar_of(&foreign, &[("hello.txt", "hi")]);
     let junk = files.path().join("junk.tar");
@@ -318,6 +333,12 @@ async fn restores_are_checked_and_criu_failures_explained() {
     );
     let mut rt = d.runtime().await;
     let pod = run_pod(&mut rt, &pcfg).await;
+    // More privilege than the request grants: refused by name, nothing created.
+    let err = create(&mut rt, &pod, &pcfg, restore(&greedy, true))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("CAP_SYS_ADMIN"), "{}", err.message());
     let c = create(&mut rt, &pod, &pcfg, restore(&good, true))
         .await
         .expect("CreateContainer of a checkpoint");

@@ -173,6 +173,112 @@ impl Archive {
         })
     }
 
+    /// Refuses a restore whose checkpointed process had more privilege than `granted` (the OCI
+    /// spec built from the restore request) allows, naming what differs: another user or group,
+    /// a capability the request does not give, no_new_privs off where the request sets it, and
+    /// seccomp, AppArmor or SELinux confinement other than the request's (CRIU restores the
+    /// dumped state as it was; none can be applied afterwards).
+    pub fn check_privileges(&self, granted: &serde_json::Value) -> Result<()> {
+        let (old, new) = (&self.spec["process"], &granted["process"]);
+        let differs = |what: String| {
+            Err(Error::FailedPrecondition(format!(
+                "restoring {}: {what}: a restored container gets no more than its request grants",
+                self.path
+            )))
+        };
+        for id in ["uid", "gid"] {
+            let (o, n) = (
+                old["user"][id].as_u64().unwrap_or(0),
+                new["user"][id].as_u64().unwrap_or(0),
+            );
+            if o != n {
+                return differs(format!(
+                    "the checkpoint ran as {id} {o}, the request grants {id} {n}"
+                ));
+            }
+        }
+        let groups = |v: &serde_json::Value| -> Vec<u64> {
+            let mut g: Vec<u64> = v["user"]["additionalGids"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|x| x.as_u64())
+                .collect();
+            g.sort_unstable();
+            g.dedup();
+            g
+        };
+        let extra: Vec<u64> = groups(old)
+            .into_iter()
+            .filter(|g| !groups(new).contains(g))
+            .collect();
+        if !extra.is_empty() {
+            return differs(format!(
+                "the checkpoint had supplementary groups {extra:?} the request does not give"
+            ));
+        }
+        for set in [
+            "bounding",
+            "effective",
+            "permitted",
+            "inheritable",
+            "ambient",
+        ] {
+            let caps = |v: &serde_json::Value| -> Vec<String> {
+                v["capabilities"][set]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|c| c.as_str().map(str::to_string))
+                    .collect()
+            };
+            let have = caps(new);
+            let extra: Vec<String> = caps(old)
+                .into_iter()
+                .filter(|c| !have.contains(c))
+                .collect();
+            if !extra.is_empty() {
+                return differs(format!(
+                    "the checkpoint had {} in its {set} capabilities",
+                    extra.join(", ")
+                ));
+            }
+        }
+        if new["noNewPrivileges"].as_bool() == Some(true)
+            && old["noNewPrivileges"].as_bool() != Some(true)
+        {
+            return differs("the checkpoint ran without no_new_privs".into());
+        }
+        let none_if_null = |v: &serde_json::Value| (!v.is_null()).then(|| v.clone());
+        if none_if_null(&self.spec["linux"]["seccomp"])
+            != none_if_null(&granted["linux"]["seccomp"])
+        {
+            return differs("its seccomp profile is not the request's".into());
+        }
+        for (key, what) in [
+            ("apparmorProfile", "AppArmor profile"),
+            ("selinuxLabel", "SELinux label"),
+        ] {
+            let (o, n) = (
+                old[key].as_str().unwrap_or(""),
+                new[key].as_str().unwrap_or(""),
+            );
+            // A fresh SELinux level is picked for every container: compare the type only.
+            let strip = |l: &str| l.splitn(4, ':').take(3).collect::<Vec<_>>().join(":");
+            let same = if key == "selinuxLabel" {
+                strip(o) == strip(n)
+            } else {
+                o == n
+            };
+            if !same {
+                return differs(format!(
+                    "the checkpoint ran under {what} {o:?}, the request asks for {n:?}"
+                ));
+            }
+        }
+        Ok(())
+    }
+
     /// The destinations of the checkpointed container's bind mounts, but for skiff's own.
     pub fn bind_mounts(&self) -> Vec<String> {
         let mut out: Vec<String> = super::bind_destinations(&self.spec)
@@ -647,5 +753,62 @@ mod tests {
         std::fs::create_dir(dir.join("config.dump")).unwrap();
         let err = Archive::read("a.tar", &dir).err().expect("refused");
         assert!(err.to_string().contains("not a regular file"), "{err}");
+    }
+
+    #[test]
+    fn a_restore_gets_no_more_privilege_than_its_request() {
+        let d = tempfile::tempdir().unwrap();
+        let dir = d.path().join("unpacked");
+        std::fs::create_dir_all(dir.join("checkpoint")).unwrap();
+        std::fs::write(dir.join("checkpoint/inventory.img"), b"x").unwrap();
+        std::fs::write(
+            dir.join("config.dump"),
+            r#"{"name":"c","rootfsImageName":"r/b:v1"}"#,
+        )
+        .unwrap();
+        std::fs::write(
+            dir.join("spec.dump"),
+            r#"{"process":{"args":["sh"],"user":{"uid":1000,"gid":1000,"additionalGids":[1000]},
+                "capabilities":{"bounding":["CAP_CHOWN"],"effective":["CAP_CHOWN"]},
+                "noNewPrivileges":true,
+                "selinuxLabel":"system_u:system_r:container_t:s0:c1,c2"}}"#,
+        )
+        .unwrap();
+        let a = Archive::read("a.tar", &dir).expect("archive");
+        let same = serde_json::json!({"process":{"user":{"uid":1000,"gid":1000,"additionalGids":[1000, 5]},
+            "capabilities":{"bounding":["CAP_CHOWN","CAP_KILL"],"effective":["CAP_CHOWN"]},
+            "noNewPrivileges":true,
+            "selinuxLabel":"system_u:system_r:container_t:s0:c7,c9"}});
+        a.check_privileges(&same)
+            .expect("the request grants as much");
+        for (edit, want) in [
+            ("/process/user/uid", "uid 1000"),
+            ("/process/capabilities/bounding", "CAP_CHOWN"),
+            ("/process/noNewPrivileges", ""),
+            ("/process/selinuxLabel", "SELinux"),
+        ] {
+            let mut g = same.clone();
+            let v = g.pointer_mut(edit).unwrap();
+            *v = match edit {
+                "/process/user/uid" => serde_json::json!(0),
+                "/process/capabilities/bounding" => serde_json::json!([]),
+                "/process/noNewPrivileges" => serde_json::json!(false),
+                _ => serde_json::json!("system_u:system_r:spc_t:s0"),
+            };
+            if edit == "/process/noNewPrivileges" {
+                // Dropping no_new_privs in the request is not asking for less.
+                a.check_privileges(&g)
+                    .expect("no_new_privs off in the request");
+                continue;
+            }
+            let err = a.check_privileges(&g).err().expect("refused");
+            assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
+            assert!(err.to_string().contains(want), "{edit}: {err}");
+        }
+        // A seccomp filter in the request that the checkpoint did not run under.
+        let mut g = same.clone();
+        g["linux"] = serde_json::json!({"seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}});
+        let err = a.check_privileges(&g).err().expect("refused");
+        assert!(err.to_string().contains("seccomp"), "{err}");
     }
 }

@@ -325,6 +325,13 @@ impl Node {
         if let (Some(f), Some(linux)) = (&filter, oci.linux_mut()) {
             linux.set_seccomp(Some(f.spec.clone()));
         }
+        if let Some(a) = restore {
+            // CRIU gives the restored processes the credentials, capabilities and seccomp
+            // state they were dumped with: never more than this request grants.
+            let granted = serde_json::to_value(&oci)
+                .map_err(|e| Error::Internal(format!("encoding config.json: {e}")))?;
+            a.check_privileges(&granted)?;
+        }
         let image_ref = image
             .repo_digests
             .first()
