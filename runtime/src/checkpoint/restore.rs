@@ -801,14 +801,14 @@ mod tests {
                     .expect("no_new_privs off in the request");
                 continue;
             }
-            let err = a.check_privileges(&g).err().expect("refused");
+            let err = a.check_privileges(&g).expect_err("refused");
             assert!(matches!(err, Error::FailedPrecondition(_)), "{err}");
             assert!(err.to_string().contains(want), "{edit}: {err}");
         }
         // A seccomp filter in the request that the checkpoint did not run under.
         let mut g = same.clone();
         g["linux"] = serde_json::json!({"seccomp": {"defaultAction": "SCMP_ACT_ERRNO"}});
-        let err = a.check_privileges(&g).err().expect("refused");
+        let err = a.check_privileges(&g).expect_err("refused");
         assert!(err.to_string().contains("seccomp"), "{err}");
     }
 }
