@@ -251,3 +251,101 @@ async fn unpack_limits_stop_decompression_bombs() {
         .join("small")
         .is_file());
 }
+
+/// Image configs with absurd values, pulled and run next to a running pod: each container
+/// starts or is refused with a status that says why; the daemon does not panic and the other
+/// container runs on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn absurd_image_configs_get_statuses() {
+    use serde_json::json;
+    require_root();
+    let reg = Registry::start();
+    let base = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/base", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    let mut images = d.images().await;
+    pull(&mut images, &base.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("absurd", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let victim = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("victim", &base.reference, &["sleep", "100000"]),
+    )
+    .await;
+    let long = "x".repeat(1 << 20);
+    let cases: Vec<(&str, &str, serde_json::Value)> = vec![
+        ("user past u32", "User", json!("4294967296:4294967296")),
+        ("user name unknown", "User", json!("nobody-at-all")),
+        ("user negative", "User", json!("-1")),
+        (
+            "workdir through /proc",
+            "WorkingDir",
+            json!("/proc/self/fd/3"),
+        ),
+        ("workdir relative", "WorkingDir", json!("../../..")),
+        ("env with NUL", "Env", json!(["A=b\u{0}c"])),
+        ("env not strings", "Env", json!([1, {}, null])),
+        ("huge env", "Env", json!([format!("BIG={long}")])),
+        ("stop signal unknown", "StopSignal", json!("SIGNOPE")),
+        ("stop signal number", "StopSignal", json!("99999")),
+        ("entrypoint empty", "Entrypoint", json!([])),
+        ("entrypoint NUL", "Entrypoint", json!(["sh\u{0}"])),
+        ("cmd object", "Cmd", json!({"a": 1})),
+        ("volumes odd", "Volumes", json!({"../../etc": {}, "/": {}})),
+        ("labels huge", "Labels", json!({"k": long})),
+    ];
+    for (i, (name, key, value)) in cases.into_iter().enumerate() {
+        let img = ImageBuilder::new()
+            .layer(Layer::busybox(), Compression::Gzip)
+            .config(key, value)
+            .push(&reg.host, &format!("absurd/case{i}"), "v1")
+            .await;
+        let pulled = images
+            .pull_image(PullImageRequest {
+                image: Some(ImageSpec {
+                    image: img.reference.clone(),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            })
+            .await;
+        match pulled {
+            Err(s) => assert!(
+                !matches!(s.code(), tonic::Code::Cancelled | tonic::Code::Unknown),
+                "{name}: {s:?}"
+            ),
+            Ok(_) => {
+                // The image's command is used unless the request names one.
+                let mut c = container_config(&format!("case{i}"), &img.reference, &[]);
+                c.command.clear();
+                c.args.clear();
+                let created = create(&mut rt, &pod, &pcfg, c).await;
+                let started = match created {
+                    Ok(id) => start(&mut rt, &id).await.map(|_| id),
+                    Err(s) => Err(s),
+                };
+                if let Err(s) = started {
+                    assert!(!s.message().is_empty(), "{name}: a status with no message");
+                    assert!(
+                        !matches!(s.code(), tonic::Code::Cancelled | tonic::Code::Unknown),
+                        "{name}: {s:?}"
+                    );
+                }
+            }
+        }
+        assert_eq!(
+            sh(&mut rt, &victim, "echo alive").await,
+            "alive\n",
+            "{name}"
+        );
+    }
+    let log = d.log_text();
+    assert!(!log.contains("panicked"), "{log}");
+    teardown_pods(&mut rt, vec![pod]).await;
+}
