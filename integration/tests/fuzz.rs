@@ -29,14 +29,8 @@ async fn random_cri_requests_get_answers_and_panic_nothing() {
         .layer(Layer::busybox(), Compression::Gzip)
         .push(&reg.host, "test/fuzz", "v1")
         .await;
-    // The image is pulled on the node's network; the daemon under test shares its root.
-    let root = tempfile::tempdir().unwrap();
+    let root = common::pulled_root(&reg.host, &img.reference).await;
     let root_flag = root.path().display().to_string();
-    {
-        let mut d0 = Skiffd::start_with(&[&reg.host], None, &["--root", &root_flag]);
-        pull(&mut d0.images().await, &img.reference).await;
-        d0.terminate();
-    }
     let ns = Netns::new();
     let d = Skiffd::start_in(
         Some(&ns.0),

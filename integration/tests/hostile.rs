@@ -16,28 +16,57 @@ use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
 use skiff_proto::cri::*;
 use tar::EntryType;
 
+/// A skiffd with a busybox image and a pod whose container keeps running: what a hostile
+/// image must not hurt.
+struct Victim {
+    reg: Registry,
+    base: skiff_integration::image::PushedImage,
+    d: Skiffd,
+    _logs: tempfile::TempDir,
+    pcfg: PodSandboxConfig,
+    pod: String,
+    victim: String,
+}
+
+impl Victim {
+    async fn start() -> Victim {
+        require_root();
+        let reg = Registry::start();
+        let base = ImageBuilder::new()
+            .layer(Layer::busybox(), Compression::Gzip)
+            .push(&reg.host, "test/base", "v1")
+            .await;
+        let d = Skiffd::start(&[&reg.host]);
+        pull(&mut d.images().await, &base.reference).await;
+        let mut rt = d.runtime().await;
+        let logs = tempfile::tempdir().unwrap();
+        let pcfg = pod_config("victim", logs.path().to_str().unwrap());
+        let pod = run_pod(&mut rt, &pcfg).await;
+        let victim = run(
+            &mut rt,
+            &pod,
+            &pcfg,
+            container_config("victim", &base.reference, &["sleep", "100000"]),
+        )
+        .await;
+        Victim {
+            reg,
+            base,
+            d,
+            _logs: logs,
+            pcfg,
+            pod,
+            victim,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_layers_touch_nothing_outside_and_leave_other_images_whole() {
-    require_root();
-    let reg = Registry::start();
-    let base = ImageBuilder::new()
-        .layer(Layer::busybox(), Compression::Gzip)
-        .push(&reg.host, "test/base", "v1")
-        .await;
-    let d = Skiffd::start(&[&reg.host]);
-    let mut images = d.images().await;
-    pull(&mut images, &base.reference).await;
-    let mut rt = d.runtime().await;
-    let logs = tempfile::tempdir().unwrap();
-    let pcfg = pod_config("victim", logs.path().to_str().unwrap());
-    let pod = run_pod(&mut rt, &pcfg).await;
-    let victim = run(
-        &mut rt,
-        &pod,
-        &pcfg,
-        container_config("victim", &base.reference, &["sleep", "100000"]),
-    )
-    .await;
+    let v = Victim::start().await;
+    let (reg, base, d) = (&v.reg, &v.base, &v.d);
+    let (mut images, mut rt) = (d.images().await, d.runtime().await);
+    let (pod, pcfg, victim) = (v.pod.clone(), v.pcfg.clone(), v.victim.clone());
 
     // What the entries aim at: a directory outside skiffd's root, with a file that must stay.
     let outside = tempfile::tempdir().unwrap();
@@ -258,26 +287,10 @@ async fn unpack_limits_stop_decompression_bombs() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn absurd_image_configs_get_statuses() {
     use serde_json::json;
-    require_root();
-    let reg = Registry::start();
-    let base = ImageBuilder::new()
-        .layer(Layer::busybox(), Compression::Gzip)
-        .push(&reg.host, "test/base", "v1")
-        .await;
-    let d = Skiffd::start(&[&reg.host]);
-    let mut images = d.images().await;
-    pull(&mut images, &base.reference).await;
-    let mut rt = d.runtime().await;
-    let logs = tempfile::tempdir().unwrap();
-    let pcfg = pod_config("absurd", logs.path().to_str().unwrap());
-    let pod = run_pod(&mut rt, &pcfg).await;
-    let victim = run(
-        &mut rt,
-        &pod,
-        &pcfg,
-        container_config("victim", &base.reference, &["sleep", "100000"]),
-    )
-    .await;
+    let v = Victim::start().await;
+    let (reg, d) = (&v.reg, &v.d);
+    let (mut images, mut rt) = (d.images().await, d.runtime().await);
+    let (pod, pcfg, victim) = (v.pod.clone(), v.pcfg.clone(), v.victim.clone());
     let long = "x".repeat(1 << 20);
     let cases: Vec<(&str, &str, serde_json::Value)> = vec![
         ("user past u32", "User", json!("4294967296:4294967296")),

@@ -99,15 +99,8 @@ async fn pods_get_addresses_reach_each_other_and_leave_nothing() {
         .layer(site, Compression::Gzip)
         .push(&reg.host, "test/net", "v1")
         .await;
-    // The image is pulled by a skiffd on the node's network (the registry listens on its
-    // loopback); the skiffd under test shares its root inside the namespace.
-    let root = tempfile::tempdir().unwrap();
+    let root = common::pulled_root(&reg.host, &img.reference).await;
     let root_flag = root.path().display().to_string();
-    {
-        let mut d0 = Skiffd::start_with(&[&reg.host], None, &["--root", &root_flag]);
-        pull(&mut d0.images().await, &img.reference).await;
-        d0.terminate();
-    }
     let ns = Netns::new();
     let conf = tempfile::tempdir().unwrap();
     let ipam = tempfile::tempdir().unwrap();

@@ -165,3 +165,16 @@ impl Drop for Netns {
         let _ = Command::new("ip").args(["netns", "del", &self.0]).status();
     }
 }
+
+/// A skiffd root holding `reference`, pulled by a skiffd on the node's network (where the
+/// test registry listens); a skiffd under test in a network namespace then shares the root.
+pub async fn pulled_root(registry: &str, reference: &str) -> tempfile::TempDir {
+    let root = tempfile::tempdir().unwrap();
+    let flag = root.path().display().to_string();
+    let mut d0 = Skiffd::start_with(&[registry], None, &["--root", &flag]);
+    pull(&mut d0.images().await, reference, None)
+        .await
+        .expect("pull");
+    d0.terminate();
+    root
+}
