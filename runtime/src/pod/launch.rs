@@ -47,18 +47,6 @@ pub struct Detached {
 }
 
 impl Launcher for Detached {
-    /// A detached shim has nothing but its processes: any left (a crash during RunPodSandbox
-    /// recorded no PID) are killed.
-    fn release(&self, pod_id: &str) {
-        for pid in super::lifecycle::shim_processes(pod_id) {
-            tracing::info!(pod = pod_id, pid, "killing a shim left behind");
-            let _ = nix::sys::signal::kill(
-                nix::unistd::Pid::from_raw(pid),
-                nix::sys::signal::Signal::SIGKILL,
-            );
-        }
-    }
-
     fn launch(&self, spec: &LaunchSpec) -> Result<i32> {
         let (pod_id, config, log) = (spec.pod_id, spec.config, spec.log);
         let logf = fs::OpenOptions::new()

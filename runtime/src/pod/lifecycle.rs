@@ -605,6 +605,15 @@ impl Node {
             match rec.state {
                 PodState::Creating => {
                     tracing::info!(pod = %rec.id, "undoing a pod creation a crash interrupted");
+                    // Its shim may run with no PID recorded (a detached one; a unit goes with
+                    // the launcher's release in teardown).
+                    for pid in shim_processes(&rec.id) {
+                        tracing::info!(pod = %rec.id, pid, "killing a shim left behind");
+                        let _ = nix::sys::signal::kill(
+                            nix::unistd::Pid::from_raw(pid),
+                            nix::sys::signal::Signal::SIGKILL,
+                        );
+                    }
                     self.teardown(&rec).await;
                     let _ = self.pods.delete(&rec.id);
                 }
@@ -654,7 +663,7 @@ fn is_config_of(config: &str, pod_id: &str) -> bool {
 /// Every live process of pod `pod_id`'s shim (the launching parent and the supervisor share
 /// its command line), found through /proc: what a crash during RunPodSandbox may leave with no
 /// PID recorded.
-pub fn shim_processes(pod_id: &str) -> Vec<i32> {
+fn shim_processes(pod_id: &str) -> Vec<i32> {
     let Ok(dir) = std::fs::read_dir("/proc") else {
         return vec![];
     };
