@@ -155,15 +155,7 @@ async fn hostile_layers_touch_nothing_outside_and_leave_other_images_whole() {
             .layer(layer, Compression::Gzip)
             .push(&reg.host, &format!("hostile/case{i}"), "v1")
             .await;
-        let r = images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: img.reference.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await;
+        let r = common::pull(&mut images, &img.reference, None).await;
         if let Err(s) = &r {
             // Refused: as bad data, named, never an internal failure.
             assert_ne!(s.code(), tonic::Code::Internal, "{name}: {s:?}");
@@ -260,14 +252,7 @@ async fn unpack_limits_stop_decompression_bombs() {
     );
     let mut images = d.images().await;
     for (img, key) in [(&bomb, "max_layer_bytes"), (&many, "max_layer_entries")] {
-        let err = images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: img.reference.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
+        let err = common::pull(&mut images, &img.reference, None)
             .await
             .unwrap_err();
         assert_eq!(err.code(), tonic::Code::ResourceExhausted, "{err:?}");
@@ -319,15 +304,7 @@ async fn absurd_image_configs_get_statuses() {
             .config(key, value)
             .push(&reg.host, &format!("absurd/case{i}"), "v1")
             .await;
-        let pulled = images
-            .pull_image(PullImageRequest {
-                image: Some(ImageSpec {
-                    image: img.reference.clone(),
-                    ..Default::default()
-                }),
-                ..Default::default()
-            })
-            .await;
+        let pulled = common::pull(&mut images, &img.reference, None).await;
         match pulled {
             Err(s) => assert!(
                 !matches!(s.code(), tonic::Code::Cancelled | tonic::Code::Unknown),

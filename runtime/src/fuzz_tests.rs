@@ -48,9 +48,10 @@ impl Rng {
                     d.remove(at.min(d.len() - 1));
                 }
                 _ => {
-                    let n = self.below(16).min(d.len() - at.min(d.len()));
-                    let chunk: Vec<u8> = d[at.min(d.len())..at.min(d.len()) + n].to_vec();
-                    d.splice(at.min(d.len())..at.min(d.len()), chunk);
+                    // A run of bytes repeated in place (`at` is at most the length).
+                    let n = self.below(16).min(d.len() - at);
+                    let chunk = d[at..at + n].to_vec();
+                    d.splice(at..at, chunk);
                 }
             }
         }

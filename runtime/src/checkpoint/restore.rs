@@ -147,9 +147,6 @@ impl Archive {
 
     /// Reads the descriptions of a checkpoint laid out in `dir`.
     fn read(path: &str, dir: &Path) -> Result<Archive> {
-        for need in ["config.dump", "spec.dump", "checkpoint/inventory.img"] {
-            open_in_archive(path, dir, need)?;
-        }
         let read = |name: &str| -> Result<serde_json::Value> {
             let mut raw = vec![];
             std::io::Read::read_to_end(&mut open_in_archive(path, dir, name)?, &mut raw)
@@ -162,6 +159,7 @@ impl Archive {
             return Err(bad(path, "config.dump names no image (rootfsImageName)"));
         }
         let spec = read("spec.dump")?;
+        open_in_archive(path, dir, "checkpoint/inventory.img")?;
         if !spec["process"]["args"].is_array() {
             return Err(bad(path, "spec.dump has no process.args"));
         }

@@ -656,8 +656,14 @@ fn shim_cmdline_of(pid: i32) -> Option<String> {
     }
 }
 
+/// Whether `config` is `…/pods/<pod_id>/pod.json` (no allocation: this runs for every
+/// container listed).
 fn is_config_of(config: &str, pod_id: &str) -> bool {
-    config.ends_with(&format!("/pods/{pod_id}/{POD_CONFIG}"))
+    config
+        .strip_suffix(POD_CONFIG)
+        .and_then(|c| c.strip_suffix('/'))
+        .and_then(|c| c.strip_suffix(pod_id))
+        .is_some_and(|c| c.ends_with("/pods/"))
 }
 
 /// Every live process of pod `pod_id`'s shim (the launching parent and the supervisor share
@@ -713,5 +719,17 @@ mod tests {
         }
         let err = pod_cgroup(CgroupDriver::Systemd, "", "/a/b", id, Some("u")).unwrap_err();
         assert!(err.to_string().contains("linux.cgroup_parent"), "{err}");
+    }
+
+    #[test]
+    fn a_shims_config_path_names_its_pod() {
+        let cfg = format!("/run/skiff/pods/abc/{POD_CONFIG}");
+        assert!(is_config_of(&cfg, "abc"));
+        assert!(!is_config_of(&cfg, "bc"));
+        assert!(!is_config_of(
+            &format!("/run/skiff/pods/xabc/{POD_CONFIG}"),
+            "abc"
+        ));
+        assert!(!is_config_of("/run/skiff/pods/abc/other.json", "abc"));
     }
 }
