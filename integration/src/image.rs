@@ -188,6 +188,42 @@ impl Layer {
         self
     }
 
+    /// A GNU sparse file (type 'S') of `real_size` bytes whose only data are `segments`
+    /// (offset, bytes; in order, each but the last a multiple of 512 bytes long); everything
+    /// else is a hole. Sizes past what octal holds are written in base-256, as GNU tar does.
+    pub fn sparse(mut self, path: &str, real_size: u64, segments: &[(u64, &[u8])]) -> Self {
+        assert!(segments.len() <= 4, "one header holds four segments");
+        fn num12(v: u64) -> [u8; 12] {
+            let mut out = [0u8; 12];
+            if v < 8u64.pow(11) {
+                out[..11].copy_from_slice(format!("{v:011o}").as_bytes());
+            } else {
+                out[0] = 0x80;
+                out[4..].copy_from_slice(&v.to_be_bytes());
+            }
+            out
+        }
+        let mut h = Self::header(tar::EntryType::GNUSparse, 0o644, 0, 0);
+        let data: Vec<u8> = segments
+            .iter()
+            .flat_map(|(_, d)| d.iter().copied())
+            .collect();
+        {
+            let gnu = h.as_gnu_mut().expect("a GNU header");
+            gnu.name = [0; 100];
+            gnu.name[..path.len()].copy_from_slice(path.as_bytes());
+            for (slot, (off, d)) in gnu.sparse.iter_mut().zip(segments) {
+                slot.offset = num12(*off);
+                slot.numbytes = num12(d.len() as u64);
+            }
+            gnu.realsize = num12(real_size);
+        }
+        h.set_size(data.len() as u64);
+        h.set_cksum();
+        self.b.append(&h, &data[..]).expect("tar sparse entry");
+        self
+    }
+
     pub fn into_tar(self) -> Vec<u8> {
         self.b.into_inner().expect("tar finish")
     }

@@ -7,6 +7,7 @@
 pub mod containerd;
 pub mod cri;
 pub mod image;
+pub mod rawregistry;
 pub mod registry;
 pub mod skiffd;
 pub mod stream;

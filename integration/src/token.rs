@@ -167,9 +167,10 @@ impl Issuer {
     }
 }
 
-type Request = (String, String, HashMap<String, String>, Vec<u8>);
+/// An HTTP/1.1 request as read: method, target, headers (lower-cased names), body.
+pub(crate) type Request = (String, String, HashMap<String, String>, Vec<u8>);
 
-async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Request> {
+pub(crate) async fn read_request(sock: &mut tokio::net::TcpStream) -> Option<Request> {
     let mut buf = Vec::new();
     let mut chunk = [0u8; 4096];
     let head_end = loop {

@@ -347,6 +347,9 @@ impl Images {
             .fetch_blob(&desc.digest, desc.size, &desc.media_type)
             .await?;
         let mut buf = Vec::with_capacity(desc.size as usize);
+        // A stream that fails (the client's own digest check, a cut connection) ends the read;
+        // what arrived is then checked against the descriptor, which names what is wrong.
+        let mut stream_error = None;
         while let Some(chunk) = stream.next().await {
             match chunk {
                 Ok(c) => {
@@ -355,23 +358,21 @@ impl Images {
                         break;
                     }
                 }
-                Err(e) if buf.len() as i64 == desc.size => {
-                    // The client's own verification fails at the end; ours says more below.
-                    tracing::debug!("config stream ended with: {e}");
-                    break;
-                }
                 Err(e) => {
-                    return Err(Error::Unavailable(format!(
-                        "{image}: downloading config {}: {e}",
-                        desc.digest
-                    )))
+                    tracing::debug!("config stream ended with: {e}");
+                    stream_error = Some(e);
+                    break;
                 }
             }
         }
         let actual = format!("sha256:{}", hex::encode(Sha256::digest(&buf)));
         if buf.len() as i64 != desc.size || actual != desc.digest {
+            let why = match (&stream_error, buf.len() as i64) {
+                (Some(e), n) if n < desc.size => format!(" (the download failed: {e})"),
+                _ => String::new(),
+            };
             return Err(Error::Corrupt(format!(
-                "{image}: config blob {}: got {} bytes with digest {actual}, expected {} bytes",
+                "{image}: config blob {}: got {} bytes with digest {actual}, expected {} bytes{why}",
                 desc.digest,
                 buf.len(),
                 desc.size

@@ -104,6 +104,63 @@ struct Meta {
 }
 
 impl LayerWriter {
+    /// Writes a regular file's contents. The file first gets its full (apparent) size, so a
+    /// size the filesystem cannot hold fails at once; then runs of zeros, a sparse entry's holes
+    /// among them, are skipped rather than written, and stay holes. The apparent size is what
+    /// counts against `max_layer_bytes`, checked before anything is read.
+    fn write_contents<R: Read>(&mut self, entry: &mut tar::Entry<R>, file: &File) -> Result<()> {
+        let size = entry.size();
+        let total = self.stats.bytes.saturating_add(size);
+        if self.limits.bytes > 0 && total > self.limits.bytes {
+            return Err(Error::ResourceExhausted(format!(
+                "the layer unpacks to more than {} bytes (max_layer_bytes)",
+                self.limits.bytes
+            )));
+        }
+        // A file larger than the whole filesystem holding the layer is refused without reading
+        // it (a hostile sparse entry would otherwise cost a read of every hole).
+        if let Ok(fs) = nix::sys::statvfs::fstatvfs(&self.root) {
+            let capacity = fs.blocks().saturating_mul(fs.fragment_size());
+            if capacity > 0 && size > capacity {
+                return Err(Error::ResourceExhausted(format!(
+                    "a file of {size} bytes is larger than the filesystem holding the layer \
+                     store ({capacity} bytes)"
+                )));
+            }
+        }
+        file.set_len(size).map_err(|e| match e.raw_os_error() {
+            Some(libc::EFBIG) | Some(libc::EINVAL) => Error::ResourceExhausted(format!(
+                "a file of {size} bytes is larger than the layer store's filesystem allows"
+            )),
+            _ => Error::io("sizing file", e),
+        })?;
+        let mut buf = vec![0u8; 128 * 1024];
+        let mut pos = 0u64;
+        loop {
+            let n = match entry.read(&mut buf) {
+                Ok(0) => break,
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    return Err(Error::Corrupt(format!("layer tar stream is corrupt: {e}")));
+                }
+            };
+            let chunk = &buf[..n];
+            if !is_zero(chunk) {
+                std::os::unix::fs::FileExt::write_all_at(file, chunk, pos)
+                    .map_err(|e| Error::io("writing file", e))?;
+            }
+            pos += n as u64;
+        }
+        if pos != size {
+            return Err(Error::Corrupt(format!(
+                "layer tar stream ends inside a file ({pos} of {size} bytes)"
+            )));
+        }
+        self.stats.bytes = total;
+        Ok(())
+    }
+
     fn apply<R: Read>(&mut self, entry: &mut tar::Entry<'_, R>) -> Result<()> {
         let raw_path = entry
             .path()
@@ -168,25 +225,8 @@ impl LayerWriter {
                 )
                 .ctx(|| "creating file")?;
                 // SAFETY: openat returned a fresh descriptor that nothing else owns.
-                let mut file = unsafe { File::from_raw_fd(fd) };
-                // Past the byte limit by one byte is enough to know.
-                let budget = match self.limits.bytes {
-                    0 => u64::MAX,
-                    max => max.saturating_sub(self.stats.bytes).saturating_add(1),
-                };
-                let n = io::copy(&mut entry.take(budget), &mut file).map_err(|e| {
-                    match e.raw_os_error() {
-                        Some(_) => Error::io("writing file", e),
-                        None => Error::Corrupt(format!("layer tar stream is corrupt: {e}")),
-                    }
-                })?;
-                self.stats.bytes += n;
-                if self.limits.bytes > 0 && self.stats.bytes > self.limits.bytes {
-                    return Err(Error::ResourceExhausted(format!(
-                        "the layer unpacks to more than {} bytes (max_layer_bytes)",
-                        self.limits.bytes
-                    )));
-                }
+                let file = unsafe { File::from_raw_fd(fd) };
+                self.write_contents(entry, &file)?;
                 apply_meta_fd(file.as_fd().as_raw_fd(), &meta)?;
                 stat::futimens(file.as_raw_fd(), &meta.mtime, &meta.mtime)
                     .ctx(|| "setting times")?;
@@ -508,6 +548,15 @@ fn open_dir_at(dir: RawFd, name: &OsStr) -> io::Result<OwnedFd> {
     )?;
     // SAFETY: openat returned a fresh descriptor that nothing else owns.
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+/// Whether every byte of `b` is zero (a word at a time).
+fn is_zero(b: &[u8]) -> bool {
+    let (head, words, tail) = {
+        // SAFETY: any bit pattern is a valid u64; align_to only reinterprets the aligned middle.
+        unsafe { b.align_to::<u64>() }
+    };
+    head.iter().all(|&x| x == 0) && words.iter().all(|&w| w == 0) && tail.iter().all(|&x| x == 0)
 }
 
 #[cfg(test)]
