@@ -2,6 +2,7 @@
 //! `Creating` before anything is made, so a crash at any step is undone at the next start, and
 //! every failure tears down what was made and leaves nothing behind.
 
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
@@ -546,14 +547,13 @@ impl Node {
             tracing::warn!(pod = %rec.id, error = %e, "shim did not shut down; killing it");
         }
         if rec.shim_pid > 0 && is_our_shim(rec.shim_pid, &rec.id) {
-            let pid = nix::unistd::Pid::from_raw(rec.shim_pid);
             for _ in 0..100 {
                 if !is_our_shim(rec.shim_pid, &rec.id) {
                     return;
                 }
                 tokio::time::sleep(Duration::from_millis(20)).await;
             }
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+            kill_shim(rec.shim_pid, &rec.id);
             for _ in 0..250 {
                 if !is_our_shim(rec.shim_pid, &rec.id) {
                     return;
@@ -609,10 +609,7 @@ impl Node {
                     // the launcher's release in teardown).
                     for pid in shim_processes(&rec.id) {
                         tracing::info!(pod = %rec.id, pid, "killing a shim left behind");
-                        let _ = nix::sys::signal::kill(
-                            nix::unistd::Pid::from_raw(pid),
-                            nix::sys::signal::Signal::SIGKILL,
-                        );
+                        kill_shim(pid, &rec.id);
                     }
                     self.teardown(&rec).await;
                     let _ = self.pods.delete(&rec.id);
@@ -642,6 +639,37 @@ pub fn is_our_shim(pid: i32, pod_id: &str) -> bool {
         && std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .map(|s| !s.contains(") Z "))
             .unwrap_or(false)
+}
+
+/// Sends SIGKILL to `pid` if it is pod `pod_id`'s shim, through a pidfd opened before the check:
+/// a PID that dies and is reused between the check and the signal cannot be hit (the pidfd
+/// names the process that was checked, or one that is itself this pod's shim). Whether the
+/// signal was sent.
+fn kill_shim(pid: i32, pod_id: &str) -> bool {
+    // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let Ok(fd) = i32::try_from(fd) else {
+        return false;
+    };
+    if fd < 0 {
+        return false;
+    }
+    // SAFETY: pidfd_open returned a fresh descriptor that nothing else owns.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    if !is_our_shim(pid, pod_id) {
+        return false;
+    }
+    // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            fd.as_raw_fd(),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    r == 0
 }
 
 /// The pod config path a `skiff-shim pod CONFIG` process runs with.
@@ -690,6 +718,34 @@ pub fn unmount_all(p: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_the_named_pods_shim_is_killed() {
+        use std::os::unix::process::CommandExt;
+        // A process whose command line is a shim's: `skiff-shim pod <root>/pods/<id>/pod.json`.
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("pod"), "sleep 100\n").unwrap();
+        let id = "a".repeat(64);
+        let config = format!("/run/x/pods/{id}/{POD_CONFIG}");
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg0("/usr/bin/skiff-shim")
+            .current_dir(dir.path())
+            .args(["pod", &config])
+            .spawn()
+            .unwrap();
+        let pid = child.id() as i32;
+        std::thread::sleep(Duration::from_millis(50));
+        let other = "b".repeat(64);
+        assert!(is_our_shim(pid, &id));
+        assert!(!is_our_shim(pid, &other));
+        assert!(!kill_shim(pid, &other), "another pod's shim was signalled");
+        assert!(child.try_wait().unwrap().is_none());
+        assert!(!kill_shim(std::process::id() as i32, &id));
+        assert!(kill_shim(pid, &id));
+        let status = child.wait().unwrap();
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
 
     #[test]
     fn systemd_cgroup_parent_paths_name_their_last_slice() {
