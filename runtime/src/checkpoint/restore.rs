@@ -362,7 +362,7 @@ impl Archive {
                 },
                 None => KeyValue {
                     key: kv,
-                    value: String::new(),
+                    value: Vec::new(),
                 },
             })
             .collect();
@@ -675,7 +675,7 @@ mod tests {
         assert_eq!(c.command, vec!["sh", "-c", "count"]);
         assert_eq!(c.working_dir, "/w");
         assert_eq!(c.envs[1].key, "A");
-        assert_eq!(c.envs[1].value, "b=c");
+        assert_eq!(c.envs[1].value, b"b=c");
         assert_eq!(c.annotations["k"], "from-archive");
         assert_eq!(c.annotations["r"], "1");
         assert_eq!(c.mounts.len(), 2);

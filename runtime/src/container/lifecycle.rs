@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use skiff_proto::cri::{ContainerConfig, PodSandboxConfig};
+use skiff_proto::cri::{ContainerConfig, PodSandboxConfig, Signal};
 use skiff_proto::shim::shim_client::ShimClient;
 use skiff_proto::shim::{
     ExecSyncRequest, ExecSyncResponse, KillContainerRequest, ReopenLogRequest,
@@ -15,7 +15,7 @@ use skiff_shim::{cgroups, fsutil};
 use tonic::transport::Channel;
 
 use super::spec::{self, ImageConfig, PodContext, SpecInput};
-use super::{user, ContainerRecord};
+use super::{signal, user, ContainerRecord};
 use crate::error::{Error, IoContext, Result};
 use crate::node::Node;
 use crate::pod::lifecycle::{is_our_shim, pod_namespaces};
@@ -63,25 +63,6 @@ fn log_file(log_directory: &str, log_path: &str) -> Result<String> {
         }
     }
     Ok(dir.join(rel).display().to_string())
-}
-
-fn parse_signal(s: &str) -> i32 {
-    let s = s.trim();
-    if s.is_empty() {
-        return libc::SIGTERM;
-    }
-    if let Ok(n) = s.parse::<i32>() {
-        return n;
-    }
-    let name = s.to_ascii_uppercase();
-    let name = if name.starts_with("SIG") {
-        name
-    } else {
-        format!("SIG{name}")
-    };
-    name.parse::<nix::sys::signal::Signal>()
-        .map(|s| s as i32)
-        .unwrap_or(libc::SIGTERM)
 }
 
 impl Node {
@@ -214,10 +195,28 @@ impl Node {
             .and_then(|b| serde_json::from_slice(&b).ok())
             .ok_or_else(|| Error::Internal(format!("image {} has no readable config", image.id)))?;
         let img_cfg = ImageConfig::from_json(&config_json);
-        let stop_signal = config_json["config"]["StopSignal"]
-            .as_str()
-            .unwrap_or("")
-            .to_string();
+        // The request's stop signal (KEP-4960) overrides the image's.
+        let stop_signal = match Signal::try_from(cfg.stop_signal) {
+            Ok(Signal::RuntimeDefault) => config_json["config"]["StopSignal"]
+                .as_str()
+                .unwrap_or("")
+                .to_string(),
+            Ok(s) => match signal::from_cri(s) {
+                Some(n) => n.to_string(),
+                None => {
+                    return Err(Error::InvalidArgument(format!(
+                        "config.stop_signal: {} has no signal number on Linux",
+                        s.as_str_name()
+                    )))
+                }
+            },
+            Err(_) => {
+                return Err(Error::InvalidArgument(format!(
+                    "config.stop_signal: {} is not a CRI signal",
+                    cfg.stop_signal
+                )))
+            }
+        };
         let log_path = log_file(&pod_cfg.log_directory, &cfg.log_path)?;
         let ns = pod_namespaces(&pod_cfg)?;
 
@@ -560,7 +559,7 @@ impl Node {
         }
         let mut shim = self.shim(&pod).await?;
         if timeout > 0 {
-            let sig = parse_signal(&rec.stop_signal);
+            let sig = rec.stop_signal_number();
             match shim
                 .kill_container(KillContainerRequest {
                     id: rec.id.clone(),
@@ -723,7 +722,13 @@ fn check_text(c: &ContainerConfig) -> Result<()> {
     }
     for (i, kv) in c.envs.iter().enumerate() {
         fields.push((format!("config.envs[{i}].key"), &kv.key));
-        fields.push((format!("config.envs[{i}].value"), &kv.value));
+        // Values are bytes in the API; the OCI spec's environment is text.
+        let value = std::str::from_utf8(&kv.value).map_err(|_| {
+            Error::InvalidArgument(format!(
+                "config.envs[{i}].value: not UTF-8 (the environment of an OCI process is text)"
+            ))
+        })?;
+        fields.push((format!("config.envs[{i}].value"), value));
     }
     for (i, m) in c.mounts.iter().enumerate() {
         fields.push((
@@ -773,9 +778,5 @@ mod tests {
         std::os::unix::fs::symlink("/tmp", d.path().join("out")).unwrap();
         assert!(log_file(dir, "out/x.log").is_err());
         assert_eq!(log_file(dir, "").unwrap(), "");
-        assert_eq!(parse_signal("SIGUSR1"), libc::SIGUSR1);
-        assert_eq!(parse_signal("USR1"), libc::SIGUSR1);
-        assert_eq!(parse_signal("9"), 9);
-        assert_eq!(parse_signal(""), libc::SIGTERM);
     }
 }

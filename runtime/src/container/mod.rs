@@ -7,6 +7,7 @@ pub mod apparmor;
 pub mod lifecycle;
 pub mod resources;
 pub mod selinux;
+pub mod signal;
 pub mod spec;
 pub mod stats;
 pub mod user;
@@ -53,6 +54,8 @@ pub struct ContainerRecord {
     pub data_dir: PathBuf,
     pub log_path: String,
     pub cgroup: String,
+    /// The signal StopContainer sends first: the request's number, or the image's
+    /// `StopSignal` as written; empty for SIGTERM.
     pub stop_signal: String,
     pub uid: u32,
     pub gid: u32,
@@ -68,6 +71,12 @@ pub struct ContainerRecord {
 }
 
 impl ContainerRecord {
+    /// The number of the signal StopContainer sends first (SIGTERM unless the request or the
+    /// image named one skiff knows).
+    pub fn stop_signal_number(&self) -> i32 {
+        signal::number(&self.stop_signal).unwrap_or(libc::SIGTERM)
+    }
+
     /// Where a container created from a checkpoint keeps CRIU's images until it is restored.
     pub fn checkpoint_images(&self) -> PathBuf {
         self.data_dir.join("checkpoint")

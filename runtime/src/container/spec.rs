@@ -145,7 +145,8 @@ pub fn env(cfg: &ContainerConfig, img: &ImageConfig) -> Vec<String> {
         set(e.clone());
     }
     for kv in &cfg.envs {
-        set(format!("{}={}", kv.key, kv.value));
+        // UTF-8 already checked by CreateContainer.
+        set(format!("{}={}", kv.key, String::from_utf8_lossy(&kv.value)));
     }
     if !out.iter().any(|e| e.starts_with("PATH=")) {
         out.insert(0, DEFAULT_PATH.to_string());

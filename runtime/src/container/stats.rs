@@ -6,8 +6,8 @@ use std::collections::HashMap;
 use std::sync::Mutex;
 
 use skiff_proto::cri::{
-    ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage,
-    MemoryUsage, UInt64Value,
+    ContainerAttributes, ContainerStats, CpuUsage, FilesystemIdentifier, FilesystemUsage, IoUsage,
+    MemoryUsage, PsiData, PsiStats, SwapUsage, UInt64Value,
 };
 
 use super::ContainerRecord;
@@ -67,17 +67,31 @@ pub fn collect(rec: &ContainerRecord, samples: &CpuSamples) -> Result<ContainerS
         used_bytes: u(bytes),
         inodes_used: u(inodes),
     });
-    let (cpu, memory) = match cgroup_usage(&rec.cgroup, &rec.id, samples, now)? {
-        Some((c, m, _)) => (Some(c), Some(m)),
-        None => (None, None),
+    let usage = cgroup_usage(&rec.cgroup, &rec.id, samples, now)?;
+    let (cpu, memory, swap, io) = match usage {
+        Some(u) => (Some(u.cpu), Some(u.memory), u.swap, u.io),
+        None => (None, None, None, None),
     };
     Ok(ContainerStats {
         attributes,
         cpu,
         memory,
         writable_layer,
-        swap: None,
+        swap,
+        io,
     })
+}
+
+/// What a cgroup's files say, in the CRI's terms.
+pub struct CgroupUsage {
+    pub cpu: CpuUsage,
+    pub memory: MemoryUsage,
+    /// Swap: v2's memory.swap.current, v1's memsw usage less memory usage (absent when the
+    /// kernel accounts no swap here).
+    pub swap: Option<SwapUsage>,
+    /// I/O pressure (v2 with PSI only).
+    pub io: Option<IoUsage>,
+    pub pids: u64,
 }
 
 /// CPU, memory and process count of cgroup `cgroup` (None when it does not exist). `key` names
@@ -87,7 +101,7 @@ pub fn cgroup_usage(
     key: &str,
     samples: &CpuSamples,
     now: i64,
-) -> Result<Option<(CpuUsage, MemoryUsage, u64)>> {
+) -> Result<Option<CgroupUsage>> {
     let exists = skiff_shim::cgroups::dirs(cgroup)
         .map(|d| d.iter().any(|p| p.is_dir()))
         .unwrap_or(false);
@@ -106,6 +120,7 @@ pub fn cgroup_usage(
         timestamp: now,
         usage_core_nano_seconds: u(usage),
         usage_nano_cores: samples.rate(key, usage, now).and_then(u),
+        psi: files.psi("cpu.pressure"),
     };
     let m = files.keyed("memory.stat");
     let get = |keys: &[&str]| keys.iter().find_map(|k| m.get(*k).copied());
@@ -129,9 +144,31 @@ pub fn cgroup_usage(
         rss_bytes: get(&["total_rss", "rss", "anon"]).and_then(u),
         page_faults: get(&["total_pgfault", "pgfault"]).and_then(u),
         major_page_faults: get(&["total_pgmajfault", "pgmajfault"]).and_then(u),
+        psi: files.psi("memory.pressure"),
     };
+    let swap = match files.number("memory.swap.current") {
+        Some(used) => Some((used, files.number("memory.swap.max"))),
+        None => files
+            .number("memory.memsw.usage_in_bytes")
+            .map(|both| (both.saturating_sub(mem_usage), None)),
+    }
+    .map(|(used, max)| SwapUsage {
+        timestamp: now,
+        swap_usage_bytes: u(used),
+        swap_available_bytes: max.map(|m| m.saturating_sub(used)).and_then(u),
+    });
+    let io = files.psi("io.pressure").map(|psi| IoUsage {
+        timestamp: now,
+        psi: Some(psi),
+    });
     let pids = files.number("pids.current").unwrap_or(0);
-    Ok(Some((cpu, memory, pids)))
+    Ok(Some(CgroupUsage {
+        cpu,
+        memory,
+        swap,
+        io,
+        pids,
+    }))
 }
 
 /// A cgroup's files, read from whichever of its directories (one on v2, one per v1 hierarchy)
@@ -155,6 +192,36 @@ impl CgroupFiles<'_> {
     fn keyed(&self, name: &str) -> HashMap<String, u64> {
         self.read(name).map(|t| parse_keyed(&t)).unwrap_or_default()
     }
+
+    /// A pressure file (cpu.pressure, memory.pressure, io.pressure: v2 with PSI).
+    fn psi(&self, name: &str) -> Option<PsiStats> {
+        parse_psi(&self.read(name)?)
+    }
+}
+
+/// `some avg10=0.12 avg60=0.05 avg300=0.01 total=12345` (and a `full` line); totals are in
+/// microseconds in the file, nanoseconds in the CRI.
+fn parse_psi(text: &str) -> Option<PsiStats> {
+    let line = |kind: &str| -> Option<PsiData> {
+        let l = text.lines().find(|l| l.starts_with(kind))?;
+        let mut d = PsiData::default();
+        for field in l.split_whitespace().skip(1) {
+            let (k, v) = field.split_once('=')?;
+            match k {
+                "avg10" => d.avg10 = v.parse().ok()?,
+                "avg60" => d.avg60 = v.parse().ok()?,
+                "avg300" => d.avg300 = v.parse().ok()?,
+                "total" => d.total = v.parse::<u64>().ok()?.saturating_mul(1000),
+                _ => {}
+            }
+        }
+        Some(d)
+    };
+    let some = line("some ")?;
+    Some(PsiStats {
+        some: Some(some),
+        full: line("full "),
+    })
 }
 
 fn parse_keyed(text: &str) -> HashMap<String, u64> {
@@ -176,6 +243,18 @@ mod tests {
         assert_eq!(s.rate("c", 1_000, 0), None);
         // Half a core: 0.5 s of CPU over 1 s.
         assert_eq!(s.rate("c", 500_001_000, 1_000_000_000), Some(500_000_000));
+    }
+
+    #[test]
+    fn pressure_files_are_read_in_nanoseconds() {
+        let p = parse_psi(
+            "some avg10=1.50 avg60=0.25 avg300=0.00 total=1234\nfull avg10=0.00 avg60=0.00 avg300=0.00 total=7\n",
+        )
+        .unwrap();
+        let some = p.some.unwrap();
+        assert_eq!((some.avg10, some.avg60, some.total), (1.5, 0.25, 1_234_000));
+        assert_eq!(p.full.unwrap().total, 7000);
+        assert!(parse_psi("").is_none());
     }
 
     #[test]

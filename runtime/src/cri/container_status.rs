@@ -8,7 +8,7 @@ use skiff_proto::cri::{
 };
 use skiff_shim::api::ContainerState as ShimState;
 
-use crate::container::ContainerRecord;
+use crate::container::{signal, ContainerRecord};
 use crate::error::Result;
 use crate::node::Node;
 
@@ -86,6 +86,7 @@ pub async fn container_status(
                 }
             }),
             image_id: r.image_id.clone(),
+            stop_signal: signal::to_cri(r.stop_signal_number()) as i32,
             user: Some(ContainerUser {
                 linux: Some(LinuxContainerUser {
                     uid: r.uid as i64,

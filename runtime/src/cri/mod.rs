@@ -48,9 +48,14 @@ use skiff_proto::cri::{
     RunPodSandboxRequest, RunPodSandboxResponse, RuntimeConfigRequest, RuntimeConfigResponse,
     StartContainerRequest, StartContainerResponse, StatusRequest, StatusResponse,
     StopContainerRequest, StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse,
+    StreamContainerStatsRequest, StreamContainerStatsResponse, StreamContainersRequest,
+    StreamContainersResponse, StreamImagesRequest, StreamImagesResponse,
+    StreamPodSandboxMetricsRequest, StreamPodSandboxMetricsResponse, StreamPodSandboxStatsRequest,
+    StreamPodSandboxStatsResponse, StreamPodSandboxesRequest, StreamPodSandboxesResponse,
     UpdateContainerResourcesRequest, UpdateContainerResourcesResponse, VersionRequest,
     VersionResponse,
 };
+use tonic::codegen::BoxStream;
 use tonic::{Request, Response, Status};
 
 use crate::config::Config;
@@ -110,6 +115,33 @@ async fn blocking<T: Send + 'static>(
     tokio::task::spawn_blocking(move || f(&node))
         .await
         .map_err(|e| Error::Internal(format!("blocking task: {e}")))?
+}
+
+/// How many items one message of a `Stream*` list call carries: a node with many pods answers
+/// in several bounded messages instead of one that grows with it.
+pub const STREAM_PAGE: usize = 50;
+
+/// The items of a list call as a `Stream*` call sends them: pages of [`STREAM_PAGE`] items,
+/// each message holding at least one (none at all for an empty list), then the end.
+fn paged<T: Send + 'static, M: Send + 'static>(
+    items: Vec<T>,
+    wrap: fn(Vec<T>) -> M,
+) -> tonic::codegen::BoxStream<M> {
+    let mut pages = vec![];
+    let mut items = items.into_iter().peekable();
+    while items.peek().is_some() {
+        pages.push(Ok(wrap(items.by_ref().take(STREAM_PAGE).collect())));
+    }
+    Box::pin(futures_util::stream::iter(pages))
+}
+
+/// A list call's result as a streamed reply.
+fn reply_paged<T: Send + 'static, M: Send + 'static>(
+    r: Result<Vec<T>>,
+    wrap: fn(Vec<T>) -> M,
+) -> R<tonic::codegen::BoxStream<M>> {
+    r.map(|items| Response::new(paged(items, wrap)))
+        .map_err(status::to_status)
 }
 
 #[tonic::async_trait]
@@ -173,6 +205,19 @@ impl RuntimeService for Cri {
         reply(sandbox_list::list_pod_sandbox(&self.node, req.into_inner()))
     }
 
+    async fn stream_pod_sandboxes(
+        &self,
+        req: Request<StreamPodSandboxesRequest>,
+    ) -> R<BoxStream<StreamPodSandboxesResponse>> {
+        let req = ListPodSandboxRequest {
+            filter: req.into_inner().filter,
+        };
+        reply_paged(
+            sandbox_list::list_pod_sandbox(&self.node, req).map(|r| r.items),
+            |pod_sandboxes| StreamPodSandboxesResponse { pod_sandboxes },
+        )
+    }
+
     async fn create_container(
         &self,
         req: Request<CreateContainerRequest>,
@@ -218,6 +263,19 @@ impl RuntimeService for Cri {
             &self.node,
             req.into_inner(),
         ))
+    }
+
+    async fn stream_containers(
+        &self,
+        req: Request<StreamContainersRequest>,
+    ) -> R<BoxStream<StreamContainersResponse>> {
+        let req = ListContainersRequest {
+            filter: req.into_inner().filter,
+        };
+        reply_paged(
+            container_list::list_containers(&self.node, req).map(|r| r.containers),
+            |containers| StreamContainersResponse { containers },
+        )
     }
 
     async fn container_status(
@@ -273,6 +331,22 @@ impl RuntimeService for Cri {
         )
     }
 
+    async fn stream_container_stats(
+        &self,
+        req: Request<StreamContainerStatsRequest>,
+    ) -> R<BoxStream<StreamContainerStatsResponse>> {
+        let req = ListContainerStatsRequest {
+            filter: req.into_inner().filter,
+        };
+        let r = blocking(&self.node, move |node| {
+            container_stats::list_container_stats(node, req)
+        })
+        .await;
+        reply_paged(r.map(|r| r.stats), |container_stats| {
+            StreamContainerStatsResponse { container_stats }
+        })
+    }
+
     async fn pod_sandbox_stats(
         &self,
         req: Request<PodSandboxStatsRequest>,
@@ -297,6 +371,32 @@ impl RuntimeService for Cri {
             })
             .await,
         )
+    }
+
+    async fn stream_pod_sandbox_stats(
+        &self,
+        req: Request<StreamPodSandboxStatsRequest>,
+    ) -> R<BoxStream<StreamPodSandboxStatsResponse>> {
+        let req = ListPodSandboxStatsRequest {
+            filter: req.into_inner().filter,
+        };
+        let r = blocking(&self.node, move |node| {
+            sandbox_stats::list_pod_sandbox_stats(node, req)
+        })
+        .await;
+        reply_paged(r.map(|r| r.stats), |pod_sandbox_stats| {
+            StreamPodSandboxStatsResponse { pod_sandbox_stats }
+        })
+    }
+
+    async fn stream_pod_sandbox_metrics(
+        &self,
+        _req: Request<StreamPodSandboxMetricsRequest>,
+    ) -> R<BoxStream<StreamPodSandboxMetricsResponse>> {
+        Err(Status::unimplemented(
+            "StreamPodSandboxMetrics: skiff serves no CRI metrics yet (ListPodSandboxMetrics \
+             is not built either)",
+        ))
     }
 
     async fn exec_sync(&self, req: Request<ExecSyncRequest>) -> R<ExecSyncResponse> {
@@ -364,6 +464,19 @@ impl ImageService for Cri {
         req: Request<ListImagesRequest>,
     ) -> std::result::Result<Response<ListImagesResponse>, Status> {
         reply(image_list::list_images(self, req.into_inner()))
+    }
+
+    async fn stream_images(
+        &self,
+        req: Request<StreamImagesRequest>,
+    ) -> R<BoxStream<StreamImagesResponse>> {
+        let req = ListImagesRequest {
+            filter: req.into_inner().filter,
+        };
+        reply_paged(
+            image_list::list_images(self, req).map(|r| r.images),
+            |images| StreamImagesResponse { images },
+        )
     }
 
     async fn image_status(

@@ -85,6 +85,8 @@ pub fn status(cri: &Cri, req: &StatusRequest) -> StatusResponse {
         }],
         features: Some(RuntimeFeatures {
             supplemental_groups_policy: true,
+            // A pod user namespace with the node's network is refused by RunPodSandbox.
+            user_namespaces_host_network: false,
         }),
     }
 }

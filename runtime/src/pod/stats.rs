@@ -53,21 +53,22 @@ impl Node {
     pub fn pod_stats(&self, pod: &PodRecord) -> Result<PodSandboxStats> {
         let cfg = pod.config()?;
         let now = skiff_shim::api::now_ns();
-        let (cpu, memory, process) = match cstats::cgroup_usage(
+        let (cpu, memory, process, io) = match cstats::cgroup_usage(
             &pod.cgroup,
             &format!("pod:{}", pod.id),
             &self.cpu_samples,
             now,
         )? {
-            Some((c, m, n)) => (
-                Some(c),
-                Some(m),
+            Some(u) => (
+                Some(u.cpu),
+                Some(u.memory),
                 Some(ProcessUsage {
                     timestamp: now,
-                    process_count: Some(UInt64Value { value: n }),
+                    process_count: Some(UInt64Value { value: u.pids }),
                 }),
+                u.io,
             ),
-            None => (None, None, None),
+            None => (None, None, None, None),
         };
         let own_network = pod_namespaces(&cfg)
             .map(|n| n.network == NsMode::Pod)
@@ -97,6 +98,7 @@ impl Node {
                 network,
                 process,
                 containers,
+                io,
             }),
             windows: None,
         })

@@ -1,0 +1,213 @@
+//! What kubelet 1.33–1.36 sends (cri-api v0.36): stop signals (KEP-4960) and the streaming list
+//! calls, observed through the CRI socket and in the processes.
+
+mod common;
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use skiff_integration::cri::*;
+use skiff_integration::image::Compression;
+use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_proto::cri::*;
+
+/// A container whose shell exits 3 on SIGUSR1 and 4 on SIGUSR2 (as its PID namespace's init it
+/// would ignore a SIGTERM it has no handler for).
+const TRAPS: &str =
+    "trap 'exit 3' USR1; trap 'exit 4' USR2; echo ready > /tmp/ready; while true; do sleep 0.1; done";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stop_signal_from_the_request_overrides_the_image() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .config("StopSignal", serde_json::json!("SIGUSR2"))
+        .push(&reg.host, "test/stopsig", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("stopsig", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+
+    // (request's stop signal, what ContainerStatus reports, the exit code it causes)
+    let cases = [
+        (Signal::RuntimeDefault, Signal::Sigusr2, 4),
+        (Signal::Sigusr1, Signal::Sigusr1, 3),
+    ];
+    for (i, (asked, reported, code)) in cases.into_iter().enumerate() {
+        let mut c = container_config(&format!("c{i}"), &img.reference, &["sh", "-c", TRAPS]);
+        c.stop_signal = asked as i32;
+        let id = run(&mut rt, &pod, &pcfg, c).await;
+        assert_eq!(status(&mut rt, &id).await.stop_signal, reported as i32);
+        for _ in 0..100 {
+            if sh(&mut rt, &id, "cat /tmp/ready 2>/dev/null").await == "ready\n" {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        rt.stop_container(StopContainerRequest {
+            container_id: id.clone(),
+            timeout: 20,
+        })
+        .await
+        .unwrap();
+        let st = wait_exited(&mut rt, &id, Duration::from_secs(5)).await;
+        assert_eq!(st.exit_code, code, "{asked:?}: {st:?}");
+    }
+
+    // A value the enum does not have is refused by field.
+    let mut c = container_config("bad", &img.reference, &["true"]);
+    c.stop_signal = 999;
+    let err = create(&mut rt, &pod, &pcfg, c).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("config.stop_signal"), "{err:?}");
+    teardown_pods(&mut rt, vec![pod]).await;
+}
+
+/// The `Stream*` list calls answer what the `List*` calls do, in messages of at most 50 items
+/// (at least one each; none for an empty list), each item once, filters applied.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streaming_lists_page_what_the_list_calls_answer() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/stream", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    let mut images = d.images().await;
+    pull(&mut images, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+
+    // Nothing yet: an empty stream.
+    let empty: Vec<_> = rt
+        .stream_containers(StreamContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .collect()
+        .await;
+    assert!(empty.is_empty(), "{empty:?}");
+
+    let mut pods = vec![];
+    let mut cfgs = vec![];
+    for i in 0..120 {
+        let mut cfg = with_namespaces(
+            pod_config(&format!("p{i}"), logs.path().to_str().unwrap()),
+            NamespaceMode::Node,
+            NamespaceMode::Pod,
+            NamespaceMode::Pod,
+        );
+        cfg.labels.insert("half".into(), (i % 2).to_string());
+        pods.push(run_pod(&mut rt, &cfg).await);
+        cfgs.push(cfg);
+    }
+    let mut containers = vec![];
+    for i in 0..3 {
+        containers.push(
+            run(
+                &mut rt,
+                &pods[i],
+                &cfgs[i],
+                container_config(&format!("c{i}"), &img.reference, &["sleep", "1000"]),
+            )
+            .await,
+        );
+    }
+
+    let pages: Vec<StreamPodSandboxesResponse> = rt
+        .stream_pod_sandboxes(StreamPodSandboxesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap())
+        .collect()
+        .await;
+    let sizes: Vec<usize> = pages.iter().map(|p| p.pod_sandboxes.len()).collect();
+    assert_eq!(sizes, vec![50, 50, 20]);
+    let streamed: HashSet<String> = pages
+        .iter()
+        .flat_map(|p| p.pod_sandboxes.iter().map(|s| s.id.clone()))
+        .collect();
+    let listed: HashSet<String> = list_pods(&mut rt).await.into_iter().map(|p| p.id).collect();
+    assert_eq!(streamed.len(), 120);
+    assert_eq!(streamed, listed);
+
+    let half: usize = rt
+        .stream_pod_sandboxes(StreamPodSandboxesRequest {
+            filter: Some(PodSandboxFilter {
+                label_selector: [("half".to_string(), "1".to_string())].into(),
+                ..Default::default()
+            }),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap().pod_sandboxes.len())
+        .collect::<Vec<_>>()
+        .await
+        .iter()
+        .sum();
+    assert_eq!(half, 60);
+
+    let got: Vec<String> = rt
+        .stream_containers(StreamContainersRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .flat_map(|r| futures_util::stream::iter(r.unwrap().containers))
+        .map(|c| c.id)
+        .collect()
+        .await;
+    assert_eq!(
+        got.iter().collect::<HashSet<_>>(),
+        containers.iter().collect::<HashSet<_>>()
+    );
+
+    let stats: Vec<ContainerStats> = rt
+        .stream_container_stats(StreamContainerStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .flat_map(|r| futures_util::stream::iter(r.unwrap().container_stats))
+        .collect()
+        .await;
+    assert_eq!(stats.len(), 3);
+    assert!(stats.iter().all(|s| s.memory.is_some()));
+
+    let pod_stats: usize = rt
+        .stream_pod_sandbox_stats(StreamPodSandboxStatsRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .map(|r| r.unwrap().pod_sandbox_stats.len())
+        .collect::<Vec<_>>()
+        .await
+        .iter()
+        .sum();
+    assert_eq!(pod_stats, 120);
+
+    let imgs: Vec<Image> = images
+        .stream_images(StreamImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .flat_map(|r| futures_util::stream::iter(r.unwrap().images))
+        .collect()
+        .await;
+    assert_eq!(imgs.len(), 1);
+    assert_eq!(imgs[0].id, img.built.config_digest);
+
+    // Not built: said so.
+    let err = rt
+        .stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest {})
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::Unimplemented);
+    teardown_pods(&mut rt, pods).await;
+}
