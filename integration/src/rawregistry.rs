@@ -18,6 +18,9 @@ pub struct Answer {
     pub body: Vec<u8>,
     /// The `Docker-Content-Digest` header; the body's sha256 when `None`.
     pub digest: Option<String>,
+    /// Send only this many bytes of the body, then nothing more for an hour (a stalled
+    /// download).
+    pub stall_after: Option<usize>,
 }
 
 impl Answer {
@@ -27,6 +30,7 @@ impl Answer {
             content_type: content_type.into(),
             body: body.into(),
             digest: None,
+            stall_after: None,
         }
     }
 }
@@ -74,6 +78,7 @@ impl RawRegistry {
                         body: br#"{"errors":[{"code":"MANIFEST_UNKNOWN","message":"not here"}]}"#
                             .to_vec(),
                         digest: Some(String::new()),
+                        stall_after: None,
                     });
                     let digest = a.digest.clone().unwrap_or_else(|| sha256(&a.body));
                     let mut head = format!(
@@ -88,7 +93,11 @@ impl RawRegistry {
                     head.push_str("\r\n");
                     let _ = sock.write_all(head.as_bytes()).await;
                     if method != "HEAD" {
-                        let _ = sock.write_all(&a.body).await;
+                        let n = a.stall_after.unwrap_or(a.body.len()).min(a.body.len());
+                        let _ = sock.write_all(&a.body[..n]).await;
+                        if n < a.body.len() {
+                            tokio::time::sleep(std::time::Duration::from_secs(3600)).await;
+                        }
                     }
                     let _ = sock.shutdown().await;
                 });

@@ -211,3 +211,158 @@ async fn streaming_lists_page_what_the_list_calls_answer() {
     assert_eq!(err.code(), tonic::Code::Unimplemented);
     teardown_pods(&mut rt, pods).await;
 }
+
+/// `pinned_images` marks images kubelet must not collect (`Image.pinned` in ImageStatus and
+/// ListImages); `image_pull_progress_timeout` cancels a pull whose download stalls.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pinned_images_and_the_pull_progress_timeout() {
+    use skiff_integration::rawregistry::{sha256, Answer, RawRegistry};
+    require_root();
+    let reg = Registry::start();
+    let mut refs = vec![];
+    for repo in ["test/pinned", "test/free", "test/has-keyword-in"] {
+        let img = ImageBuilder::new()
+            .layer(
+                Layer::new().file("f", repo.as_bytes(), 0o644),
+                Compression::Gzip,
+            )
+            .push(&reg.host, repo, "v1")
+            .await;
+        refs.push(img.reference);
+    }
+    let raw = RawRegistry::start().await;
+    let d = Skiffd::start_with(
+        &[&reg.host, &raw.host],
+        Some(&format!(
+            "pinned_images = [\"{}\", \"*keyword*\"]\nimage_pull_progress_timeout = \"2s\"\n",
+            refs[0]
+        )),
+        &[],
+    );
+    let mut images = d.images().await;
+    for r in &refs {
+        pull(&mut images, r).await;
+    }
+    let mut pinned = vec![];
+    for r in &refs {
+        let st = images
+            .image_status(ImageStatusRequest {
+                image: Some(ImageSpec {
+                    image: r.clone(),
+                    ..Default::default()
+                }),
+                verbose: false,
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .image
+            .unwrap();
+        pinned.push(st.pinned);
+    }
+    assert_eq!(pinned, vec![true, false, true]);
+    let listed = images
+        .list_images(ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(listed.iter().filter(|i| i.pinned).count(), 2);
+
+    // A layer whose download stops after 100 bytes: the pull fails after the timeout, naming it.
+    let good = ImageBuilder::new()
+        .layer(
+            Layer::new().file("big", &vec![7u8; 200_000], 0o644),
+            Compression::None,
+        )
+        .build();
+    let (layer_digest, layer_bytes, layer_type) = good.layers[0].clone();
+    assert_eq!(sha256(&layer_bytes), layer_digest);
+    raw.manifest(
+        "stall",
+        "v1",
+        Answer::ok(&good.manifest_type, good.manifest.clone()),
+    );
+    raw.blob(
+        "stall",
+        &good.config_digest,
+        Answer::ok("application/octet-stream", good.config.clone()),
+    );
+    raw.blob(
+        "stall",
+        &layer_digest,
+        Answer {
+            stall_after: Some(100),
+            ..Answer::ok(&layer_type, layer_bytes)
+        },
+    );
+    let started = std::time::Instant::now();
+    let err = common::pull(&mut images, &format!("{}/stall:v1", raw.host), None)
+        .await
+        .unwrap_err();
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "{took:?}");
+    assert_eq!(err.code(), tonic::Code::Unavailable, "{err:?}");
+    assert!(
+        err.message().contains("image_pull_progress_timeout"),
+        "{}",
+        err.message()
+    );
+}
+
+/// `ImageFsInfo.container_filesystems` counts what containers write to their writable layers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn container_filesystems_count_the_writable_layers() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/writer", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    let mut images = d.images().await;
+    pull(&mut images, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("writer", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let c = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("w", &img.reference, &["sleep", "1000"]),
+    )
+    .await;
+    let used = |fs: &ImageFsInfoResponse| {
+        assert_eq!(fs.container_filesystems.len(), 1);
+        let u = &fs.container_filesystems[0];
+        assert!(u.timestamp > 0);
+        assert!(!u.fs_id.as_ref().unwrap().mountpoint.is_empty());
+        u.used_bytes.as_ref().unwrap().value
+    };
+    let before = used(
+        &images
+            .image_fs_info(ImageFsInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    sh(
+        &mut rt,
+        &c,
+        "dd if=/dev/urandom of=/data bs=1024 count=3072 2>/dev/null; sync",
+    )
+    .await;
+    let after = used(
+        &images
+            .image_fs_info(ImageFsInfoRequest {})
+            .await
+            .unwrap()
+            .into_inner(),
+    );
+    assert!(
+        after >= before + (3 << 20),
+        "before {before}, after {after}"
+    );
+    teardown_pods(&mut rt, vec![pod]).await;
+}

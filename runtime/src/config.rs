@@ -145,6 +145,13 @@ pub struct FileConfig {
     pub cgroup_driver: Option<CgroupDriver>,
     /// The CRIU binary checkpoints are made with (default `criu` in PATH).
     pub criu_binary: Option<PathBuf>,
+    /// Images kubelet must not garbage-collect (`Image.pinned`): references, globs ending in
+    /// `*`, or `*keyword*`, as CRI-O takes them.
+    #[serde(default)]
+    pub pinned_images: Vec<String>,
+    /// A pull that receives nothing for this long is cancelled (containerd's key and default,
+    /// "5m"; Go duration syntax; "0" never cancels).
+    pub image_pull_progress_timeout: Option<String>,
 }
 
 /// The configuration in force.
@@ -176,6 +183,9 @@ pub struct Config {
     pub cni_conf_name: Option<String>,
     pub cgroup_driver: CgroupDriver,
     pub criu_binary: PathBuf,
+    pub pinned_images: crate::image::pinned::PinnedImages,
+    /// None: never cancelled for lack of progress.
+    pub image_pull_progress_timeout: Option<std::time::Duration>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -259,6 +269,17 @@ impl Config {
                 .unwrap_or_else(|| DEFAULT_CGROUP_ROOT.into()),
             restrict_oom_score_adj: file.restrict_oom_score_adj.unwrap_or(false),
             restore_from_images: file.restore_from_images.unwrap_or(false),
+            pinned_images: crate::image::pinned::PinnedImages::parse(&file.pinned_images)
+                .map_err(ConfigError::Invalid)?,
+            image_pull_progress_timeout: match file.image_pull_progress_timeout.as_deref() {
+                None => Some(DEFAULT_PULL_PROGRESS_TIMEOUT),
+                Some(t) => {
+                    let d = parse_duration(t).map_err(|e| {
+                        ConfigError::Invalid(format!("image_pull_progress_timeout: {e}"))
+                    })?;
+                    (!d.is_zero()).then_some(d)
+                }
+            },
             seccomp_root: file
                 .seccomp_root
                 .unwrap_or_else(|| DEFAULT_SECCOMP_ROOT.into()),
@@ -354,9 +375,64 @@ fn validate_host(key: &str, host: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// containerd's `image_pull_progress_timeout` default.
+const DEFAULT_PULL_PROGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
+
+/// A Go duration as containerd's config takes it: "5m", "1m30s", "250ms", "0".
+pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
+    let bad = || format!("{s:?} is not a duration (like \"5m\", \"1m30s\", \"250ms\")");
+    let t = s.trim();
+    if t == "0" {
+        return Ok(std::time::Duration::ZERO);
+    }
+    let mut rest = t;
+    let mut total = std::time::Duration::ZERO;
+    if rest.is_empty() {
+        return Err(bad());
+    }
+    while !rest.is_empty() {
+        let digits = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(bad)?;
+        let (num, tail) = rest.split_at(digits);
+        let n: f64 = num.parse().map_err(|_| bad())?;
+        let unit_len = tail
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(tail.len());
+        let (unit, tail) = tail.split_at(unit_len);
+        let secs = match unit {
+            "ns" => 1e-9,
+            "us" | "µs" => 1e-6,
+            "ms" => 1e-3,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(bad()),
+        };
+        total = total
+            .checked_add(std::time::Duration::try_from_secs_f64(n * secs).map_err(|_| bad())?)
+            .ok_or_else(bad)?;
+        rest = tail;
+    }
+    Ok(total)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn go_durations() {
+        use std::time::Duration;
+        assert_eq!(parse_duration("5m").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("1m30s").unwrap(), Duration::from_secs(90));
+        assert_eq!(parse_duration("5m0s").unwrap(), Duration::from_secs(300));
+        assert_eq!(parse_duration("250ms").unwrap(), Duration::from_millis(250));
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        for bad in ["", "5", "m", "5x", "1e400h", "-1s"] {
+            assert!(parse_duration(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn flags_win_over_file_and_defaults_fill_the_rest() {

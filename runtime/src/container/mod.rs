@@ -230,6 +230,11 @@ impl Containers {
         self.map.lock().unwrap_or_else(|p| p.into_inner())
     }
 
+    /// Where containers' data directories (writable layers among them) live.
+    pub fn data_root(&self) -> &Path {
+        &self.dir
+    }
+
     pub fn data_dir(&self, id: &str) -> PathBuf {
         self.dir.join(id)
     }

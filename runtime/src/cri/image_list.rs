@@ -18,9 +18,15 @@ pub fn list_images(cri: &Cri, req: ListImagesRequest) -> Result<ListImagesRespon
             .images
             .store
             .resolve(&spec)
-            .map(|r| vec![to_cri_image(&r)])
+            .map(|r| vec![to_cri_image(&r, &cri.cfg.pinned_images)])
             .unwrap_or_default(),
-        None => cri.images.store.list().iter().map(to_cri_image).collect(),
+        None => cri
+            .images
+            .store
+            .list()
+            .iter()
+            .map(|r| to_cri_image(r, &cri.cfg.pinned_images))
+            .collect(),
     };
     Ok(ListImagesResponse { images })
 }

@@ -6,6 +6,7 @@ use skiff_proto::cri::{Image, ImageSpec, ImageStatusRequest, ImageStatusResponse
 
 use super::Cri;
 use crate::error::{Error, Result};
+use crate::image::pinned::PinnedImages;
 use crate::image::store::ImageRecord;
 
 pub async fn image_status(cri: &Cri, req: ImageStatusRequest) -> Result<ImageStatusResponse> {
@@ -35,13 +36,13 @@ pub async fn image_status(cri: &Cri, req: ImageStatusRequest) -> Result<ImageSta
         info.insert("info".to_string(), v.to_string());
     }
     Ok(ImageStatusResponse {
-        image: Some(to_cri_image(&rec)),
+        image: Some(to_cri_image(&rec, &cri.cfg.pinned_images)),
         info,
     })
 }
 
 /// The CRI `Image` for a record: the image's user goes to `uid` when numeric, else `username`.
-pub fn to_cri_image(rec: &ImageRecord) -> Image {
+pub fn to_cri_image(rec: &ImageRecord, pinned: &PinnedImages) -> Image {
     let user = rec.user.split(':').next().unwrap_or("");
     let (uid, username) = match user.parse::<i64>() {
         Ok(n) => (Some(Int64Value { value: n }), String::new()),
@@ -59,7 +60,7 @@ pub fn to_cri_image(rec: &ImageRecord) -> Image {
             annotations: rec.annotations.clone().into_iter().collect(),
             ..Default::default()
         }),
-        pinned: false,
+        pinned: pinned.matches(rec),
     }
 }
 
@@ -80,11 +81,11 @@ mod tests {
             user: "1000:50".into(),
             annotations: Default::default(),
         };
-        let i = to_cri_image(&r);
+        let i = to_cri_image(&r, &PinnedImages::default());
         assert_eq!(i.uid.unwrap().value, 1000);
         assert!(i.username.is_empty());
         r.user = "nobody".into();
-        let i = to_cri_image(&r);
+        let i = to_cri_image(&r, &PinnedImages::default());
         assert!(i.uid.is_none());
         assert_eq!(i.username, "nobody");
     }

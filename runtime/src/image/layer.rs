@@ -109,7 +109,7 @@ impl Read for ChannelReader {
                 Some(Err(e)) => {
                     self.eof = true;
                     let mut f = self.failure.lock().unwrap_or_else(|p| p.into_inner());
-                    *f = Some(e.to_string());
+                    *f = Some(describe_download_error(&e));
                     return Err(io::Error::other(format!("download failed: {e}")));
                 }
                 None => {
@@ -161,6 +161,28 @@ fn sniff(magic: &[u8]) -> Compression {
     } else {
         Compression::None
     }
+}
+
+/// A download error with its causes ("error decoding response body: operation timed out"),
+/// naming the config key when the registry sent nothing for `image_pull_progress_timeout`.
+fn describe_download_error(e: &io::Error) -> String {
+    let mut text = e.to_string();
+    let mut timed_out = e.kind() == io::ErrorKind::TimedOut;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> =
+        e.get_ref().and_then(|i| i.source());
+    while let Some(c) = cause {
+        text.push_str(&format!(": {c}"));
+        timed_out |= c
+            .downcast_ref::<io::Error>()
+            .is_some_and(|io| io.kind() == io::ErrorKind::TimedOut)
+            || c.downcast_ref::<reqwest::Error>()
+                .is_some_and(|r| r.is_timeout());
+        cause = c.source();
+    }
+    if timed_out {
+        text.push_str(" (nothing received for image_pull_progress_timeout)");
+    }
+    text
 }
 
 fn unpack_verified(chan: &mut ChannelReader, spec: &LayerSpec, dest: &Path) -> Result<UnpackStats> {

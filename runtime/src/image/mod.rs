@@ -2,6 +2,7 @@
 //! `cri::image_*` call into [`Images`]; nothing here knows about gRPC.
 
 pub mod layer;
+pub mod pinned;
 pub mod pull;
 pub mod reference;
 pub mod registry;

@@ -167,7 +167,7 @@ impl Session {
                 &["https"]
             };
             for &scheme in schemes {
-                let client = new_client(scheme, &host, insecure)?;
+                let client = new_client(cfg, scheme, &host, insecure)?;
                 let reference = Reference::with_tag(
                     host.clone(),
                     image.repository().to_string(),
@@ -320,7 +320,7 @@ fn tls_setup() -> &'static std::result::Result<(), String> {
 
 /// A registry client for `host` over `scheme`. Refused by name on a node where TLS cannot be set
 /// up (no CA certificates), for every registry: the client library needs it even for plain HTTP.
-fn new_client(scheme: &str, host: &str, insecure: bool) -> Result<Client> {
+fn new_client(cfg: &Config, scheme: &str, host: &str, insecure: bool) -> Result<Client> {
     if let Err(why) = tls_setup() {
         return Err(Error::FailedPrecondition(format!(
             "pulling from {host}: TLS cannot be set up on this node ({why}); install CA \
@@ -336,7 +336,8 @@ fn new_client(scheme: &str, host: &str, insecure: bool) -> Result<Client> {
         accept_invalid_certificates,
         platform_resolver: None,
         connect_timeout: Some(Duration::from_secs(15)),
-        read_timeout: Some(Duration::from_secs(60)),
+        // No byte for this long cancels the pull (image_pull_progress_timeout).
+        read_timeout: cfg.image_pull_progress_timeout,
         user_agent: USER_AGENT,
         ..Default::default()
     };
