@@ -366,3 +366,160 @@ async fn container_filesystems_count_the_writable_layers() {
     );
     teardown_pods(&mut rt, vec![pod]).await;
 }
+
+/// The cgroup file `v1_name` (v1, in the hierarchy of `controller`) or `v2_name` (v2) of the
+/// cgroup that process `pid` is in, or of its parent (`up`).
+fn cgroup_file(
+    pid: i32,
+    controller: &str,
+    v1_name: &str,
+    v2_name: &str,
+    up: bool,
+) -> std::path::PathBuf {
+    let v2 = std::path::Path::new("/sys/fs/cgroup/cgroup.controllers").exists();
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap();
+    let line = text
+        .lines()
+        .find(|l| {
+            let mut f = l.splitn(3, ':');
+            let (_, ctl) = (f.next(), f.next().unwrap_or(""));
+            if v2 {
+                ctl.is_empty()
+            } else {
+                ctl.split(',').any(|c| c == controller)
+            }
+        })
+        .unwrap_or_else(|| panic!("no {controller} cgroup in {text}"));
+    let path = line.splitn(3, ':').nth(2).unwrap();
+    let mut dir = if v2 {
+        std::path::PathBuf::from(format!("/sys/fs/cgroup{path}"))
+    } else {
+        let mount = std::fs::read_dir("/sys/fs/cgroup")
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .find(|p| {
+                p.file_name()
+                    .and_then(|n| n.to_str())
+                    .is_some_and(|n| n.split(',').any(|c| c == controller))
+                    && !p.is_symlink()
+            })
+            .unwrap();
+        mount.join(path.trim_start_matches('/'))
+    };
+    if up {
+        dir = dir.parent().unwrap().to_path_buf();
+    }
+    dir.join(if v2 { v2_name } else { v1_name })
+}
+
+fn read_i64(p: &std::path::Path) -> i64 {
+    let t = std::fs::read_to_string(p).unwrap_or_else(|e| panic!("{}: {e}", p.display()));
+    t.split_whitespace().next().unwrap().parse().unwrap()
+}
+
+/// Pod-level resources: RunPodSandbox puts the containers' sum plus the overhead on the pod's
+/// cgroup, UpdatePodSandboxResources changes it live; ContainerStatus reports what the
+/// container's cgroup really holds (an in-place resize, or a change made behind skiff's back).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn pod_resources_and_resize_read_back() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/podres", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut pcfg = pod_config("podres", logs.path().to_str().unwrap());
+    let linux = pcfg.linux.get_or_insert_with(Default::default);
+    linux.resources = Some(LinuxContainerResources {
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        memory_limit_in_bytes: 256 << 20,
+        ..Default::default()
+    });
+    linux.overhead = Some(LinuxContainerResources {
+        cpu_quota: 10_000,
+        cpu_period: 100_000,
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let mut c = container_config("c", &img.reference, &["sleep", "1000"]);
+    c.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 128 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, &pcfg, c).await;
+    let pid = container_pid(&mut rt, &id).await;
+    let pod_mem = cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max", true);
+    let pod_cpu = cgroup_file(pid, "cpu", "cpu.cfs_quota_us", "cpu.max", true);
+    assert_eq!(read_i64(&pod_mem), 320 << 20);
+    assert_eq!(read_i64(&pod_cpu), 60_000);
+
+    rt.update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod.clone(),
+        overhead: None,
+        resources: Some(LinuxContainerResources {
+            cpu_quota: 150_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 512 << 20,
+            ..Default::default()
+        }),
+    })
+    .await
+    .unwrap();
+    assert_eq!(read_i64(&pod_mem), 576 << 20);
+    assert_eq!(read_i64(&pod_cpu), 160_000);
+    for (req, code) in [
+        (
+            UpdatePodSandboxResourcesRequest {
+                pod_sandbox_id: "nope".into(),
+                resources: Some(Default::default()),
+                overhead: None,
+            },
+            tonic::Code::NotFound,
+        ),
+        (
+            UpdatePodSandboxResourcesRequest {
+                pod_sandbox_id: pod.clone(),
+                resources: None,
+                overhead: None,
+            },
+            tonic::Code::InvalidArgument,
+        ),
+    ] {
+        let err = rt.update_pod_sandbox_resources(req).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+    }
+
+    // Resize, then a change behind skiff's back: the status says what the cgroup holds.
+    let mem_of = |st: &ContainerStatus| {
+        st.resources
+            .as_ref()
+            .and_then(|r| r.linux.as_ref())
+            .map(|l| l.memory_limit_in_bytes)
+    };
+    assert_eq!(mem_of(&status(&mut rt, &id).await), Some(128 << 20));
+    rt.update_container_resources(UpdateContainerResourcesRequest {
+        container_id: id.clone(),
+        linux: Some(LinuxContainerResources {
+            memory_limit_in_bytes: 200 << 20,
+            ..Default::default()
+        }),
+        ..Default::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(mem_of(&status(&mut rt, &id).await), Some(200 << 20));
+    let c_mem = cgroup_file(pid, "memory", "memory.limit_in_bytes", "memory.max", false);
+    std::fs::write(&c_mem, (300u64 << 20).to_string()).unwrap();
+    assert_eq!(mem_of(&status(&mut rt, &id).await), Some(300 << 20));
+    teardown_pods(&mut rt, vec![pod]).await;
+}

@@ -189,6 +189,84 @@ pub fn apply(cgroup: &str, r: &LinuxContainerResources) -> Result<()> {
         })
 }
 
+/// What cgroup `cgroup` really holds, in the CRI's terms (ContainerStatus.resources after an
+/// in-place resize): CPU shares (v2: from cpu.weight), quota and period, memory limit, cpusets,
+/// read from the kernel's files on v1 or v2. What the files do not say (oom_score_adj, swap,
+/// hugepages, unified) is `configured`'s. None when the cgroup does not exist.
+pub fn read_back(
+    cgroup: &str,
+    configured: Option<&LinuxContainerResources>,
+) -> Option<LinuxContainerResources> {
+    let dirs = cgroups::dirs(cgroup).ok()?;
+    if !dirs.iter().any(|d| d.is_dir()) {
+        return None;
+    }
+    let f = crate::container::stats::CgroupFiles(&dirs);
+    let mut r = configured.cloned().unwrap_or_default();
+    let configured_shares = r.cpu_shares;
+    if let Some(max) = f.read("cpu.max") {
+        // v2: "QUOTA PERIOD" or "max PERIOD".
+        let mut it = max.split_whitespace();
+        let (quota, period) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
+        if let Ok(p) = period.parse::<i64>() {
+            r.cpu_period = p;
+        }
+        r.cpu_quota = match quota.parse::<i64>() {
+            Ok(q) => q,
+            Err(_) if r.cpu_quota > 0 => -1,
+            Err(_) => r.cpu_quota,
+        };
+        if let Some(w) = f.number("cpu.weight") {
+            // runc's shares → weight mapping, inverted; the configured value when it maps to
+            // the same weight (the mapping loses precision).
+            let to_weight = |s: u64| 1 + (s.saturating_sub(2) * 9999) / 262_142;
+            let shares = 2 + (w.saturating_sub(1) * 262_142) / 9999;
+            r.cpu_shares = if configured_shares > 0 && to_weight(configured_shares as u64) == w {
+                configured_shares
+            } else {
+                shares as i64
+            };
+        }
+        r.memory_limit_in_bytes = match f.read("memory.max").as_deref().map(str::trim) {
+            Some("max") | None => 0,
+            Some(v) => v.parse().unwrap_or(0),
+        };
+    } else {
+        // v1.
+        if let Some(s) = f.number("cpu.shares") {
+            r.cpu_shares = s as i64;
+        }
+        if let Some(p) = f.number("cpu.cfs_period_us") {
+            r.cpu_period = p as i64;
+        }
+        if let Some(q) = f
+            .read("cpu.cfs_quota_us")
+            .and_then(|q| q.trim().parse::<i64>().ok())
+        {
+            r.cpu_quota = if q < 0 && r.cpu_quota <= 0 {
+                r.cpu_quota
+            } else {
+                q
+            };
+        }
+        if let Some(m) = f.number("memory.limit_in_bytes") {
+            // v1's "no limit" is i64::MAX rounded down to a page.
+            r.memory_limit_in_bytes = if m >= 1 << 62 { 0 } else { m as i64 };
+        }
+    }
+    for (file, field) in [
+        ("cpuset.cpus", &mut r.cpuset_cpus),
+        ("cpuset.mems", &mut r.cpuset_mems),
+    ] {
+        if let Some(v) = f.read(file).map(|v| v.trim().to_string()) {
+            if !v.is_empty() && !field.is_empty() {
+                *field = v;
+            }
+        }
+    }
+    Some(r)
+}
+
 /// Whether this node's cgroups have the hugetlb controller: in the v2 root's controllers, or
 /// mounted as a v1 hierarchy. Looked up once: it does not change while skiffd runs.
 fn hugetlb_available() -> bool {

@@ -174,17 +174,17 @@ pub fn cgroup_usage(
 /// A cgroup's files, read from whichever of its directories (one on v2, one per v1 hierarchy)
 /// has them. Only what a file holds is read: a key or file the kernel does not show here (v2's
 /// cpu.stat without the cpu controller, a v1 hierarchy not mounted) is simply absent.
-struct CgroupFiles<'a>(&'a [std::path::PathBuf]);
+pub(crate) struct CgroupFiles<'a>(pub(crate) &'a [std::path::PathBuf]);
 
 impl CgroupFiles<'_> {
-    fn read(&self, name: &str) -> Option<String> {
+    pub(crate) fn read(&self, name: &str) -> Option<String> {
         self.0
             .iter()
             .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
     }
 
     /// A file holding one number ("max" and unreadable files give None).
-    fn number(&self, name: &str) -> Option<u64> {
+    pub(crate) fn number(&self, name: &str) -> Option<u64> {
         self.read(name)?.trim().parse().ok()
     }
 

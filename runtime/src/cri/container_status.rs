@@ -8,7 +8,7 @@ use skiff_proto::cri::{
 };
 use skiff_shim::api::ContainerState as ShimState;
 
-use crate::container::{signal, ContainerRecord};
+use crate::container::{resources, signal, ContainerRecord};
 use crate::error::Result;
 use crate::node::Node;
 
@@ -52,49 +52,53 @@ pub async fn container_status(
     let r = node.containers.find(&req.container_id)?;
     let c = r.config()?;
     let s = node.container_state(&r);
-    let status =
-        ContainerStatus {
-            id: r.id.clone(),
-            metadata: c.metadata.clone(),
-            state: cri_state(&s) as i32,
-            created_at: r.created_at,
-            started_at: s.started_at,
-            finished_at: s.finished_at,
-            exit_code: s.exit_code,
-            image: Some(image_spec(&r)),
-            image_ref: r.image_ref.clone(),
-            reason: s.reason.clone(),
-            message: s.message.clone(),
-            labels: c.labels.clone(),
-            annotations: c.annotations.clone(),
-            mounts: r
-                .mounts
-                .iter()
-                .map(|m| Mount {
-                    container_path: m.container_path.clone(),
-                    host_path: m.host_path.clone(),
-                    readonly: m.readonly,
-                    propagation: m.propagation,
-                    ..Default::default()
-                })
-                .collect(),
-            log_path: r.log_path.clone(),
-            resources: c.linux.as_ref().and_then(|l| l.resources.clone()).map(|r| {
-                ContainerResources {
+    let status = ContainerStatus {
+        id: r.id.clone(),
+        metadata: c.metadata.clone(),
+        state: cri_state(&s) as i32,
+        created_at: r.created_at,
+        started_at: s.started_at,
+        finished_at: s.finished_at,
+        exit_code: s.exit_code,
+        image: Some(image_spec(&r)),
+        image_ref: r.image_ref.clone(),
+        reason: s.reason.clone(),
+        message: s.message.clone(),
+        labels: c.labels.clone(),
+        annotations: c.annotations.clone(),
+        mounts: r
+            .mounts
+            .iter()
+            .map(|m| Mount {
+                container_path: m.container_path.clone(),
+                host_path: m.host_path.clone(),
+                readonly: m.readonly,
+                propagation: m.propagation,
+                ..Default::default()
+            })
+            .collect(),
+        log_path: r.log_path.clone(),
+        // What the cgroup holds (an in-place resize shows here once it took), else what was
+        // asked.
+        resources: {
+            let asked = c.linux.as_ref().and_then(|l| l.resources.as_ref());
+            resources::read_back(&r.cgroup, asked)
+                .or_else(|| asked.cloned())
+                .map(|r| ContainerResources {
                     linux: Some(r),
                     windows: None,
-                }
+                })
+        },
+        image_id: r.image_id.clone(),
+        stop_signal: signal::to_cri(r.stop_signal_number()) as i32,
+        user: Some(ContainerUser {
+            linux: Some(LinuxContainerUser {
+                uid: r.uid as i64,
+                gid: r.gid as i64,
+                supplemental_groups: process_groups(r.gid, &r.groups),
             }),
-            image_id: r.image_id.clone(),
-            stop_signal: signal::to_cri(r.stop_signal_number()) as i32,
-            user: Some(ContainerUser {
-                linux: Some(LinuxContainerUser {
-                    uid: r.uid as i64,
-                    gid: r.gid as i64,
-                    supplemental_groups: process_groups(r.gid, &r.groups),
-                }),
-            }),
-        };
+        }),
+    };
     let mut info = HashMap::new();
     if req.verbose {
         let spec: serde_json::Value = std::fs::read(r.bundle.join("config.json"))

@@ -28,6 +28,7 @@ pub mod sandbox_run;
 pub mod sandbox_stats;
 pub mod sandbox_status;
 pub mod sandbox_stop;
+pub mod sandbox_update_resources;
 pub mod status;
 
 use std::sync::Arc;
@@ -52,7 +53,8 @@ use skiff_proto::cri::{
     StreamContainersResponse, StreamImagesRequest, StreamImagesResponse,
     StreamPodSandboxMetricsRequest, StreamPodSandboxMetricsResponse, StreamPodSandboxStatsRequest,
     StreamPodSandboxStatsResponse, StreamPodSandboxesRequest, StreamPodSandboxesResponse,
-    UpdateContainerResourcesRequest, UpdateContainerResourcesResponse, VersionRequest,
+    UpdateContainerResourcesRequest, UpdateContainerResourcesResponse,
+    UpdatePodSandboxResourcesRequest, UpdatePodSandboxResourcesResponse, VersionRequest,
     VersionResponse,
 };
 use tonic::codegen::BoxStream;
@@ -397,6 +399,17 @@ impl RuntimeService for Cri {
             "StreamPodSandboxMetrics: skiff serves no CRI metrics yet (ListPodSandboxMetrics \
              is not built either)",
         ))
+    }
+
+    async fn update_pod_sandbox_resources(
+        &self,
+        req: Request<UpdatePodSandboxResourcesRequest>,
+    ) -> R<UpdatePodSandboxResourcesResponse> {
+        reply_logged(
+            "UpdatePodSandboxResources",
+            sandbox_update_resources::update_pod_sandbox_resources(&self.node, req.into_inner())
+                .await,
+        )
     }
 
     async fn exec_sync(&self, req: Request<ExecSyncRequest>) -> R<ExecSyncResponse> {

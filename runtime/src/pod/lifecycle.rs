@@ -387,9 +387,17 @@ impl Node {
         {
             Ok(pid) => {
                 rec.shim_pid = pid;
-                self.attach_network(&rec, &pod_cfg, &config)
-                    .await
-                    .map(|_| pid)
+                match self.apply_pod_resources(
+                    &rec,
+                    linux.resources.as_ref(),
+                    linux.overhead.as_ref(),
+                ) {
+                    Ok(()) => self
+                        .attach_network(&rec, &pod_cfg, &config)
+                        .await
+                        .map(|_| pid),
+                    Err(e) => Err(e),
+                }
             }
             Err(e) => Err(e),
         };
