@@ -1,5 +1,7 @@
-//! What kubelet 1.33–1.36 sends (cri-api v0.36): stop signals (KEP-4960) and the streaming list
-//! calls, observed through the CRI socket and in the processes.
+//! What kubelet 1.33–1.36 sends (cri-api v0.36), observed through the CRI socket and in the
+//! kernel: stop signals (KEP-4960), the streaming list calls, pinned images and the pull
+//! progress timeout, the writable layers' usage, pod-level resources and resize read-back,
+//! runtime handlers.
 
 mod common;
 
@@ -65,6 +67,20 @@ async fn stop_signal_from_the_request_overrides_the_image() {
     let err = create(&mut rt, &pod, &pcfg, c).await.unwrap_err();
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("config.stop_signal"), "{err:?}");
+
+    // CDI devices are not injected yet: refused by name, never a container without its device.
+    let mut c = container_config("cdi", &img.reference, &["true"]);
+    c.cdi_devices = vec![CdiDevice {
+        name: "vendor.com/gpu=0".into(),
+    }];
+    let err = create(&mut rt, &pod, &pcfg, c).await.unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("config.cdi_devices"), "{err:?}");
+    let mut c = container_config("cdi2", &img.reference, &["true"]);
+    c.annotations
+        .insert("cdi.k8s.io/gpu".into(), "vendor.com/gpu=0".into());
+    let err = create(&mut rt, &pod, &pcfg, c).await.unwrap_err();
+    assert!(err.message().contains("cdi.k8s.io/gpu"), "{err:?}");
     teardown_pods(&mut rt, vec![pod]).await;
 }
 
@@ -522,4 +538,135 @@ async fn pod_resources_and_resize_read_back() {
     std::fs::write(&c_mem, (300u64 << 20).to_string()).unwrap();
     assert_eq!(mem_of(&status(&mut rt, &id).await), Some(300 << 20));
     teardown_pods(&mut rt, vec![pod]).await;
+}
+
+/// Runtime handlers (RuntimeClass): `[runtimes.NAME]` tables, each listed by Status with its
+/// features; a container of the `strict` handler gets its RuntimeDefault seccomp filter when it
+/// names none (seen in /proc/PID/status), one of the default handler is unconfined; a handler's
+/// `allowed_annotations` refuse the others by name; an unknown handler is refused by name.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn runtime_handlers_have_their_own_defaults() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/handlers", "v1")
+        .await;
+    let d = Skiffd::start_with(
+        &[&reg.host],
+        Some(
+            "[runtimes.plain]\n\n[runtimes.strict]\nunset_seccomp_profile = \"RuntimeDefault\"\n\
+             allowed_annotations = [\"kubernetes.io/ingress-bandwidth\"]\n",
+        ),
+        &[],
+    );
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let st = rt
+        .status(StatusRequest { verbose: false })
+        .await
+        .unwrap()
+        .into_inner();
+    let names: Vec<&str> = st
+        .runtime_handlers
+        .iter()
+        .map(|h| h.name.as_str())
+        .collect();
+    assert_eq!(names, vec!["", "plain", "strict"]);
+    assert!(st.runtime_handlers.iter().all(|h| h
+        .features
+        .as_ref()
+        .unwrap()
+        .recursive_read_only_mounts));
+
+    let logs = tempfile::tempdir().unwrap();
+    let mut seccomp_of = vec![];
+    let mut pods = vec![];
+    for handler in ["", "strict"] {
+        let pcfg = pod_config(&format!("h{handler}"), logs.path().to_str().unwrap());
+        let pod = rt
+            .run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pcfg.clone()),
+                runtime_handler: handler.into(),
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .pod_sandbox_id;
+        let info = pod_info(&mut rt, &pod).await;
+        assert_eq!(
+            rt.pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: false
+            })
+            .await
+            .unwrap()
+            .into_inner()
+            .status
+            .unwrap()
+            .runtime_handler,
+            handler,
+            "{info}"
+        );
+        let c = run(
+            &mut rt,
+            &pod,
+            &pcfg,
+            container_config("c", &img.reference, &["sleep", "1000"]),
+        )
+        .await;
+        let pid = container_pid(&mut rt, &c).await;
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        let line = status
+            .lines()
+            .find(|l| l.starts_with("Seccomp:"))
+            .unwrap()
+            .to_string();
+        seccomp_of.push(line.split_whitespace().nth(1).unwrap().to_string());
+        pods.push(pod);
+    }
+    assert_eq!(seccomp_of, vec!["0", "2"]);
+
+    // The strict handler allows only the ingress-bandwidth annotation among those skiff acts on.
+    let mut pcfg = pod_config("annotated", logs.path().to_str().unwrap());
+    pcfg.annotations.insert(
+        "seccomp.security.alpha.kubernetes.io/pod".into(),
+        "runtime/default".into(),
+    );
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pcfg.clone()),
+            runtime_handler: "strict".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(
+        err.message()
+            .contains("seccomp.security.alpha.kubernetes.io/pod")
+            && err.message().contains("strict"),
+        "{err:?}"
+    );
+    // The empty table is the daemon's defaults: everything allowed.
+    pods.push(
+        rt.run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pcfg.clone()),
+            runtime_handler: "plain".into(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id,
+    );
+    let err = rt
+        .run_pod_sandbox(RunPodSandboxRequest {
+            config: Some(pod_config("unknown", logs.path().to_str().unwrap())),
+            runtime_handler: "kata".into(),
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::InvalidArgument);
+    assert!(err.message().contains("\"kata\""), "{err:?}");
+    assert!(list_pods(&mut rt).await.len() == 3);
+    teardown_pods(&mut rt, pods).await;
 }

@@ -152,6 +152,45 @@ pub struct FileConfig {
     /// A pull that receives nothing for this long is cancelled (containerd's key and default,
     /// "5m"; Go duration syntax; "0" never cancels).
     pub image_pull_progress_timeout: Option<String>,
+    /// Runtime handlers (RuntimeClass `handler` names) besides the default "": `[runtimes.NAME]`
+    /// tables, each key overriding the daemon's own for pods of that handler.
+    #[serde(default)]
+    pub runtimes: BTreeMap<String, HandlerFile>,
+}
+
+/// One `[runtimes.NAME]` table; an empty one is the daemon's defaults under another name.
+#[derive(Debug, Default, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HandlerFile {
+    /// As the top-level key, for this handler's containers.
+    pub unset_seccomp_profile: Option<UnsetSeccomp>,
+    /// As the top-level key, for this handler's pods.
+    pub userns_rootfs: Option<UsernsRootfs>,
+    /// Which of the annotations skiff acts on this handler's pods may use (exact keys, or
+    /// prefixes ending in `*`); unset: all of them, as the default handler.
+    pub allowed_annotations: Option<Vec<String>>,
+}
+
+/// A runtime handler in force: its name and settings, the daemon's defaults filled in.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Handler {
+    pub name: String,
+    pub unset_seccomp_profile: UnsetSeccomp,
+    pub userns_rootfs: UsernsRootfs,
+    pub allowed_annotations: Option<Vec<String>>,
+}
+
+impl Handler {
+    /// Whether a pod of this handler may use annotation `key` (one skiff acts on).
+    pub fn allows_annotation(&self, key: &str) -> bool {
+        match &self.allowed_annotations {
+            None => true,
+            Some(list) => list.iter().any(|a| match a.strip_suffix('*') {
+                Some(prefix) => key.starts_with(prefix),
+                None => key == a,
+            }),
+        }
+    }
 }
 
 /// The configuration in force.
@@ -171,8 +210,6 @@ pub struct Config {
     pub restrict_oom_score_adj: bool,
     pub restore_from_images: bool,
     pub seccomp_root: PathBuf,
-    pub unset_seccomp_profile: UnsetSeccomp,
-    pub userns_rootfs: UsernsRootfs,
     pub streaming_address: std::net::IpAddr,
     pub streaming_port: u16,
     pub streaming_url_ttl: std::time::Duration,
@@ -184,6 +221,8 @@ pub struct Config {
     pub cgroup_driver: CgroupDriver,
     pub criu_binary: PathBuf,
     pub pinned_images: crate::image::pinned::PinnedImages,
+    /// Every runtime handler, the default ("") first.
+    pub handlers: Vec<Handler>,
     /// None: never cancelled for lack of progress.
     pub image_pull_progress_timeout: Option<std::time::Duration>,
 }
@@ -220,6 +259,7 @@ impl Config {
 
     /// Flags win over the file; the file wins over defaults.
     pub fn merge(flags: Flags, file: FileConfig) -> Result<Config, ConfigError> {
+        let handlers = handlers(&file)?;
         let mut insecure = file.insecure_registries;
         insecure.extend(flags.insecure_registry);
         for host in &insecure {
@@ -271,6 +311,7 @@ impl Config {
             restore_from_images: file.restore_from_images.unwrap_or(false),
             pinned_images: crate::image::pinned::PinnedImages::parse(&file.pinned_images)
                 .map_err(ConfigError::Invalid)?,
+            handlers,
             image_pull_progress_timeout: match file.image_pull_progress_timeout.as_deref() {
                 None => Some(DEFAULT_PULL_PROGRESS_TIMEOUT),
                 Some(t) => {
@@ -283,8 +324,6 @@ impl Config {
             seccomp_root: file
                 .seccomp_root
                 .unwrap_or_else(|| DEFAULT_SECCOMP_ROOT.into()),
-            unset_seccomp_profile: file.unset_seccomp_profile.unwrap_or_default(),
-            userns_rootfs: file.userns_rootfs.unwrap_or_default(),
             streaming_address: file
                 .streaming_address
                 .unwrap_or(std::net::IpAddr::V4(std::net::Ipv4Addr::LOCALHOST)),
@@ -375,6 +414,72 @@ fn validate_host(key: &str, host: &str) -> Result<(), ConfigError> {
     }
 }
 
+/// The default handler ("", the daemon's keys) and each `[runtimes.NAME]`, named as
+/// RuntimeClass handlers are (a DNS label).
+fn handlers(file: &FileConfig) -> Result<Vec<Handler>, ConfigError> {
+    let default = Handler {
+        name: String::new(),
+        unset_seccomp_profile: file.unset_seccomp_profile.unwrap_or_default(),
+        userns_rootfs: file.userns_rootfs.unwrap_or_default(),
+        allowed_annotations: None,
+    };
+    let mut out = vec![default.clone()];
+    for (name, h) in &file.runtimes {
+        let label = !name.is_empty()
+            && name.len() <= 63
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+            && !name.starts_with('-')
+            && !name.ends_with('-');
+        if !label {
+            return Err(ConfigError::Invalid(format!(
+                "runtimes.{name:?}: a handler name is a DNS label (lower-case letters, digits \
+                 and '-', at most 63)"
+            )));
+        }
+        for a in h.allowed_annotations.iter().flatten() {
+            let body = a.strip_suffix('*').unwrap_or(a);
+            if body.is_empty() || body.contains('*') {
+                return Err(ConfigError::Invalid(format!(
+                    "runtimes.{name}.allowed_annotations: {a:?} is neither a key nor a prefix \
+                     ending in '*'"
+                )));
+            }
+        }
+        out.push(Handler {
+            name: name.clone(),
+            unset_seccomp_profile: h
+                .unset_seccomp_profile
+                .unwrap_or(default.unset_seccomp_profile),
+            userns_rootfs: h.userns_rootfs.unwrap_or(default.userns_rootfs),
+            allowed_annotations: h.allowed_annotations.clone(),
+        });
+    }
+    Ok(out)
+}
+
+impl Config {
+    /// The runtime handler `name` ("" is the default); an unknown one is refused naming the
+    /// ones this node has.
+    pub fn handler(&self, name: &str) -> crate::error::Result<&Handler> {
+        self.handlers
+            .iter()
+            .find(|h| h.name == name)
+            .ok_or_else(|| {
+                let known: Vec<String> = self
+                    .handlers
+                    .iter()
+                    .map(|h| format!("{:?}", h.name))
+                    .collect();
+                crate::error::Error::InvalidArgument(format!(
+                    "runtime_handler {name:?} is unknown: this node has {}",
+                    known.join(", ")
+                ))
+            })
+    }
+}
+
 /// containerd's `image_pull_progress_timeout` default.
 const DEFAULT_PULL_PROGRESS_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(300);
 
@@ -420,6 +525,43 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn runtime_handlers_take_the_daemons_defaults_and_their_own_keys() {
+        let file: FileConfig = toml::from_str(
+            "unset_seccomp_profile = \"RuntimeDefault\"\n[runtimes.plain]\n\
+             [runtimes.loose]\nunset_seccomp_profile = \"Unconfined\"\n\
+             allowed_annotations = [\"kubernetes.io/*\"]\n",
+        )
+        .unwrap();
+        let cfg = Config::merge(Flags::default(), file).unwrap();
+        let names: Vec<&str> = cfg.handlers.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, vec!["", "loose", "plain"]);
+        let plain = cfg.handler("plain").unwrap();
+        assert_eq!(plain.unset_seccomp_profile, UnsetSeccomp::RuntimeDefault);
+        assert!(plain.allows_annotation("anything"));
+        let loose = cfg.handler("loose").unwrap();
+        assert_eq!(loose.unset_seccomp_profile, UnsetSeccomp::Unconfined);
+        assert!(loose.allows_annotation("kubernetes.io/ingress-bandwidth"));
+        assert!(!loose.allows_annotation("seccomp.security.alpha.kubernetes.io/pod"));
+        let err = cfg.handler("kata").unwrap_err().to_string();
+        assert!(
+            err.contains("\"kata\"") && err.contains("\"plain\""),
+            "{err}"
+        );
+        for bad in [
+            "[runtimes.UPPER]\n",
+            "[runtimes.x]\nallowed_annotations = [\"a*b\"]\n",
+            "[runtimes.x]\nbogus = 1\n",
+        ] {
+            let parsed: Result<FileConfig, _> = toml::from_str(bad);
+            let failed = match parsed {
+                Err(_) => true,
+                Ok(f) => Config::merge(Flags::default(), f).is_err(),
+            };
+            assert!(failed, "{bad}");
+        }
+    }
 
     #[test]
     fn go_durations() {

@@ -134,11 +134,12 @@ impl Node {
     /// The container's seccomp filter, resolved against the capabilities its spec grants.
     fn seccomp_filter(
         &self,
+        handler: &crate::config::Handler,
         pod: &PodSandboxConfig,
         cfg: &ContainerConfig,
         oci: &oci_spec::runtime::Spec,
     ) -> Result<Option<crate::seccomp::Filter>> {
-        let sel = crate::seccomp::select(&self.cfg, pod, cfg)?;
+        let sel = crate::seccomp::select(&self.cfg, handler, pod, cfg)?;
         let caps: std::collections::HashSet<String> = oci
             .process()
             .as_ref()
@@ -169,6 +170,8 @@ impl Node {
     ) -> Result<String> {
         let pod = self.ready_pod(pod_id)?;
         let pod_cfg = pod.config()?;
+        // The pod's runtime handler's settings (seccomp default, user-namespace rootfs).
+        let handler = self.cfg.handler(&pod.runtime_handler)?;
         let meta = cfg
             .metadata
             .clone()
@@ -179,6 +182,20 @@ impl Node {
             ));
         }
         check_text(&cfg)?;
+        // CDI devices are not injected yet: refused by name rather than a pod without its device.
+        if let Some(d) = cfg.cdi_devices.first() {
+            return Err(Error::InvalidArgument(format!(
+                "config.cdi_devices[0] ({:?}): CDI devices are not supported by this skiff",
+                d.name
+            )));
+        }
+        for key in cfg.annotations.keys().chain(pod_cfg.annotations.keys()) {
+            if key.starts_with("cdi.k8s.io/") {
+                return Err(Error::InvalidArgument(format!(
+                    "annotation {key:?}: CDI devices are not supported by this skiff"
+                )));
+            }
+        }
         let image_name = cfg
             .image
             .as_ref()
@@ -320,7 +337,7 @@ impl Node {
             user_mounts,
             oom_score_adj: self.oom_score_adj(resources.as_ref())?,
         })?;
-        let filter = self.seccomp_filter(&pod_cfg, &cfg, &oci)?;
+        let filter = self.seccomp_filter(handler, &pod_cfg, &cfg, &oci)?;
         if let (Some(f), Some(linux)) = (&filter, oci.linux_mut()) {
             linux.set_seccomp(Some(f.spec.clone()));
         }
@@ -392,7 +409,7 @@ impl Node {
                 idmap: ns.userns.is_some(),
             };
             if let (Some(maps), crate::config::UsernsRootfs::Chown) =
-                (&ns.userns, self.cfg.userns_rootfs)
+                (&ns.userns, handler.userns_rootfs)
             {
                 rootfs = self.chowned_layers(rootfs, &data_dir, maps, &id)?;
             }

@@ -2,14 +2,14 @@
 
 use skiff_proto::cri::{PullImageRequest, PullImageResponse};
 
-use super::{check_runtime_handler, Cri};
+use super::Cri;
 use crate::error::{Error, Result};
 
 pub async fn pull_image(cri: &Cri, req: PullImageRequest) -> Result<PullImageResponse> {
     let spec = req
         .image
         .ok_or_else(|| Error::InvalidArgument("image: field is required".into()))?;
-    check_runtime_handler(&spec.runtime_handler)?;
+    cri.cfg.handler(&spec.runtime_handler)?;
     let rec = cri.images.pull(&spec.image, req.auth.as_ref()).await?;
     Ok(PullImageResponse { image_ref: rec.id })
 }

@@ -83,17 +83,6 @@ impl Cri {
     }
 }
 
-/// skiff has one runtime handler, the default (empty name); any other is refused.
-pub fn check_runtime_handler(h: &str) -> Result<()> {
-    if h.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::InvalidArgument(format!(
-            "runtime_handler {h:?} is unknown: skiff has only the default handler \"\""
-        )))
-    }
-}
-
 fn reply<T>(r: Result<T>) -> std::result::Result<Response<T>, Status> {
     r.map(Response::new).map_err(status::to_status)
 }

@@ -9,6 +9,7 @@ use skiff_proto::cri::{
 };
 
 use super::Cri;
+use crate::config::UsernsRootfs;
 
 pub const RUNTIME_NAME: &str = "skiff";
 pub const RUNTIME_API_VERSION: &str = "v1";
@@ -74,15 +75,24 @@ pub fn status(cri: &Cri, req: &StatusRequest) -> StatusResponse {
             conditions: vec![runtime_ready, network_ready],
         }),
         info,
-        // The default handler only; the features it has are reported as they are built.
-        runtime_handlers: vec![RuntimeHandler {
-            name: String::new(),
-            features: Some(RuntimeHandlerFeatures {
-                recursive_read_only_mounts: true,
-                // Only once the start-up probe showed idmapped mounts work here.
-                user_namespaces: cri.node.userns.is_ok(),
-            }),
-        }],
+        // Every handler (the default "" first), with what it really has on this node.
+        runtime_handlers: cri
+            .cfg
+            .handlers
+            .iter()
+            .map(|h| RuntimeHandler {
+                name: h.name.clone(),
+                features: Some(RuntimeHandlerFeatures {
+                    recursive_read_only_mounts: mount_setattr_available(),
+                    user_namespaces: match h.userns_rootfs {
+                        // Once the start-up probe showed idmapped mounts work here.
+                        UsernsRootfs::Idmap => cri.node.userns.is_ok(),
+                        // Chowned copies need only the kernel's user namespaces.
+                        UsernsRootfs::Chown => std::path::Path::new("/proc/self/ns/user").exists(),
+                    },
+                }),
+            })
+            .collect(),
         features: Some(RuntimeFeatures {
             supplemental_groups_policy: true,
             // A pod user namespace with the node's network is refused by RunPodSandbox.
@@ -101,4 +111,25 @@ pub fn runtime_config(cri: &Cri) -> RuntimeConfigResponse {
             cgroup_driver: driver as i32,
         }),
     }
+}
+
+/// Whether the kernel has mount_setattr(2) (Linux 5.12), which recursive read-only mounts
+/// need. Probed once: called with no attributes it fails with ENOSYS only where it is missing.
+fn mount_setattr_available() -> bool {
+    static AVAILABLE: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AVAILABLE.get_or_init(|| {
+        // SAFETY: a bad descriptor, an empty path and no attributes: the kernel reads nothing
+        // and fails; only which error matters.
+        let rc = unsafe {
+            libc::syscall(
+                libc::SYS_mount_setattr,
+                -1,
+                c"".as_ptr(),
+                0,
+                std::ptr::null::<u8>(),
+                0,
+            )
+        };
+        rc == 0 || std::io::Error::last_os_error().raw_os_error() != Some(libc::ENOSYS)
+    })
 }

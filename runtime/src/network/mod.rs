@@ -16,6 +16,10 @@ use skiff_proto::cri::{PodIp, PodSandboxConfig, PodSandboxNetworkStatus, Protoco
 use crate::error::{Error, IoContext, Result};
 use crate::store;
 
+/// kubelet's pod bandwidth annotations (passed to CNI as the `bandwidth` capability).
+pub const INGRESS_BANDWIDTH: &str = "kubernetes.io/ingress-bandwidth";
+pub const EGRESS_BANDWIDTH: &str = "kubernetes.io/egress-bandwidth";
+
 /// The interface every pod gets.
 pub const IFNAME: &str = "eth0";
 
@@ -253,16 +257,8 @@ impl Network {
         // kubelet's bandwidth annotations, as the other runtimes read them.
         let mut bw = serde_json::Map::new();
         for (ann, key, burst) in [
-            (
-                "kubernetes.io/ingress-bandwidth",
-                "ingressRate",
-                "ingressBurst",
-            ),
-            (
-                "kubernetes.io/egress-bandwidth",
-                "egressRate",
-                "egressBurst",
-            ),
+            (INGRESS_BANDWIDTH, "ingressRate", "ingressBurst"),
+            (EGRESS_BANDWIDTH, "egressRate", "egressBurst"),
         ] {
             if let Some(rate) = c.annotations.get(ann).and_then(|v| parse_quantity(v)) {
                 bw.insert(key.into(), json!(rate));

@@ -195,6 +195,32 @@ fn check_text(c: &PodSandboxConfig) -> Result<()> {
     crate::error::no_nul(fields)
 }
 
+/// The annotations skiff acts on (each changes what a pod or container gets).
+fn acted_on(key: &str) -> bool {
+    key == crate::seccomp::POD_ANNOTATION
+        || key.starts_with(crate::seccomp::CONTAINER_ANNOTATION_PREFIX)
+        || key == crate::network::INGRESS_BANDWIDTH
+        || key == crate::network::EGRESS_BANDWIDTH
+}
+
+/// A pod's annotations that skiff acts on must be ones its runtime handler allows
+/// (`allowed_annotations`); refused by name otherwise, never silently dropped.
+fn check_annotations(
+    handler: &crate::config::Handler,
+    annotations: &std::collections::HashMap<String, String>,
+) -> Result<()> {
+    for key in annotations.keys() {
+        if acted_on(key) && !handler.allows_annotation(key) {
+            return Err(Error::InvalidArgument(format!(
+                "config.annotations[{key:?}]: not allowed for runtime handler {:?} (its \
+                 allowed_annotations)",
+                handler.name
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// Where a pod's cgroups go.
 #[derive(Debug)]
 pub struct Placement {
@@ -297,10 +323,11 @@ impl Node {
                 )));
             }
         }
-        crate::cri::check_runtime_handler(handler)?;
+        let handler = self.cfg.handler(handler)?;
         check_text(&config)?;
+        check_annotations(handler, &config.annotations)?;
         let ns = pod_namespaces(&config)?;
-        if ns.userns.is_some() && self.cfg.userns_rootfs == crate::config::UsernsRootfs::Idmap {
+        if ns.userns.is_some() && handler.userns_rootfs == crate::config::UsernsRootfs::Idmap {
             if let Err(why) = &self.userns {
                 return Err(Error::FailedPrecondition(format!(
                     "linux.security_context.namespace_options.userns_options: user namespaces \
@@ -356,7 +383,7 @@ impl Node {
         let mut rec = PodRecord {
             id: id.clone(),
             config_pb: PodRecord::encode_config(&config),
-            runtime_handler: handler.to_string(),
+            runtime_handler: handler.name.clone(),
             created_at: skiff_shim::api::now_ns(),
             state: PodState::Creating,
             shim_pid: 0,

@@ -23,7 +23,7 @@ use sha2::{Digest, Sha256};
 use skiff_proto::cri::security_profile::ProfileType;
 use skiff_proto::cri::{ContainerConfig, PodSandboxConfig, SecurityProfile};
 
-use crate::config::{Config, UnsetSeccomp};
+use crate::config::{Config, Handler, UnsetSeccomp};
 use crate::error::{Error, Result};
 
 /// The profile skiff applies for RuntimeDefault (source: `profiles/runtime-default.json`).
@@ -98,7 +98,12 @@ fn from_string(s: &str, field: &str, root: &Path) -> Result<Option<Choice>> {
 /// Picks the container's profile (see the module comment for the order).
 // The deprecated string fields are read on purpose: older kubelets and crictl still send them.
 #[allow(deprecated)]
-pub fn select(cfg: &Config, pod: &PodSandboxConfig, c: &ContainerConfig) -> Result<Selected> {
+pub fn select(
+    cfg: &Config,
+    handler: &Handler,
+    pod: &PodSandboxConfig,
+    c: &ContainerConfig,
+) -> Result<Selected> {
     let root = &cfg.seccomp_root;
     let csc = c.linux.as_ref().and_then(|l| l.security_context.as_ref());
     let psc = pod.linux.as_ref().and_then(|l| l.security_context.as_ref());
@@ -148,7 +153,7 @@ pub fn select(cfg: &Config, pod: &PodSandboxConfig, c: &ContainerConfig) -> Resu
             return Ok(pick(c, &f));
         }
     }
-    let choice = match cfg.unset_seccomp_profile {
+    let choice = match handler.unset_seccomp_profile {
         UnsetSeccomp::Unconfined => Choice::Unconfined,
         UnsetSeccomp::RuntimeDefault => Choice::RuntimeDefault,
     };
@@ -305,6 +310,7 @@ mod tests {
         let pod = pod_with(Some(localhost("/p.json")), &[]);
         let sel = select(
             &c,
+            &c.handlers[0],
             &pod,
             &container(LinuxContainerSecurityContext {
                 seccomp: Some(SecurityProfile {
@@ -316,14 +322,26 @@ mod tests {
         )
         .unwrap();
         assert_eq!(sel.choice, Choice::Unconfined);
-        let sel = select(&c, &pod, &container(Default::default())).unwrap();
+        let sel = select(&c, &c.handlers[0], &pod, &container(Default::default())).unwrap();
         assert_eq!(sel.choice, Choice::Localhost("/p.json".into()));
         // Nothing named: unconfined by default, the operator's choice otherwise.
-        let sel = select(&c, &pod_with(None, &[]), &container(Default::default())).unwrap();
+        let sel = select(
+            &c,
+            &c.handlers[0],
+            &pod_with(None, &[]),
+            &container(Default::default()),
+        )
+        .unwrap();
         assert_eq!(sel.choice, Choice::Unconfined);
-        let mut rd = cfg();
+        let mut rd = c.handlers[0].clone();
         rd.unset_seccomp_profile = UnsetSeccomp::RuntimeDefault;
-        let sel = select(&rd, &pod_with(None, &[]), &container(Default::default())).unwrap();
+        let sel = select(
+            &c,
+            &rd,
+            &pod_with(None, &[]),
+            &container(Default::default()),
+        )
+        .unwrap();
         assert_eq!(sel.choice, Choice::RuntimeDefault);
         // Privileged: unconfined whatever the container or the pod names.
         let privileged = container(LinuxContainerSecurityContext {
@@ -331,7 +349,7 @@ mod tests {
             seccomp: Some(localhost("/c.json")),
             ..Default::default()
         });
-        let sel = select(&rd, &pod, &privileged).unwrap();
+        let sel = select(&c, &rd, &pod, &privileged).unwrap();
         assert_eq!(sel.choice, Choice::Unconfined);
     }
 
@@ -348,16 +366,17 @@ mod tests {
                 ),
             ],
         );
-        let sel = select(&c, &pod, &container(Default::default())).unwrap();
+        let sel = select(&c, &c.handlers[0], &pod, &container(Default::default())).unwrap();
         assert_eq!(
             sel.choice,
             Choice::Localhost("/var/lib/kubelet/seccomp/profiles/x.json".into())
         );
         let pod = pod_with(None, &[(POD_ANNOTATION, "docker/default")]);
-        let sel = select(&c, &pod, &container(Default::default())).unwrap();
+        let sel = select(&c, &c.handlers[0], &pod, &container(Default::default())).unwrap();
         assert_eq!(sel.choice, Choice::RuntimeDefault);
         let sel = select(
             &c,
+            &c.handlers[0],
             &pod,
             &container(LinuxContainerSecurityContext {
                 seccomp_profile_path: "localhost//abs/y.json".into(),
@@ -368,6 +387,7 @@ mod tests {
         assert_eq!(sel.choice, Choice::Localhost("/abs/y.json".into()));
         let err = select(
             &c,
+            &c.handlers[0],
             &pod,
             &container(LinuxContainerSecurityContext {
                 seccomp_profile_path: "bogus".into(),
@@ -378,6 +398,7 @@ mod tests {
         assert!(err.to_string().contains("seccomp_profile_path"), "{err}");
         let err = select(
             &c,
+            &c.handlers[0],
             &pod,
             &container(LinuxContainerSecurityContext {
                 seccomp: Some(localhost("relative.json")),
