@@ -33,6 +33,26 @@ pub fn pod_config(name: &str, log_dir: &str) -> PodSandboxConfig {
     }
 }
 
+/// A pod with pod-level resources (0.5 CPU, 256 MiB) and an overhead (0.1 CPU, 64 MiB): its
+/// cgroup should hold cpu quota 60000 of 100000 µs and 320 MiB.
+pub fn pod_level_config(name: &str, log_dir: &str) -> PodSandboxConfig {
+    let mut c = pod_config(name, log_dir);
+    let linux = c.linux.get_or_insert_with(Default::default);
+    linux.resources = Some(LinuxContainerResources {
+        cpu_quota: 50_000,
+        cpu_period: 100_000,
+        memory_limit_in_bytes: 256 << 20,
+        ..Default::default()
+    });
+    linux.overhead = Some(LinuxContainerResources {
+        cpu_quota: 10_000,
+        cpu_period: 100_000,
+        memory_limit_in_bytes: 64 << 20,
+        ..Default::default()
+    });
+    c
+}
+
 pub fn with_namespaces(
     mut c: PodSandboxConfig,
     network: NamespaceMode,

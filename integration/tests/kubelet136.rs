@@ -449,20 +449,7 @@ async fn pod_resources_and_resize_read_back() {
     pull(&mut d.images().await, &img.reference).await;
     let mut rt = d.runtime().await;
     let logs = tempfile::tempdir().unwrap();
-    let mut pcfg = pod_config("podres", logs.path().to_str().unwrap());
-    let linux = pcfg.linux.get_or_insert_with(Default::default);
-    linux.resources = Some(LinuxContainerResources {
-        cpu_quota: 50_000,
-        cpu_period: 100_000,
-        memory_limit_in_bytes: 256 << 20,
-        ..Default::default()
-    });
-    linux.overhead = Some(LinuxContainerResources {
-        cpu_quota: 10_000,
-        cpu_period: 100_000,
-        memory_limit_in_bytes: 64 << 20,
-        ..Default::default()
-    });
+    let pcfg = pod_level_config("podres", logs.path().to_str().unwrap());
     let pod = run_pod(&mut rt, &pcfg).await;
     let mut c = container_config("c", &img.reference, &["sleep", "1000"]);
     c.linux = Some(LinuxContainerConfig {

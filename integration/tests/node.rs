@@ -366,6 +366,59 @@ async fn cgroup_v2_limits_hold() {
 /// kubelet (and critest) may give the systemd driver a path, `/test.slice`: its last element is
 /// the slice, as containerd takes it. A container without limits there has stats for every
 /// list call, whatever keys its cgroup's cpu.stat shows.
+/// Pod-level resources on cgroup v2 with the systemd driver: RunPodSandbox's resources plus
+/// overhead land on the pod unit's cgroup, UpdatePodSandboxResources changes them live, and
+/// ContainerStatus reports what the container's cgroup holds (cpu.weight read back as shares).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn pod_level_resources_and_resize_read_back() {
+    let (mut rt, mut img) = node().await;
+    let (_reg, image) = image(&mut img).await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_level_config("podlevel", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let mut c = container_config("c", &image, &["sleep", "100000"]);
+    c.linux.get_or_insert_with(Default::default).resources = Some(LinuxContainerResources {
+        cpu_shares: 512,
+        memory_limit_in_bytes: 128 << 20,
+        ..Default::default()
+    });
+    let id = run(&mut rt, &pod, &pcfg, c).await;
+    let cg = cgroup_of(container_pid(&mut rt, &id).await);
+    let pod_cg = cg.parent().unwrap().to_path_buf();
+    assert!(
+        pod_cg.to_string_lossy().ends_with(".service"),
+        "the pod's cgroup is its unit's: {}",
+        pod_cg.display()
+    );
+    assert_eq!(read(&pod_cg.join("memory.max")), (320u64 << 20).to_string());
+    assert_eq!(read(&pod_cg.join("cpu.max")), "60000 100000");
+    rt.update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod.clone(),
+        overhead: None,
+        resources: Some(LinuxContainerResources {
+            cpu_quota: 150_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 512 << 20,
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("UpdatePodSandboxResources");
+    assert_eq!(read(&pod_cg.join("memory.max")), (576u64 << 20).to_string());
+    assert_eq!(read(&pod_cg.join("cpu.max")), "160000 100000");
+
+    let linux_of = |st: &ContainerStatus| st.resources.as_ref().unwrap().linux.clone().unwrap();
+    let l = linux_of(&status(&mut rt, &id).await);
+    assert_eq!((l.cpu_shares, l.memory_limit_in_bytes), (512, 128 << 20));
+    std::fs::write(cg.join("memory.max"), (300u64 << 20).to_string()).unwrap();
+    std::fs::write(cg.join("cpu.max"), "25000 100000").unwrap();
+    let l = linux_of(&status(&mut rt, &id).await);
+    assert_eq!(l.memory_limit_in_bytes, 300 << 20);
+    assert_eq!((l.cpu_quota, l.cpu_period), (25_000, 100_000));
+    teardown_pods(&mut rt, vec![pod]).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 #[ignore = "runs inside the node VM: integration/vm/node-tests"]
 async fn slice_paths_and_stats_of_unlimited_containers() {
