@@ -53,6 +53,23 @@ pub fn pod_level_config(name: &str, log_dir: &str) -> PodSandboxConfig {
     c
 }
 
+/// UpdatePodSandboxResources of a [`pod_level_config`] pod to 1.5 CPU and 512 MiB, its overhead
+/// kept: its cgroup should then hold 160000 of 100000 µs and 576 MiB.
+pub async fn grow_pod_resources(rt: &mut Rt, pod: &str) {
+    rt.update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
+        pod_sandbox_id: pod.to_string(),
+        overhead: None,
+        resources: Some(LinuxContainerResources {
+            cpu_quota: 150_000,
+            cpu_period: 100_000,
+            memory_limit_in_bytes: 512 << 20,
+            ..Default::default()
+        }),
+    })
+    .await
+    .expect("UpdatePodSandboxResources");
+}
+
 pub fn with_namespaces(
     mut c: PodSandboxConfig,
     network: NamespaceMode,

@@ -466,18 +466,7 @@ async fn pod_resources_and_resize_read_back() {
     assert_eq!(read_i64(&pod_mem), 320 << 20);
     assert_eq!(read_i64(&pod_cpu), 60_000);
 
-    rt.update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
-        pod_sandbox_id: pod.clone(),
-        overhead: None,
-        resources: Some(LinuxContainerResources {
-            cpu_quota: 150_000,
-            cpu_period: 100_000,
-            memory_limit_in_bytes: 512 << 20,
-            ..Default::default()
-        }),
-    })
-    .await
-    .unwrap();
+    grow_pod_resources(&mut rt, &pod).await;
     assert_eq!(read_i64(&pod_mem), 576 << 20);
     assert_eq!(read_i64(&pod_cpu), 160_000);
     for (req, code) in [

@@ -393,18 +393,7 @@ async fn pod_level_resources_and_resize_read_back() {
     );
     assert_eq!(read(&pod_cg.join("memory.max")), (320u64 << 20).to_string());
     assert_eq!(read(&pod_cg.join("cpu.max")), "60000 100000");
-    rt.update_pod_sandbox_resources(UpdatePodSandboxResourcesRequest {
-        pod_sandbox_id: pod.clone(),
-        overhead: None,
-        resources: Some(LinuxContainerResources {
-            cpu_quota: 150_000,
-            cpu_period: 100_000,
-            memory_limit_in_bytes: 512 << 20,
-            ..Default::default()
-        }),
-    })
-    .await
-    .expect("UpdatePodSandboxResources");
+    grow_pod_resources(&mut rt, &pod).await;
     assert_eq!(read(&pod_cg.join("memory.max")), (576u64 << 20).to_string());
     assert_eq!(read(&pod_cg.join("cpu.max")), "160000 100000");
 
