@@ -217,15 +217,14 @@ pub fn read_back(
             Err(_) => r.cpu_quota,
         };
         if let Some(w) = f.number("cpu.weight") {
-            // runc's shares → weight mapping, inverted; the configured value when it maps to
-            // the same weight (the mapping loses precision).
-            let to_weight = |s: u64| 1 + (s.saturating_sub(2) * 9999) / 262_142;
-            let shares = 2 + (w.saturating_sub(1) * 262_142) / 9999;
-            r.cpu_shares = if configured_shares > 0 && to_weight(configured_shares as u64) == w {
-                configured_shares
-            } else {
-                shares as i64
-            };
+            // The configured shares when they map to this weight (the mapping loses
+            // precision), else the weight mapped back.
+            r.cpu_shares =
+                if configured_shares > 0 && shares_to_weight(configured_shares as u64) == w {
+                    configured_shares
+                } else {
+                    weight_to_shares(w) as i64
+                };
         }
         r.memory_limit_in_bytes = match f.read("memory.max").as_deref().map(str::trim) {
             Some("max") | None => 0,
@@ -267,6 +266,32 @@ pub fn read_back(
     Some(r)
 }
 
+/// cgroup v1 CPU shares as the v2 weight libcgroups writes for them: runc's quadratic fit
+/// (runc 1.3.2), which keeps the extremes and maps the default 1024 to 100.
+fn shares_to_weight(shares: u64) -> u64 {
+    if shares <= 2 {
+        return 1;
+    }
+    if shares >= 262_144 {
+        return 10_000;
+    }
+    let l = (shares as f64).log2();
+    let exponent = (l * l + 125.0 * l) / 612.0 - 7.0 / 34.0;
+    (10f64.powf(exponent).ceil() as u64).clamp(1, 10_000)
+}
+
+/// The shares a v2 weight stands for: [`shares_to_weight`] solved for the shares, taken mid-way
+/// in the range that rounds up to `weight`.
+fn weight_to_shares(weight: u64) -> u64 {
+    if weight == 100 {
+        return 1024; // both defaults
+    }
+    let w = weight.clamp(1, 10_000) as f64 - 0.5;
+    let c = 612.0 * (w.log10() + 7.0 / 34.0);
+    let l = (-125.0 + (125.0f64 * 125.0 + 4.0 * c).sqrt()) / 2.0;
+    (2f64.powf(l).round() as u64).clamp(2, 262_144)
+}
+
 /// Whether this node's cgroups have the hugetlb controller: in the v2 root's controllers, or
 /// mounted as a v1 hierarchy. Looked up once: it does not change while skiffd runs.
 fn hugetlb_available() -> bool {
@@ -297,6 +322,18 @@ fn probe_hugetlb() -> bool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn weights_map_back_to_shares() {
+        assert_eq!(shares_to_weight(1024), 100);
+        assert_eq!(shares_to_weight(2), 1);
+        assert_eq!(shares_to_weight(262_144), 10_000);
+        for shares in [2u64, 512, 1024, 2048, 100_000, 262_144] {
+            let w = shares_to_weight(shares);
+            assert_eq!(shares_to_weight(weight_to_shares(w)), w, "{shares}");
+        }
+        assert_eq!(weight_to_shares(100), 1024);
+    }
 
     #[test]
     fn absurd_values_are_refused_by_field() {
