@@ -84,6 +84,18 @@ async fn stop_signal_from_the_request_overrides_the_image() {
     teardown_pods(&mut rt, vec![pod]).await;
 }
 
+/// Every message of a server-streamed answer, in order (the call and each message must succeed).
+async fn pages<M>(
+    answer: Result<tonic::Response<tonic::codec::Streaming<M>>, tonic::Status>,
+) -> Vec<M> {
+    answer
+        .expect("the call")
+        .into_inner()
+        .map(|m| m.expect("a message"))
+        .collect()
+        .await
+}
+
 /// The `Stream*` list calls answer what the `List*` calls do, in messages of at most 50 items
 /// (at least one each; none for an empty list), each item once, filters applied.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -101,13 +113,11 @@ async fn streaming_lists_page_what_the_list_calls_answer() {
     let logs = tempfile::tempdir().unwrap();
 
     // Nothing yet: an empty stream.
-    let empty: Vec<_> = rt
-        .stream_containers(StreamContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .collect()
-        .await;
+    let empty = pages(
+        rt.stream_containers(StreamContainersRequest { filter: None })
+            .await,
+    )
+    .await;
     assert!(empty.is_empty(), "{empty:?}");
 
     let mut pods = vec![];
@@ -136,17 +146,14 @@ async fn streaming_lists_page_what_the_list_calls_answer() {
         );
     }
 
-    let pages: Vec<StreamPodSandboxesResponse> = rt
-        .stream_pod_sandboxes(StreamPodSandboxesRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .map(|r| r.unwrap())
-        .collect()
-        .await;
-    let sizes: Vec<usize> = pages.iter().map(|p| p.pod_sandboxes.len()).collect();
+    let all = pages(
+        rt.stream_pod_sandboxes(StreamPodSandboxesRequest { filter: None })
+            .await,
+    )
+    .await;
+    let sizes: Vec<usize> = all.iter().map(|p| p.pod_sandboxes.len()).collect();
     assert_eq!(sizes, vec![50, 50, 20]);
-    let streamed: HashSet<String> = pages
+    let streamed: HashSet<String> = all
         .iter()
         .flat_map(|p| p.pod_sandboxes.iter().map(|s| s.id.clone()))
         .collect();
@@ -154,68 +161,62 @@ async fn streaming_lists_page_what_the_list_calls_answer() {
     assert_eq!(streamed.len(), 120);
     assert_eq!(streamed, listed);
 
-    let half: usize = rt
-        .stream_pod_sandboxes(StreamPodSandboxesRequest {
+    let half: usize = pages(
+        rt.stream_pod_sandboxes(StreamPodSandboxesRequest {
             filter: Some(PodSandboxFilter {
                 label_selector: [("half".to_string(), "1".to_string())].into(),
                 ..Default::default()
             }),
         })
-        .await
-        .unwrap()
-        .into_inner()
-        .map(|r| r.unwrap().pod_sandboxes.len())
-        .collect::<Vec<_>>()
-        .await
-        .iter()
-        .sum();
+        .await,
+    )
+    .await
+    .iter()
+    .map(|p| p.pod_sandboxes.len())
+    .sum();
     assert_eq!(half, 60);
 
-    let got: Vec<String> = rt
-        .stream_containers(StreamContainersRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .flat_map(|r| futures_util::stream::iter(r.unwrap().containers))
-        .map(|c| c.id)
-        .collect()
-        .await;
-    assert_eq!(
-        got.iter().collect::<HashSet<_>>(),
-        containers.iter().collect::<HashSet<_>>()
-    );
+    let got: HashSet<String> = pages(
+        rt.stream_containers(StreamContainersRequest { filter: None })
+            .await,
+    )
+    .await
+    .into_iter()
+    .flat_map(|p| p.containers)
+    .map(|c| c.id)
+    .collect();
+    assert_eq!(got, containers.iter().cloned().collect::<HashSet<_>>());
 
-    let stats: Vec<ContainerStats> = rt
-        .stream_container_stats(StreamContainerStatsRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .flat_map(|r| futures_util::stream::iter(r.unwrap().container_stats))
-        .collect()
-        .await;
+    let stats: Vec<ContainerStats> = pages(
+        rt.stream_container_stats(StreamContainerStatsRequest { filter: None })
+            .await,
+    )
+    .await
+    .into_iter()
+    .flat_map(|p| p.container_stats)
+    .collect();
     assert_eq!(stats.len(), 3);
     assert!(stats.iter().all(|s| s.memory.is_some()));
 
-    let pod_stats: usize = rt
-        .stream_pod_sandbox_stats(StreamPodSandboxStatsRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .map(|r| r.unwrap().pod_sandbox_stats.len())
-        .collect::<Vec<_>>()
-        .await
-        .iter()
-        .sum();
+    let pod_stats: usize = pages(
+        rt.stream_pod_sandbox_stats(StreamPodSandboxStatsRequest { filter: None })
+            .await,
+    )
+    .await
+    .iter()
+    .map(|p| p.pod_sandbox_stats.len())
+    .sum();
     assert_eq!(pod_stats, 120);
 
-    let imgs: Vec<Image> = images
-        .stream_images(StreamImagesRequest { filter: None })
-        .await
-        .unwrap()
-        .into_inner()
-        .flat_map(|r| futures_util::stream::iter(r.unwrap().images))
-        .collect()
-        .await;
+    let imgs: Vec<Image> = pages(
+        images
+            .stream_images(StreamImagesRequest { filter: None })
+            .await,
+    )
+    .await
+    .into_iter()
+    .flat_map(|p| p.images)
+    .collect();
     assert_eq!(imgs.len(), 1);
     assert_eq!(imgs[0].id, img.built.config_digest);
 

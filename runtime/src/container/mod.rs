@@ -77,6 +77,11 @@ impl ContainerRecord {
         signal::number(&self.stop_signal).unwrap_or(libc::SIGTERM)
     }
 
+    /// The container's writable layer: its overlay's upper directory.
+    pub fn writable_layer(&self) -> PathBuf {
+        self.data_dir.join("upper")
+    }
+
     /// Where a container created from a checkpoint keeps CRIU's images until it is restored.
     pub fn checkpoint_images(&self) -> PathBuf {
         self.data_dir.join("checkpoint")

@@ -58,11 +58,12 @@ pub fn collect(rec: &ContainerRecord, samples: &CpuSamples) -> Result<ContainerS
         labels: cfg.labels.clone(),
         annotations: cfg.annotations.clone(),
     });
-    let (bytes, inodes) = store::disk_usage(&rec.data_dir.join("upper"))?;
+    let upper = rec.writable_layer();
+    let (bytes, inodes) = store::disk_usage(&upper)?;
     let writable_layer = Some(FilesystemUsage {
         timestamp: now,
         fs_id: Some(FilesystemIdentifier {
-            mountpoint: rec.data_dir.join("upper").display().to_string(),
+            mountpoint: upper.display().to_string(),
         }),
         used_bytes: u(bytes),
         inodes_used: u(inodes),

@@ -98,7 +98,7 @@ pub async fn checkpoint_container(
             let _ = std::fs::rename(images.join(name), work.join(name));
         }
         let deleted =
-            checkpoint::rootfs_diff(&rec.data_dir.join("upper"), &work.join("rootfs-diff.tar"))?;
+            checkpoint::rootfs_diff(&rec.writable_layer(), &work.join("rootfs-diff.tar"))?;
         let write = |name: &str, v: &serde_json::Value| {
             std::fs::write(work.join(name), v.to_string())
                 .ctx(|| format!("writing {name} of the checkpoint"))

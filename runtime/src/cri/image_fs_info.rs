@@ -19,7 +19,7 @@ pub async fn image_fs_info(cri: &Cri) -> Result<ImageFsInfoResponse> {
         let mut total = (0u64, 0u64);
         for c in node.containers.list() {
             // A container removed meanwhile counts nothing.
-            let (b, i) = crate::store::disk_usage(&c.data_dir.join("upper")).unwrap_or((0, 0));
+            let (b, i) = crate::store::disk_usage(&c.writable_layer()).unwrap_or((0, 0));
             total = (total.0.saturating_add(b), total.1.saturating_add(i));
         }
         total

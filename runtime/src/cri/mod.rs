@@ -117,7 +117,7 @@ pub const STREAM_PAGE: usize = 50;
 fn paged<T: Send + 'static, M: Send + 'static>(
     items: Vec<T>,
     wrap: fn(Vec<T>) -> M,
-) -> tonic::codegen::BoxStream<M> {
+) -> BoxStream<M> {
     let mut pages = vec![];
     let mut items = items.into_iter().peekable();
     while items.peek().is_some() {
@@ -130,7 +130,7 @@ fn paged<T: Send + 'static, M: Send + 'static>(
 fn reply_paged<T: Send + 'static, M: Send + 'static>(
     r: Result<Vec<T>>,
     wrap: fn(Vec<T>) -> M,
-) -> R<tonic::codegen::BoxStream<M>> {
+) -> R<BoxStream<M>> {
     r.map(|items| Response::new(paged(items, wrap)))
         .map_err(status::to_status)
 }

@@ -56,11 +56,16 @@ pub fn unpack_layer<R: Read>(
     limits: UnpackLimits,
 ) -> Result<UnpackStats> {
     let root = open_dir(dest).ctx(|| format!("opening layer directory {}", dest.display()))?;
+    // The size of the filesystem holding the layer (0: unknown), read once per layer.
+    let capacity = nix::sys::statvfs::fstatvfs(&root)
+        .map(|fs| fs.blocks().saturating_mul(fs.fragment_size()))
+        .unwrap_or(0);
     let mut w = LayerWriter {
         root,
         dir_times: Vec::new(),
         stats: UnpackStats::default(),
         limits,
+        capacity,
     };
     let entries = archive
         .entries()
@@ -92,6 +97,8 @@ struct LayerWriter {
     dir_times: Vec<(PathBuf, TimeSpec)>,
     stats: UnpackStats,
     limits: UnpackLimits,
+    /// Bytes the layer's filesystem holds in all (0: unknown): no file may be larger.
+    capacity: u64,
 }
 
 /// The metadata of one entry, with PAX records taking precedence over the ustar fields.
@@ -119,14 +126,12 @@ impl LayerWriter {
         }
         // A file larger than the whole filesystem holding the layer is refused without reading
         // it (a hostile sparse entry would otherwise cost a read of every hole).
-        if let Ok(fs) = nix::sys::statvfs::fstatvfs(&self.root) {
-            let capacity = fs.blocks().saturating_mul(fs.fragment_size());
-            if capacity > 0 && size > capacity {
-                return Err(Error::ResourceExhausted(format!(
-                    "a file of {size} bytes is larger than the filesystem holding the layer \
-                     store ({capacity} bytes)"
-                )));
-            }
+        if self.capacity > 0 && size > self.capacity {
+            return Err(Error::ResourceExhausted(format!(
+                "a file of {size} bytes is larger than the filesystem holding the layer store \
+                 ({} bytes)",
+                self.capacity
+            )));
         }
         file.set_len(size).map_err(|e| match e.raw_os_error() {
             Some(libc::EFBIG) | Some(libc::EINVAL) => Error::ResourceExhausted(format!(

@@ -94,7 +94,10 @@ impl Node {
         resources: Option<&LinuxContainerResources>,
         overhead: Option<&LinuxContainerResources>,
     ) -> Result<()> {
-        if let Some(limits) = pod_limits(resources, overhead)? {
+        // Limits that limit nothing (a best-effort pod) cost pod start no cgroup writes.
+        if let Some(limits) =
+            pod_limits(resources, overhead)?.filter(|l| *l != LinuxContainerResources::default())
+        {
             resources::apply(&rec.cgroup, &limits)?;
             tracing::info!(pod = %rec.id, cgroup = %rec.cgroup, "pod resources applied");
         }
