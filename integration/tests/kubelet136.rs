@@ -647,3 +647,221 @@ async fn runtime_handlers_have_their_own_defaults() {
     assert!(list_pods(&mut rt).await.len() == 3);
     teardown_pods(&mut rt, pods).await;
 }
+
+/// A CRI mount of an image, as kubelet 1.35+ sends it for an `image` volume.
+fn image_mount(path: &str, image: &str, sub_path: &str) -> Mount {
+    Mount {
+        container_path: path.into(),
+        image: Some(ImageSpec {
+            image: image.into(),
+            ..Default::default()
+        }),
+        image_sub_path: sub_path.into(),
+        readonly: true,
+        ..Default::default()
+    }
+}
+
+/// The options of the mount at `point` in a mountinfo text (per-mount and superblock).
+fn mount_options(mountinfo: &str, point: &str) -> String {
+    let line = mountinfo
+        .lines()
+        .rfind(|l| l.split(' ').nth(4) == Some(point))
+        .unwrap_or_else(|| panic!("no mount at {point} in\n{mountinfo}"));
+    line.split(' ').nth(5).unwrap().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn image_volumes_mount_images_read_only() {
+    require_root();
+    let reg = Registry::start();
+    let app = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/app", "v1")
+        .await;
+    // Two layers (a read-only overlay; the second whites out a file of the first), and one
+    // layer (a bind of the layer).
+    let data = ImageBuilder::new()
+        .layer(
+            Layer::new()
+                .dir("data", 0o755)
+                .file("data/a.txt", b"one\n", 0o644)
+                .file("data/gone.txt", b"whited out\n", 0o644)
+                .file("data/tool", b"#!/bin/sh\necho ran\n", 0o755)
+                .file("data/suid", b"#!/bin/sh\nid -u\n", 0o4755)
+                .symlink("escape", "/")
+                .symlink("data/up", "../../../../../.."),
+            Compression::Gzip,
+        )
+        .layer(
+            Layer::new()
+                .file("data/b.txt", b"two\n", 0o644)
+                .file("data/.wh.gone.txt", b"", 0o644),
+            Compression::Gzip,
+        )
+        .push(&reg.host, "test/data", "v1")
+        .await;
+    let single = ImageBuilder::new()
+        .layer(
+            Layer::new().file("only.txt", b"single\n", 0o644),
+            Compression::Gzip,
+        )
+        .push(&reg.host, "test/single", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    let mut img = d.images().await;
+    pull(&mut img, &app.reference).await;
+    let data_ref = pull(&mut img, &data.reference).await;
+    let single_ref = pull(&mut img, &single.reference).await;
+    let data_id = img
+        .image_status(ImageStatusRequest {
+            image: Some(ImageSpec {
+                image: data.reference.clone(),
+                ..Default::default()
+            }),
+            verbose: false,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .image
+        .expect("data image")
+        .id;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("imgvol", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+
+    let mut c = container_config("c", &app.reference, &["sleep", "600"]);
+    c.mounts = vec![
+        image_mount("/vol", &data_ref, ""),
+        image_mount("/sub", &data_ref, "data"),
+        image_mount("/one", &single_ref, ""),
+        image_mount("/file", &data_ref, "data/a.txt"),
+        image_mount("/linked", &data_ref, "escape/data"),
+    ];
+    let id = run(&mut rt, &pod, &pcfg, c.clone()).await;
+    assert_eq!(
+        sh(
+            &mut rt,
+            &id,
+            "cat /vol/data/a.txt /vol/data/b.txt /sub/a.txt /one/only.txt /file"
+        )
+        .await,
+        "one\ntwo\none\nsingle\none\n"
+    );
+    // The upper layer's whiteout hides the lower layer's file; a sub path's symlink (`escape`
+    // -> `/`) resolved inside the image, never on the host.
+    assert_eq!(
+        sh(&mut rt, &id, "ls /vol/data; ls /linked").await,
+        "a.txt\nb.txt\nsuid\ntool\nup\na.txt\nb.txt\nsuid\ntool\nup\n"
+    );
+    // Read-only, noexec, nosuid, nodev, as the kernel has them.
+    let mountinfo = sh(&mut rt, &id, "cat /proc/self/mountinfo").await;
+    for point in ["/vol", "/sub", "/one", "/file", "/linked"] {
+        let opts = mount_options(&mountinfo, point);
+        for want in ["ro", "nosuid", "nodev", "noexec"] {
+            assert!(opts.split(',').any(|o| o == want), "{point}: {opts}");
+        }
+    }
+    let w = exec(&mut rt, &id, &["sh", "-c", "echo x > /vol/new"], 10)
+        .await
+        .unwrap();
+    assert_ne!(w.exit_code, 0);
+    assert!(
+        String::from_utf8_lossy(&w.stderr).contains("Read-only"),
+        "{w:?}"
+    );
+    let x = exec(&mut rt, &id, &["sh", "-c", "/sub/tool"], 10)
+        .await
+        .unwrap();
+    assert_ne!(x.exit_code, 0, "a tool on an image volume ran: {x:?}");
+    assert!(
+        String::from_utf8_lossy(&x.stderr).contains("denied"),
+        "{x:?}"
+    );
+    // The stages live in the container's mount namespace only.
+    let host = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
+    assert!(!host.contains("image-volumes"), "{host}");
+
+    // ContainerStatus names the image by id (kubelet's image GC reads it).
+    let st = status(&mut rt, &id).await;
+    let m = st
+        .mounts
+        .iter()
+        .find(|m| m.container_path == "/sub")
+        .unwrap();
+    assert_eq!(m.image.as_ref().unwrap().image, data_id);
+    assert_eq!(m.image_sub_path, "data");
+    assert!(m.readonly);
+
+    // Bad requests: named, nothing left behind.
+    let bad = [
+        (
+            image_mount("/v", &data_ref, "nope"),
+            tonic::Code::NotFound,
+            "image_sub_path",
+        ),
+        (
+            image_mount("/v", &data_ref, "escape/etc"),
+            tonic::Code::NotFound,
+            "image_sub_path",
+        ),
+        (
+            image_mount("/v", &data_ref, "../etc"),
+            tonic::Code::InvalidArgument,
+            "image_sub_path",
+        ),
+        (
+            image_mount("/v", "test/never:pulled", ""),
+            tonic::Code::NotFound,
+            "mounts[0].image",
+        ),
+        (
+            Mount {
+                host_path: "/etc".into(),
+                ..image_mount("/v", &data_ref, "")
+            },
+            tonic::Code::InvalidArgument,
+            "mounts[0].host_path",
+        ),
+    ];
+    for (i, (mnt, code, field)) in bad.into_iter().enumerate() {
+        let mut c = container_config(&format!("bad{i}"), &app.reference, &["true"]);
+        c.mounts = vec![mnt];
+        let err = create(&mut rt, &pod, &pcfg, c).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(err.message().contains(field), "{err:?}");
+    }
+
+    // The image cannot go while a container mounts it; it can once the container is gone.
+    let remove = |image: String| RemoveImageRequest {
+        image: Some(ImageSpec {
+            image,
+            ..Default::default()
+        }),
+    };
+    let err = img
+        .remove_image(remove(data_ref.clone()))
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::FailedPrecondition, "{err:?}");
+    assert!(err.message().contains("image volume"), "{err:?}");
+    assert_eq!(sh(&mut rt, &id, "cat /sub/a.txt").await, "one\n");
+    rt.remove_container(RemoveContainerRequest {
+        container_id: id.clone(),
+    })
+    .await
+    .unwrap();
+    img.remove_image(remove(data_ref.clone())).await.unwrap();
+    img.remove_image(remove(single_ref.clone())).await.unwrap();
+    // The failed creates held nothing: both images are gone.
+    let left = img
+        .list_images(ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    assert_eq!(left.len(), 1, "{left:?}");
+    teardown_pods(&mut rt, vec![pod]).await;
+}

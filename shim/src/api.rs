@@ -122,6 +122,22 @@ pub struct Rootfs {
     /// namespace path).
     #[serde(default)]
     pub idmap: bool,
+    /// Images mounted as volumes (KEP-4639), staged in the bundle before the spec's mounts,
+    /// whose bind mounts name them as sources.
+    #[serde(default)]
+    pub image_volumes: Vec<ImageVolume>,
+}
+
+/// One image volume: the image's layers mounted read-only (nosuid, nodev, noexec) at `root`,
+/// and, when `sub_path` is set, that path resolved inside the image (symlinks cannot leave it)
+/// bound at `at`. The container's bind mount takes `at`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ImageVolume {
+    /// Layer directory names inside [`Rootfs::layers_dir`], top first.
+    pub lower: Vec<String>,
+    pub sub_path: String,
+    pub root: PathBuf,
+    pub at: PathBuf,
 }
 
 /// A container's life as the shim saw it. Written crash-safely by the shim; read by skiffd.

@@ -459,10 +459,30 @@ fn fs_create(
     Ok(())
 }
 
-/// A detached overlay mount (fsopen/fsmount) of `lower` (top first) with `upper` and `work`.
-/// Each lower layer goes in with its own `lowerdir+` (fsconfig strings are short), falling back
-/// to one `lowerdir` list on kernels before 6.8.
-pub fn overlay_tree(lower: &[PathBuf], upper: &Path, work: &Path) -> io::Result<OwnedFd> {
+/// `MOUNT_ATTR_*` of an image volume: read-only, no set-uid, no devices, no execution.
+pub const MOUNT_ATTR_IMAGE_VOLUME: u64 = MOUNT_ATTR_RDONLY | 0x2 | 0x4 | 0x8;
+
+/// A detached, read-only (nosuid, nodev, noexec) mount of an image's layers (top first): the
+/// single layer's directory bound, or a read-only overlay of them (which needs two or more).
+pub fn image_tree(lower: &[PathBuf]) -> io::Result<OwnedFd> {
+    let tree = match lower {
+        [] => {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "image has no layers",
+            ))
+        }
+        [one] => clone_tree(one, false, None)?,
+        _ => overlay_tree(lower, None)?,
+    };
+    set_mount_attr(&tree, MOUNT_ATTR_IMAGE_VOLUME, None, false)?;
+    Ok(tree)
+}
+
+/// A detached overlay mount (fsopen/fsmount) of `lower` (top first) with `(upper, work)`, or
+/// read-only without them. Each lower layer goes in with its own `lowerdir+` (fsconfig strings
+/// are short), falling back to one `lowerdir` list on kernels before 6.8.
+pub fn overlay_tree(lower: &[PathBuf], upper_work: Option<(&Path, &Path)>) -> io::Result<OwnedFd> {
     const FSCONFIG_SET_STRING: libc::c_uint = 1;
     const FSCONFIG_CMD_CREATE: libc::c_uint = 6;
     const FSOPEN_CLOEXEC: libc::c_uint = 1;
@@ -512,13 +532,18 @@ pub fn overlay_tree(lower: &[PathBuf], upper: &Path, work: &Path) -> io::Result<
         let list: Vec<String> = lower.iter().map(|l| l.display().to_string()).collect();
         set(c"lowerdir", &cstr(Path::new(&list.join(":")))?)?;
     }
-    let (upper, work) = (cstr(upper)?, cstr(work)?);
-    fs_create(
-        &fs,
-        &[(c"upperdir", &upper), (c"workdir", &work)],
-        FSCONFIG_SET_STRING,
-        FSCONFIG_CMD_CREATE,
-    )?;
+    match upper_work {
+        Some((upper, work)) => {
+            let (upper, work) = (cstr(upper)?, cstr(work)?);
+            fs_create(
+                &fs,
+                &[(c"upperdir", &upper), (c"workdir", &work)],
+                FSCONFIG_SET_STRING,
+                FSCONFIG_CMD_CREATE,
+            )?
+        }
+        None => fs_create(&fs, &[], FSCONFIG_SET_STRING, FSCONFIG_CMD_CREATE)?,
+    }
     // SAFETY: fsmount on our created fs context; the result is checked.
     let m = unsafe { libc::syscall(libc::SYS_fsmount, fs.as_raw_fd(), FSMOUNT_CLOEXEC, 0) };
     if m < 0 {

@@ -106,6 +106,7 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
     let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
     isolate(&mounts, bundle)?;
     mount_overlay(layers, &root, None)?;
+    stage_image_volumes(layers)?;
     let rootfd = fsutil::open_dir(&root).map_err(|e| format!("opening rootfs: {e}"))?;
     for m in &mounts {
         mount_one(&rootfd, m).map_err(|e| format!("mount {}: {e}", m.destination().display()))?;
@@ -128,6 +129,7 @@ pub fn restore_root(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<PathBuf> {
     let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
     isolate(&mounts, bundle)?;
     mount_overlay(layers, &root, None)?;
+    stage_image_volumes(layers)?;
     std::env::set_current_dir(bundle).map_err(|e| format!("entering {}: {e}", bundle.display()))?;
     let rootfd = fsutil::open_dir(&root).map_err(|e| format!("opening rootfs: {e}"))?;
     for m in mounts.iter().filter(|m| is_bind(m)) {
@@ -161,6 +163,13 @@ pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File
     if layers.lower.is_empty() {
         return Err("image has no layers".into());
     }
+    if !layers.image_volumes.is_empty() {
+        return Err(
+            "image volumes cannot be given to a container in a user namespace by this \
+                    skiff"
+                .into(),
+        );
+    }
     // Idmapped copies of the layers (the overlay holds them once made), unless skiffd gave
     // the container layers already owned by the pod's ids (its chown fallback). Overlayfs takes
     // a detached (open_tree) mount as a layer only from Linux 6.15 on, so each copy is attached
@@ -193,7 +202,7 @@ pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File
     } else {
         lower.extend(layers.lower.iter().map(|l| layers.layers_dir.join(l)));
     }
-    let overlay = idmap::overlay_tree(&lower, &layers.upper, &layers.work)
+    let overlay = idmap::overlay_tree(&lower, Some((&layers.upper, &layers.work)))
         .map_err(|e| format!("mounting the overlay rootfs: {e}"))?;
     let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
     let mut binds = std::collections::HashMap::new();
@@ -310,6 +319,38 @@ fn finish(spec: &Spec) -> R<()> {
             None::<&str>,
         )
         .map_err(|e| format!("making the rootfs read-only: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Mounts each image volume's image at its `root` in the bundle (this process's mount namespace
+/// does not propagate to the host's), and binds its sub path, resolved inside the image, at
+/// `at`. The spec's bind mounts then take them from there.
+fn stage_image_volumes(layers: &Rootfs) -> R<()> {
+    for v in &layers.image_volumes {
+        let what = |e: &dyn std::fmt::Display| format!("image volume {}: {e}", v.root.display());
+        let lower: Vec<PathBuf> = v.lower.iter().map(|l| layers.layers_dir.join(l)).collect();
+        let tree = idmap::image_tree(&lower).map_err(|e| what(&e))?;
+        let target = fsutil::open_dir(&v.root).map_err(|e| what(&e))?;
+        idmap::attach(&tree, &target).map_err(|e| what(&e))?;
+        if v.at == v.root {
+            continue;
+        }
+        let image = fsutil::open_dir(&v.root).map_err(|e| what(&e))?;
+        let sub = openat2_in_root(
+            &image,
+            Path::new(&v.sub_path),
+            libc::O_PATH | libc::O_CLOEXEC,
+        )
+        .map_err(|e| what(&format!("sub path {:?}: {e}", v.sub_path)))?;
+        mount(
+            Some(&fd_path(&sub)),
+            &v.at,
+            None::<&str>,
+            MsFlags::MS_BIND,
+            None::<&str>,
+        )
+        .map_err(|e| what(&format!("binding sub path {:?}: {e}", v.sub_path)))?;
     }
     Ok(())
 }

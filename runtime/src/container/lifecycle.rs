@@ -15,7 +15,7 @@ use skiff_shim::{cgroups, fsutil};
 use tonic::transport::Channel;
 
 use super::spec::{self, ImageConfig, PodContext, SpecInput};
-use super::{signal, user, ContainerRecord};
+use super::{image_volume, signal, user, ContainerRecord};
 use crate::error::{Error, IoContext, Result};
 use crate::node::Node;
 use crate::pod::lifecycle::{is_our_shim, pod_namespaces};
@@ -293,7 +293,6 @@ impl Node {
             sc.supplemental_groups_policy() != skiff_proto::cri::SupplementalGroupsPolicy::Strict;
         let resolved = user::resolve(&layers, &user_spec, group, &extra, merge)
             .map_err(|e| e.context("linux.security_context / image user"))?;
-        let (user_mounts, mount_records) = spec::user_mounts(&cfg, ns.userns.is_some())?;
         let resources = cfg.linux.as_ref().and_then(|l| l.resources.clone());
         if let Some(r) = &resources {
             super::resources::to_oci(r)?;
@@ -315,6 +314,9 @@ impl Node {
         let bundle = self.cfg.run_root.join("containers").join(&id);
         let data_dir = self.containers.data_dir(&id);
         let cgroup = format!("{}/{}", pod.cgroup.trim_end_matches('/'), &id);
+        let volumes = image_volume::plan(&self.images.store, &cfg, &bundle, ns.userns.is_some())?;
+        let (user_mounts, mount_records) =
+            spec::user_mounts(&cfg, ns.userns.is_some(), &volumes.volumes)?;
         let hostname = std::fs::read_to_string(pod.run_dir.join(crate::pod::files::HOSTNAME))
             .unwrap_or_default()
             .trim()
@@ -382,6 +384,7 @@ impl Node {
             ] {
                 std::fs::create_dir_all(&d).ctx(|| format!("creating {}", d.display()))?;
             }
+            volumes.make_stages()?;
             if let Some(a) = restore {
                 a.apply_rootfs_diff(&data_dir.join("upper"))?;
                 let images = rec.checkpoint_images();
@@ -407,6 +410,7 @@ impl Node {
                 upper: data_dir.join("upper"),
                 work: data_dir.join("work"),
                 idmap: ns.userns.is_some(),
+                image_volumes: volumes.shim_volumes(),
             };
             if let (Some(maps), crate::config::UsernsRootfs::Chown) =
                 (&ns.userns, handler.userns_rootfs)
@@ -425,6 +429,12 @@ impl Node {
             }
             if let Some(label) = oci.linux().as_ref().and_then(|l| l.mount_label().clone()) {
                 for (i, m) in cfg.mounts.iter().enumerate() {
+                    if m.selinux_relabel && volumes.volumes.contains_key(&i) {
+                        return Err(Error::InvalidArgument(format!(
+                            "mounts[{i}].selinux_relabel: an image volume cannot be relabelled \
+                             by this skiff"
+                        )));
+                    }
                     if m.selinux_relabel {
                         super::selinux::relabel(
                             Path::new(&m.host_path),
@@ -450,6 +460,7 @@ impl Node {
             let _ = store::remove_durably(&data_dir);
             return Err(e);
         }
+        volumes.keep();
         tracing::info!(container = %id, pod = %pod.id, name = %meta.name, "container created");
         Ok(id)
     }
@@ -643,6 +654,9 @@ impl Node {
         self.containers.delete(&rec.id)?;
         self.cpu_samples.forget(&rec.id);
         self.images.store.release(&rec.chain_ids);
+        for m in rec.mounts.iter().filter(|m| !m.image.is_empty()) {
+            self.images.store.release_volume(&m.image);
+        }
         tracing::info!(container = %rec.id, "container removed");
         Ok(())
     }

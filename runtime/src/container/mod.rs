@@ -4,6 +4,7 @@
 //! the image and the request (`spec`), and the life cycle (`lifecycle`).
 
 pub mod apparmor;
+pub mod image_volume;
 pub mod lifecycle;
 pub mod resources;
 pub mod selinux;
@@ -34,6 +35,11 @@ pub struct MountRecord {
     pub host_path: String,
     pub readonly: bool,
     pub propagation: i32,
+    /// The id of the image an image volume mounts (empty for a host path).
+    #[serde(default)]
+    pub image: String,
+    #[serde(default)]
+    pub image_sub_path: String,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -185,6 +191,9 @@ impl Containers {
             match store::read_json::<ContainerRecord>(&p) {
                 Ok(r) => {
                     images.store.hold(&r.chain_ids);
+                    for m in r.mounts.iter().filter(|m| !m.image.is_empty()) {
+                        images.store.hold_volume(&m.image);
+                    }
                     map.insert(r.id.clone(), r);
                 }
                 Err(err) if err.kind() == std::io::ErrorKind::NotFound => {

@@ -1,7 +1,7 @@
 //! The OCI runtime spec (`config.json`) of a container, from its image config and the CRI
 //! ContainerConfig: what skiffd decides, written for the shim to make so.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
 
@@ -14,6 +14,7 @@ use oci_spec::runtime::{
 use skiff_proto::cri::{ContainerConfig, MountPropagation, NamespaceMode};
 use skiff_shim::api::{NsMode, PidMode, SHM_DIR};
 
+use super::image_volume;
 use super::user::ResolvedUser;
 use super::MountRecord;
 use crate::error::{Error, Result};
@@ -484,17 +485,17 @@ fn oci_idmaps(v: &[skiff_shim::idmap::IdRange]) -> Result<Vec<LinuxIdMapping>> {
 
 /// The request's volumes as OCI bind mounts. In a pod with its own user namespace (`userns`)
 /// each is idmapped (option `ridmap`): with the mount's own `uidMappings`/`gidMappings` when
-/// kubelet sends them, else with the pod's mapping.
-pub fn user_mounts(cfg: &ContainerConfig, userns: bool) -> Result<(Vec<Mount>, Vec<MountRecord>)> {
+/// kubelet sends them, else with the pod's mapping. Image volumes (`images`, by index) are
+/// bound read-only, nosuid, nodev and noexec from their stages in the bundle.
+pub fn user_mounts(
+    cfg: &ContainerConfig,
+    userns: bool,
+    images: &BTreeMap<usize, image_volume::Volume>,
+) -> Result<(Vec<Mount>, Vec<MountRecord>)> {
     let mut mounts = vec![];
     let mut records = vec![];
     for (i, m) in cfg.mounts.iter().enumerate() {
         let field = format!("mounts[{i}]");
-        if m.image.as_ref().is_some_and(|s| !s.image.is_empty()) {
-            return Err(Error::InvalidArgument(format!(
-                "{field}.image: image volumes are not supported by this skiff"
-            )));
-        }
         if !m.container_path.starts_with('/') {
             return Err(Error::InvalidArgument(format!(
                 "{field}.container_path: {:?} is not absolute",
@@ -505,6 +506,30 @@ pub fn user_mounts(cfg: &ContainerConfig, userns: bool) -> Result<(Vec<Mount>, V
             return Err(Error::InvalidArgument(format!(
                 "{field}.container_path: {:?} contains ..",
                 m.container_path
+            )));
+        }
+        if let Some(v) = images.get(&i) {
+            if m.propagation() != MountPropagation::PropagationPrivate {
+                return Err(Error::InvalidArgument(format!(
+                    "{field}.propagation: an image volume is mounted private"
+                )));
+            }
+            let source = v.source.display().to_string();
+            let opts = ["bind", "ro", "nosuid", "nodev", "noexec", "rprivate"];
+            mounts.push(mount(&m.container_path, "bind", &source, &opts)?);
+            records.push(MountRecord {
+                container_path: m.container_path.clone(),
+                host_path: String::new(),
+                readonly: true,
+                propagation: m.propagation,
+                image: v.image_id.clone(),
+                image_sub_path: m.image_sub_path.clone(),
+            });
+            continue;
+        }
+        if m.image.as_ref().is_some_and(|s| !s.image.is_empty()) {
+            return Err(Error::Internal(format!(
+                "{field}.image: image volume was not prepared"
             )));
         }
         if !m.host_path.starts_with('/') {
@@ -579,6 +604,8 @@ pub fn user_mounts(cfg: &ContainerConfig, userns: bool) -> Result<(Vec<Mount>, V
             host_path: m.host_path.clone(),
             readonly: m.readonly,
             propagation: m.propagation,
+            image: String::new(),
+            image_sub_path: String::new(),
         });
     }
     Ok((mounts, records))

@@ -74,6 +74,12 @@ pub async fn container_status(
                 host_path: m.host_path.clone(),
                 readonly: m.readonly,
                 propagation: m.propagation,
+                // An image volume names its image by id, as kubelet's image GC expects.
+                image: (!m.image.is_empty()).then(|| ImageSpec {
+                    image: m.image.clone(),
+                    ..Default::default()
+                }),
+                image_sub_path: m.image_sub_path.clone(),
                 ..Default::default()
             })
             .collect(),

@@ -50,6 +50,8 @@ struct Index {
     images: BTreeMap<String, ImageRecord>,
     /// Chain ids and blob digests held by pulls in flight: never collected.
     pinned: HashMap<String, usize>,
+    /// Image ids mounted as image volumes, with how many mounts: not removable.
+    volumes: HashMap<String, usize>,
 }
 
 pub struct ImageStore {
@@ -106,6 +108,7 @@ impl ImageStore {
             index: Mutex::new(Index {
                 images,
                 pinned: HashMap::new(),
+                volumes: HashMap::new(),
             }),
             layer_locks: Mutex::new(HashMap::new()),
         };
@@ -173,6 +176,25 @@ impl ImageStore {
                 if *n == 0 {
                     idx.pinned.remove(id);
                 }
+            }
+        }
+    }
+
+    /// Resolves `spec` and, in the same step, holds that image as mounted by an image volume:
+    /// [`ImageStore::remove`] refuses it until [`ImageStore::release_volume`].
+    pub fn hold_volume(&self, spec: &str) -> Option<ImageRecord> {
+        let mut idx = self.lock();
+        let rec = resolve_in(&idx.images, spec).cloned()?;
+        *idx.volumes.entry(rec.id.clone()).or_insert(0) += 1;
+        Some(rec)
+    }
+
+    pub fn release_volume(&self, image_id: &str) {
+        let mut idx = self.lock();
+        if let Some(n) = idx.volumes.get_mut(image_id) {
+            *n -= 1;
+            if *n == 0 {
+                idx.volumes.remove(image_id);
             }
         }
     }
@@ -283,6 +305,13 @@ impl ImageStore {
         let Some(rec) = resolve_in(&idx.images, spec).cloned() else {
             return Ok(None);
         };
+        if let Some(n) = idx.volumes.get(&rec.id) {
+            return Err(Error::FailedPrecondition(format!(
+                "image {spec} ({}) is mounted as an image volume by {n} container(s): remove \
+                 them first",
+                rec.id
+            )));
+        }
         // The record goes first: a crash after it leaves only orphans, collected at start.
         store::remove_durably(&self.record_path(&rec.id))
             .ctx(|| format!("removing image record of {}", rec.id))?;
