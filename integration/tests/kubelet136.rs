@@ -68,19 +68,6 @@ async fn stop_signal_from_the_request_overrides_the_image() {
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("config.stop_signal"), "{err:?}");
 
-    // CDI devices are not injected yet: refused by name, never a container without its device.
-    let mut c = container_config("cdi", &img.reference, &["true"]);
-    c.cdi_devices = vec![CdiDevice {
-        name: "vendor.com/gpu=0".into(),
-    }];
-    let err = create(&mut rt, &pod, &pcfg, c).await.unwrap_err();
-    assert_eq!(err.code(), tonic::Code::InvalidArgument);
-    assert!(err.message().contains("config.cdi_devices"), "{err:?}");
-    let mut c = container_config("cdi2", &img.reference, &["true"]);
-    c.annotations
-        .insert("cdi.k8s.io/gpu".into(), "vendor.com/gpu=0".into());
-    let err = create(&mut rt, &pod, &pcfg, c).await.unwrap_err();
-    assert!(err.message().contains("cdi.k8s.io/gpu"), "{err:?}");
     teardown_pods(&mut rt, vec![pod]).await;
 }
 
@@ -863,5 +850,128 @@ async fn image_volumes_mount_images_read_only() {
         .into_inner()
         .images;
     assert_eq!(left.len(), 1, "{left:?}");
+    teardown_pods(&mut rt, vec![pod]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdi_devices_get_their_nodes_mounts_and_environment() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .config("Env", serde_json::json!(["PATH=/bin", "FOO=image"]))
+        .push(&reg.host, "test/cdi", "v1")
+        .await;
+    // A device node of a number no driver has (240, local use): opening it fails with ENXIO
+    // where the device cgroup lets it through, EPERM where it does not.
+    let host = tempfile::tempdir().unwrap();
+    let node = host.path().join("node");
+    let c_node = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
+    // SAFETY: mknod with a valid C string; the result is checked.
+    let rc = unsafe {
+        libc::mknod(
+            c_node.as_ptr(),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(240, 7),
+        )
+    };
+    assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+    let share = host.path().join("share");
+    std::fs::create_dir(&share).unwrap();
+    std::fs::write(share.join("file"), "shared\n").unwrap();
+    let specs = host.path().join("cdi");
+    std::fs::create_dir(&specs).unwrap();
+    let spec = serde_json::json!({
+        "cdiVersion": "0.6.0",
+        "kind": "skiff.test/dev",
+        "containerEdits": {"env": ["SKIFF_CDI_SPEC=yes"]},
+        "devices": [
+            {"name": "one", "containerEdits": {
+                "deviceNodes": [{"path": "/dev/skiff-test0", "hostPath": node, "permissions": "rw"}],
+                "env": ["SKIFF_CDI=one", "FOO=cdi"],
+                "mounts": [{"hostPath": share, "containerPath": "/cdi-share",
+                            "options": ["ro", "nosuid", "nodev", "bind"]}]
+            }},
+            {"name": "hooked", "containerEdits": {
+                "hooks": [{"hookName": "createContainer", "path": "/bin/true"}]
+            }}
+        ]
+    });
+    std::fs::write(specs.join("skiff-test.json"), spec.to_string()).unwrap();
+    let d = Skiffd::start_with(
+        &[&reg.host],
+        Some(&format!("cdi_spec_dirs = [\"{}\"]\n", specs.display())),
+        &[],
+    );
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("cdi", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+
+    let probe = "stat -c '%F %t:%T' /dev/skiff-test0; cat /dev/skiff-test0 2>&1; \
+                 echo $SKIFF_CDI $SKIFF_CDI_SPEC $FOO; env | grep -c ^FOO=; cat /cdi-share/file; \
+                 touch /cdi-share/x 2>&1 | grep -c Read-only";
+    let want = "character special file f0:7\ncat: can't open '/dev/skiff-test0': No such device \
+                or address\none yes cdi\n1\nshared\n1\n";
+    // Asked for in the field, and by a device plugin's annotation.
+    let mut by_field = container_config("field", &img.reference, &["sleep", "600"]);
+    by_field.cdi_devices = vec![CdiDevice {
+        name: "skiff.test/dev=one".into(),
+    }];
+    let mut by_annotation = container_config("annotation", &img.reference, &["sleep", "600"]);
+    by_annotation.annotations.insert(
+        "cdi.k8s.io/skiff-test_one".into(),
+        "skiff.test/dev=one".into(),
+    );
+    for c in [by_field, by_annotation] {
+        let id = run(&mut rt, &pod, &pcfg, c).await;
+        let got = exec(&mut rt, &id, &["sh", "-c", probe], 10).await.unwrap();
+        assert_eq!(String::from_utf8_lossy(&got.stdout), want, "{got:?}");
+    }
+    // Without the device, the same node made in the container is refused by the device cgroup.
+    let plain = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("plain", &img.reference, &["sleep", "600"]),
+    )
+    .await;
+    assert_eq!(
+        sh(
+            &mut rt,
+            &plain,
+            "mknod /tmp/n c 240 7; cat /tmp/n 2>&1; true"
+        )
+        .await,
+        "cat: can't open '/tmp/n': Operation not permitted\n"
+    );
+
+    // An unknown device and one whose edits skiff cannot carry out are refused by name.
+    let cases = [
+        (
+            "skiff.test/dev=two",
+            tonic::Code::NotFound,
+            "\"skiff.test/dev=two\"",
+        ),
+        (
+            "skiff.test/dev=hooked",
+            tonic::Code::FailedPrecondition,
+            "hooks",
+        ),
+    ];
+    for (i, (name, code, text)) in cases.into_iter().enumerate() {
+        let mut c = container_config(&format!("bad{i}"), &img.reference, &["true"]);
+        c.cdi_devices = vec![CdiDevice { name: name.into() }];
+        let err = create(&mut rt, &pod, &pcfg, c).await.unwrap_err();
+        assert_eq!(err.code(), code, "{err:?}");
+        assert!(err.message().contains("config.cdi_devices[0]"), "{err:?}");
+        assert!(err.message().contains(text), "{err:?}");
+    }
+    let mut c = container_config("bad-annotation", &img.reference, &["true"]);
+    c.annotations
+        .insert("cdi.k8s.io/x".into(), "skiff.test/dev=nope".into());
+    let err = create(&mut rt, &pod, &pcfg, c).await.unwrap_err();
+    assert!(err.message().contains("cdi.k8s.io/x"), "{err:?}");
     teardown_pods(&mut rt, vec![pod]).await;
 }

@@ -156,6 +156,8 @@ pub struct FileConfig {
     /// tables, each key overriding the daemon's own for pods of that handler.
     #[serde(default)]
     pub runtimes: BTreeMap<String, HandlerFile>,
+    /// Where CDI specs are read, in rising priority (default /etc/cdi, /var/run/cdi).
+    pub cdi_spec_dirs: Option<Vec<PathBuf>>,
 }
 
 /// One `[runtimes.NAME]` table; an empty one is the daemon's defaults under another name.
@@ -225,6 +227,7 @@ pub struct Config {
     pub handlers: Vec<Handler>,
     /// None: never cancelled for lack of progress.
     pub image_pull_progress_timeout: Option<std::time::Duration>,
+    pub cdi_spec_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -312,6 +315,9 @@ impl Config {
             pinned_images: crate::image::pinned::PinnedImages::parse(&file.pinned_images)
                 .map_err(ConfigError::Invalid)?,
             handlers,
+            cdi_spec_dirs: file
+                .cdi_spec_dirs
+                .unwrap_or_else(|| vec!["/etc/cdi".into(), "/var/run/cdi".into()]),
             image_pull_progress_timeout: match file.image_pull_progress_timeout.as_deref() {
                 None => Some(DEFAULT_PULL_PROGRESS_TIMEOUT),
                 Some(t) => {

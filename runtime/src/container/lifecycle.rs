@@ -15,7 +15,7 @@ use skiff_shim::{cgroups, fsutil};
 use tonic::transport::Channel;
 
 use super::spec::{self, ImageConfig, PodContext, SpecInput};
-use super::{image_volume, signal, user, ContainerRecord};
+use super::{cdi, image_volume, signal, user, ContainerRecord};
 use crate::error::{Error, IoContext, Result};
 use crate::node::Node;
 use crate::pod::lifecycle::{is_our_shim, pod_namespaces};
@@ -182,20 +182,7 @@ impl Node {
             ));
         }
         check_text(&cfg)?;
-        // CDI devices are not injected yet: refused by name rather than a pod without its device.
-        if let Some(d) = cfg.cdi_devices.first() {
-            return Err(Error::InvalidArgument(format!(
-                "config.cdi_devices[0] ({:?}): CDI devices are not supported by this skiff",
-                d.name
-            )));
-        }
-        for key in cfg.annotations.keys().chain(pod_cfg.annotations.keys()) {
-            if key.starts_with("cdi.k8s.io/") {
-                return Err(Error::InvalidArgument(format!(
-                    "annotation {key:?}: CDI devices are not supported by this skiff"
-                )));
-            }
-        }
+        let cdi_devices = cdi::requested(&cfg)?;
         let image_name = cfg
             .image
             .as_ref()
@@ -236,6 +223,12 @@ impl Node {
         };
         let log_path = log_file(&pod_cfg.log_directory, &cfg.log_path)?;
         let ns = pod_namespaces(&pod_cfg)?;
+        if let (Some((field, _)), Some(_)) = (cdi_devices.first(), &ns.userns) {
+            return Err(Error::InvalidArgument(format!(
+                "{field}: devices cannot be given to a container in a pod user namespace by \
+                 this skiff"
+            )));
+        }
 
         // The user: the request's, else the image's, resolved in the image's /etc files.
         let layers: Vec<PathBuf> = image
@@ -339,6 +332,7 @@ impl Node {
             user_mounts,
             oom_score_adj: self.oom_score_adj(resources.as_ref())?,
         })?;
+        cdi::inject(&self.cfg.cdi_spec_dirs, &cdi_devices, &mut oci)?;
         let filter = self.seccomp_filter(handler, &pod_cfg, &cfg, &oci)?;
         if let (Some(f), Some(linux)) = (&filter, oci.linux_mut()) {
             linux.set_seccomp(Some(f.spec.clone()));

@@ -4,6 +4,7 @@
 //! the image and the request (`spec`), and the life cycle (`lifecycle`).
 
 pub mod apparmor;
+pub mod cdi;
 pub mod image_volume;
 pub mod lifecycle;
 pub mod resources;
