@@ -882,7 +882,7 @@ async fn cdi_devices_get_their_nodes_mounts_and_environment() {
     let specs = host.path().join("cdi");
     std::fs::create_dir(&specs).unwrap();
     let spec = serde_json::json!({
-        "cdiVersion": "0.6.0",
+        "cdiVersion": "1.1.0",
         "kind": "skiff.test/dev",
         "containerEdits": {"env": ["SKIFF_CDI_SPEC=yes"]},
         "devices": [
@@ -892,8 +892,8 @@ async fn cdi_devices_get_their_nodes_mounts_and_environment() {
                 "mounts": [{"hostPath": share, "containerPath": "/cdi-share",
                             "options": ["ro", "nosuid", "nodev", "bind"]}]
             }},
-            {"name": "hooked", "containerEdits": {
-                "hooks": [{"hookName": "createContainer", "path": "/bin/true"}]
+            {"name": "netdev", "containerEdits": {
+                "netDevices": [{"hostInterfaceName": "eth9", "name": "eth9"}]
             }}
         ]
     });
@@ -955,9 +955,9 @@ async fn cdi_devices_get_their_nodes_mounts_and_environment() {
             "\"skiff.test/dev=two\"",
         ),
         (
-            "skiff.test/dev=hooked",
+            "skiff.test/dev=netdev",
             tonic::Code::FailedPrecondition,
-            "hooks",
+            "netDevices",
         ),
     ];
     for (i, (name, code, text)) in cases.into_iter().enumerate() {
@@ -973,5 +973,152 @@ async fn cdi_devices_get_their_nodes_mounts_and_environment() {
         .insert("cdi.k8s.io/x".into(), "skiff.test/dev=nope".into());
     let err = create(&mut rt, &pod, &pcfg, c).await.unwrap_err();
     assert!(err.message().contains("cdi.k8s.io/x"), "{err:?}");
+    teardown_pods(&mut rt, vec![pod]).await;
+}
+
+/// A CDI device whose hooks record, for each stage, the state they read and the namespaces they
+/// ran in.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cdi_hooks_run_at_their_stages() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/hooks", "v1")
+        .await;
+    let host = tempfile::tempdir().unwrap();
+    let out = host.path().join("out");
+    std::fs::create_dir(&out).unwrap();
+    let record = |stage: &str| {
+        serde_json::json!({
+            "hookName": stage, "path": "/bin/sh",
+            "args": ["sh", "-c", format!(
+                "cat > {0}/{stage}.json; readlink /proc/self/ns/mnt > {0}/{stage}.mnt; \
+                 readlink /proc/self/ns/net > {0}/{stage}.net; echo $HOOK_ENV > {0}/{stage}.env",
+                out.display()
+            )],
+            "env": ["PATH=/usr/bin:/bin", format!("HOOK_ENV={stage}")]
+        })
+    };
+    let spec = serde_json::json!({
+        "cdiVersion": "0.6.0",
+        "kind": "skiff.test/hooks",
+        "devices": [
+            {"name": "all", "containerEdits": {"hooks": [
+                record("prestart"), record("createRuntime"), record("createContainer"),
+                record("poststart"), record("poststop"),
+                // Resolved and run inside the container, after pivot_root.
+                {"hookName": "startContainer", "path": "/bin/sh",
+                 "args": ["sh", "-c", "cat > /tmp/startContainer.json"]}
+            ]}},
+            {"name": "failing", "containerEdits": {"hooks": [
+                {"hookName": "createContainer", "path": "/bin/sh",
+                 "args": ["sh", "-c", "echo no device for you >&2; exit 3"]}
+            ]}},
+            {"name": "slow", "containerEdits": {"hooks": [
+                {"hookName": "createRuntime", "path": "/bin/sleep", "args": ["sleep", "60"],
+                 "timeout": 1}
+            ]}}
+        ]
+    });
+    let specs = host.path().join("cdi");
+    std::fs::create_dir(&specs).unwrap();
+    std::fs::write(specs.join("hooks.json"), spec.to_string()).unwrap();
+    let d = Skiffd::start_with(
+        &[&reg.host],
+        Some(&format!("cdi_spec_dirs = [\"{}\"]\n", specs.display())),
+        &[],
+    );
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("hooks", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let device = |name: &str| CdiDevice {
+        name: format!("skiff.test/hooks={name}"),
+    };
+
+    let mut c = container_config("c", &img.reference, &["sleep", "600"]);
+    c.cdi_devices = vec![device("all")];
+    let id = run(&mut rt, &pod, &pcfg, c).await;
+    let pid = container_pid(&mut rt, &id).await;
+    let read = |name: &str| std::fs::read_to_string(out.join(name)).unwrap_or_default();
+    let state = |stage: &str| -> serde_json::Value {
+        serde_json::from_str(&read(&format!("{stage}.json")))
+            .unwrap_or_else(|e| panic!("{stage}: {e}"))
+    };
+    let host_mnt = std::fs::read_link("/proc/self/ns/mnt").unwrap();
+    let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
+    let ctr_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
+    let ctr_net = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let ns =
+        |stage: &str, kind: &str| std::path::PathBuf::from(read(&format!("{stage}.{kind}")).trim());
+    for (stage, status, mnt, net) in [
+        ("prestart", "creating", &host_mnt, &host_net),
+        ("createRuntime", "creating", &host_mnt, &host_net),
+        ("createContainer", "creating", &ctr_mnt, &ctr_net),
+        ("poststart", "running", &host_mnt, &host_net),
+    ] {
+        let st = state(stage);
+        assert_eq!(st["status"], status, "{stage}: {st}");
+        assert_eq!(st["id"], id.as_str(), "{stage}: {st}");
+        assert_eq!(st["pid"], pid, "{stage}: {st}");
+        assert_eq!(
+            &ns(stage, "mnt"),
+            mnt,
+            "{stage} ran in the wrong mount namespace"
+        );
+        assert_eq!(
+            &ns(stage, "net"),
+            net,
+            "{stage} ran in the wrong network namespace"
+        );
+        assert_eq!(read(&format!("{stage}.env")), format!("{stage}\n"));
+    }
+    let started: serde_json::Value =
+        serde_json::from_str(&sh(&mut rt, &id, "cat /tmp/startContainer.json").await).unwrap();
+    assert_eq!(started["status"], "created");
+    assert_eq!(started["pid"], pid);
+    assert!(!out.join("poststop.json").exists());
+    rt.stop_container(StopContainerRequest {
+        container_id: id.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    let mut waited = 0;
+    while !out.join("poststop.env").exists() && waited < 100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        waited += 1;
+    }
+    assert_eq!(state("poststop")["status"], "stopped");
+    assert_eq!(ns("poststop", "mnt"), host_mnt);
+
+    // A failing hook fails the start with its output; a hook past its timeout is killed.
+    for (name, want) in [
+        ("failing", "no device for you"),
+        ("slow", "timed out after 1s"),
+    ] {
+        let mut c = container_config(name, &img.reference, &["sleep", "600"]);
+        c.cdi_devices = vec![device(name)];
+        let id = create(&mut rt, &pod, &pcfg, c).await.unwrap();
+        let began = std::time::Instant::now();
+        let err = match start(&mut rt, &id).await {
+            Ok(()) => panic!("{name}: started: {:?}", status(&mut rt, &id).await),
+            Err(e) => e,
+        };
+        assert!(err.message().contains(want), "{name}: {err:?}");
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "{name}: {:?}",
+            began.elapsed()
+        );
+        let st = status(&mut rt, &id).await;
+        assert_eq!(
+            st.state,
+            ContainerState::ContainerExited as i32,
+            "{name}: {st:?}"
+        );
+    }
     teardown_pods(&mut rt, vec![pod]).await;
 }

@@ -4,7 +4,7 @@
 //! (or an error line if it could not). It then pumps output to the CRI log and records the exit.
 
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -182,6 +182,7 @@ enum SyncMsg {
 struct BundleSpec {
     process: Option<serde::de::IgnoredAny>,
     linux: Option<BundleLinux>,
+    hooks: Option<oci_spec::runtime::Hooks>,
 }
 
 #[derive(serde::Deserialize)]
@@ -228,6 +229,15 @@ pub async fn start(
         return Err(Status::invalid_argument("config.json has no process"));
     }
     let cgroup = spec.linux.and_then(|l| l.cgroups_path);
+    let hook_stages = |stage| {
+        spec.hooks
+            .as_ref()
+            .is_some_and(|h| !crate::hooks::of(h, stage).is_empty())
+    };
+    let (poststart, poststop) = (
+        hook_stages(crate::hooks::Stage::Poststart),
+        hook_stages(crate::hooks::Stage::Poststop),
+    );
     let log = if req.log_path.is_empty() {
         None
     } else {
@@ -296,7 +306,14 @@ pub async fn start(
             child_out,
             child_err,
         )?,
-        None => crate::helper::spawn_init(&state.exe, &bundle, child_in, child_out, child_err)?,
+        None => crate::helper::spawn_init(
+            &state.exe,
+            &bundle,
+            &state.runtime_ns_fds(),
+            child_in,
+            child_out,
+            child_err,
+        )?,
     };
     let mut pid = 0;
     let mut host_pid = 0;
@@ -396,6 +413,16 @@ pub async fn start(
         return Err(Status::internal("no pid"));
     };
     let reported = c.host_pid;
+    let runtime_ns = state.runtime_ns_fds();
+    if poststart {
+        run_hooks_logged(
+            &bundle,
+            &runtime_ns,
+            crate::hooks::Stage::Poststart,
+            reported,
+        )
+        .await;
+    }
     tokio::spawn(async move {
         let status = exit_rx.await.ok();
         // Output still buffered in the pipes belongs before the exit; a background process that
@@ -425,9 +452,51 @@ pub async fn start(
         }
         *c.state.lock().unwrap_or_else(|p| p.into_inner()) = st;
         c.taps.close_all();
+        if poststop {
+            run_hooks_logged(
+                &c.bundle,
+                &runtime_ns,
+                crate::hooks::Stage::Poststop,
+                reported,
+            )
+            .await;
+        }
         let _ = exited_tx.send(true);
     });
     Ok(reported)
+}
+
+/// Runs the hooks of a stage whose failures do not change the container's life (poststart,
+/// poststop) on a thread of their own in the runtime's namespaces: a failure is logged and the
+/// rest of the stage's hooks are skipped.
+async fn run_hooks_logged(
+    bundle: &Path,
+    runtime_ns: &[(String, std::os::fd::RawFd)],
+    stage: crate::hooks::Stage,
+    pid: i32,
+) {
+    let (bundle, ns) = (bundle.to_path_buf(), runtime_ns.to_vec());
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    // A thread that ends with the hooks: setns moves only it into the runtime's namespaces.
+    let spawned = std::thread::Builder::new()
+        .name("hooks".into())
+        .spawn(move || {
+            let ran = crate::hooks::join_runtime_ns(&ns).and_then(|()| {
+                let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
+                    .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
+                crate::hooks::run(&spec, &bundle, stage, pid)
+            });
+            let _ = tx.send(ran);
+        });
+    let ran = match spawned {
+        Ok(_) => rx
+            .await
+            .unwrap_or_else(|_| Err("the hooks' thread died".into())),
+        Err(e) => Err(format!("starting the hooks' thread: {e}")),
+    };
+    if let Err(e) = ran {
+        eprintln!("skiff-shim: warning: {stage:?} hooks: {e}");
+    }
 }
 
 pub fn set_cloexec(fd: &OwnedFd) {

@@ -7,7 +7,7 @@
 //! an exec per container start; otherwise, and for exec helpers, by exec of the binary. Either
 //! way the process's executable is the read-only shim binary (CVE-2019-5736).
 
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
@@ -27,6 +27,18 @@ pub fn spawn(
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> Result<SyncLines, Status> {
+    spawn_with(exe, args, stdin, stdout, stderr, &[])
+}
+
+/// [`spawn`], the descriptors `extra` inherited by the helper under the same numbers.
+fn spawn_with(
+    exe: &Path,
+    args: &[&std::ffi::OsStr],
+    stdin: OwnedFd,
+    stdout: OwnedFd,
+    stderr: OwnedFd,
+    extra: &[RawFd],
+) -> Result<SyncLines, Status> {
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| Status::internal(format!("socketpair: {e}")))?;
     let theirs_fd = theirs.as_raw_fd();
@@ -36,12 +48,18 @@ pub fn spawn(
         .stdin(Stdio::from(stdin))
         .stdout(Stdio::from(stdout))
         .stderr(Stdio::from(stderr));
-    // SAFETY: the closure runs between fork and exec and calls only dup2, which is
-    // async-signal-safe; `theirs_fd` stays open in the parent until spawn returns.
+    // SAFETY: the closure runs between fork and exec and calls only dup2 and fcntl, which are
+    // async-signal-safe; `theirs_fd` and `extra` stay open in the parent until spawn returns.
+    let extra = extra.to_vec();
     unsafe {
         cmd.pre_exec(move || {
             if libc::dup2(theirs_fd, 3) < 0 {
                 return Err(std::io::Error::last_os_error());
+            }
+            for fd in &extra {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
             }
             Ok(())
         });
@@ -72,21 +90,24 @@ fn single_threaded() -> bool {
 
 /// Starts container init for `bundle`: forked from this (single-threaded) supervisor, or
 /// exec'd from `exe` when the supervisor has threads.
+/// The runtime's namespaces (`runtime_ns`, for hooks) go along as descriptors.
 pub fn spawn_init(
     exe: &Path,
     bundle: &Path,
+    runtime_ns: &[(String, RawFd)],
     stdin: OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
 ) -> Result<SyncLines, Status> {
     if !single_threaded() {
-        return spawn(
-            exe,
-            &["init".as_ref(), bundle.as_os_str()],
-            stdin,
-            stdout,
-            stderr,
-        );
+        let ns_args: Vec<std::ffi::OsString> = runtime_ns
+            .iter()
+            .map(|(n, fd)| format!("{n}={fd}").into())
+            .collect();
+        let mut args: Vec<&std::ffi::OsStr> = vec!["init".as_ref(), bundle.as_os_str()];
+        args.extend(ns_args.iter().map(|a| a.as_os_str()));
+        let fds: Vec<RawFd> = runtime_ns.iter().map(|(_, fd)| *fd).collect();
+        return spawn_with(exe, &args, stdin, stdout, stderr, &fds);
     }
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| Status::internal(format!("socketpair: {e}")))?;
@@ -107,7 +128,7 @@ pub fn spawn_init(
                 libc::sigemptyset(&mut none);
                 libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             }
-            crate::init::main(bundle)
+            crate::init::main(bundle, runtime_ns.to_vec())
         }
         Ok(nix::unistd::ForkResult::Parent { .. }) => {}
         Err(e) => return Err(Status::internal(format!("fork: {e}"))),

@@ -6,7 +6,8 @@
 //! Order: join the cgroup → join the pod's pinned namespaces (and create the container's own) →
 //! fork (so the child is inside a joined or new PID namespace) → the parent reports the child's
 //! PID on the sync socket (fd 3) and exits → the child sets up its root filesystem in its own
-//! mount namespace, pivots into it, drops to the configured user and capabilities and execs. A
+//! mount namespace, pivots into it, drops to the configured user and capabilities and execs.
+//! OCI hooks run on the way (see `hooks`): the runtime's by a runner forked first. A
 //! failure is written to the sync socket as one JSON line; a successful exec closes it.
 
 use std::convert::Infallible;
@@ -21,6 +22,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use skiff_shim::api::{Rootfs, ROOTFS_FILE};
 use skiff_shim::{cgroups, fsutil};
 
+use crate::hooks::{self, Stage};
 use crate::{process, rootfs, seccomp};
 
 /// The sync socket every helper inherits as fd 3.
@@ -69,14 +71,87 @@ pub fn report_error(sync: &mut File, msg: &str) {
 /// supervisor's PID namespace (the pod's, when it has one): right for waitpid and kill there,
 /// wrong for anyone reading the host's /proc. The host's procfs, still mounted at /proc until
 /// pivot_root, resolves `self` in the host's namespace.
-pub fn report_host_pid(sync: &mut File) -> Result<(), String> {
+pub fn report_host_pid(sync: &mut File) -> Result<i32, String> {
     let me = std::fs::read_link("/proc/self").map_err(|e| format!("reading /proc/self: {e}"))?;
     let host: i32 = me
         .to_string_lossy()
         .parse()
         .map_err(|_| format!("/proc/self is {}", me.display()))?;
     send(sync, serde_json::json!({ "host_pid": host }))
-        .map_err(|e| format!("reporting the host pid: {e}"))
+        .map_err(|e| format!("reporting the host pid: {e}"))?;
+    Ok(host)
+}
+
+/// A process forked before the init process joins any namespace or cgroup, which runs the
+/// `prestart` and `createRuntime` hooks in the runtime's namespaces once it is told the
+/// container process's host PID, and answers with the first failure (or nothing).
+struct HookRunner {
+    pid_w: File,
+    result_r: File,
+}
+
+impl HookRunner {
+    fn fork(
+        spec: &Spec,
+        bundle: &Path,
+        runtime_ns: &[(String, std::os::fd::RawFd)],
+    ) -> Result<HookRunner, String> {
+        let pipe = || {
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map(|(r, w)| (File::from(r), File::from(w)))
+                .map_err(|e| format!("pipe: {e}"))
+        };
+        let (mut pid_r, pid_w) = pipe()?;
+        let (result_r, mut result_w) = pipe()?;
+        // SAFETY: this process is single-threaded (see the module comment), so the child may
+        // run any code after fork.
+        match unsafe { fork() } {
+            Ok(ForkResult::Parent { .. }) => Ok(HookRunner { pid_w, result_r }),
+            Ok(ForkResult::Child) => {
+                // SAFETY: closing the child's copies of descriptors it must not hold: the sync
+                // socket (the supervisor waits for its last copy to close) and the pipe ends
+                // that are the parent's.
+                unsafe {
+                    libc::close(SYNC_FD);
+                }
+                drop((pid_w, result_r));
+                let mut text = String::new();
+                let _ = std::io::Read::read_to_string(&mut pid_r, &mut text);
+                let answer = match text.trim().parse::<i32>() {
+                    // The container never got that far: nothing to run.
+                    Err(_) => String::new(),
+                    Ok(pid) => hooks::join_runtime_ns(runtime_ns)
+                        .and_then(|()| hooks::run(spec, bundle, Stage::Prestart, pid))
+                        .and_then(|()| hooks::run(spec, bundle, Stage::CreateRuntime, pid))
+                        .err()
+                        .unwrap_or_default(),
+                };
+                let _ = result_w.write_all(answer.as_bytes());
+                std::process::exit(0)
+            }
+            Err(e) => Err(format!("fork: {e}")),
+        }
+    }
+
+    /// Hands over the container process's host PID and waits for the hooks' outcome.
+    fn run_for(self, host_pid: i32) -> Result<(), String> {
+        let HookRunner {
+            mut pid_w,
+            mut result_r,
+        } = self;
+        pid_w
+            .write_all(host_pid.to_string().as_bytes())
+            .map_err(|e| format!("starting the runtime hooks: {e}"))?;
+        drop(pid_w);
+        let mut answer = String::new();
+        std::io::Read::read_to_string(&mut result_r, &mut answer)
+            .map_err(|e| format!("waiting for the runtime hooks: {e}"))?;
+        if answer.is_empty() {
+            Ok(())
+        } else {
+            Err(answer)
+        }
+    }
 }
 
 /// After joining a user namespace our ids are still the host's root, which it does not map:
@@ -97,7 +172,8 @@ fn userns_maps(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
     Some((maps.host_uid(0)?, maps.host_gid(0)?))
 }
 
-pub fn main(bundle: &Path) -> ! {
+/// `runtime_ns`: the runtime's namespaces as inherited descriptors, for hooks.
+pub fn main(bundle: &Path, runtime_ns: Vec<(String, std::os::fd::RawFd)>) -> ! {
     // Until the exec, this process lives in the pod's namespaces: keep it out of reach of
     // ptrace and /proc from there (the exec of the container's binary resets this).
     // SAFETY: prctl with integer arguments.
@@ -105,7 +181,13 @@ pub fn main(bundle: &Path) -> ! {
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let mut sync = sync_socket();
-    let err = match run(bundle, &mut sync) {
+    for (_, fd) in &runtime_ns {
+        // SAFETY: F_SETFD on an inherited descriptor: it must not leak into the container.
+        unsafe {
+            libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    let err = match run(bundle, &runtime_ns, &mut sync) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -169,7 +251,11 @@ pub fn enter_cgroup(linux: &oci_spec::runtime::Linux) -> Result<(), String> {
     Ok(())
 }
 
-fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
+fn run(
+    bundle: &Path,
+    runtime_ns: &[(String, std::os::fd::RawFd)],
+    sync: &mut File,
+) -> Result<Infallible, String> {
     let spec = Spec::load(bundle.join("config.json"))
         .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
     let rootfs: Rootfs = fsutil::read_json(&bundle.join(ROOTFS_FILE))
@@ -178,6 +264,11 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
         .linux()
         .as_ref()
         .ok_or("config.json has no linux section")?;
+    let runner = if hooks::any(&spec, &[Stage::Prestart, Stage::CreateRuntime]) {
+        Some(HookRunner::fork(&spec, bundle, runtime_ns)?)
+    } else {
+        None
+    };
     enter_cgroup(linux)?;
 
     // A container in its pod's user namespace: what only root on the host can do happens now,
@@ -240,10 +331,16 @@ fn run(bundle: &Path, sync: &mut File) -> Result<Infallible, String> {
     unshare(new).map_err(|e| format!("creating the container's namespaces: {e}"))?;
 
     fork_reporting_pid(sync)?;
-    report_host_pid(sync)?;
-    match prepared {
-        Some(p) => rootfs::setup_in_userns(&spec, p)?,
-        None => rootfs::setup(&spec, &rootfs, bundle)?,
+    let host_pid = report_host_pid(sync)?;
+    if let Some(r) = runner {
+        r.run_for(host_pid)?;
     }
+    // createContainer hooks: in the container's mount namespace, before pivot_root.
+    let before_pivot = || hooks::run(&spec, bundle, Stage::CreateContainer, host_pid);
+    match prepared {
+        Some(p) => rootfs::setup_in_userns(&spec, p, before_pivot)?,
+        None => rootfs::setup(&spec, &rootfs, bundle, before_pivot)?,
+    }
+    hooks::run(&spec, bundle, Stage::StartContainer, host_pid)?;
     process::exec_process(proc_spec, filter.as_ref())
 }

@@ -5,6 +5,7 @@ mod attach;
 mod container;
 mod exec;
 mod helper;
+mod hooks;
 mod init;
 mod logs;
 mod pod;
@@ -19,7 +20,7 @@ use std::path::Path;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: skiff-shim pod POD.json | init BUNDLE | restore BUNDLE IMAGES CRIU | exec[-tty] BUNDLE PID -- CMD...\n\
+        "usage: skiff-shim pod POD.json | init BUNDLE [NS=FD...] | restore BUNDLE IMAGES CRIU | exec[-tty] BUNDLE PID -- CMD...\n\
          skiff-shim is started by skiffd; it is not meant to be run by hand."
     );
     std::process::exit(2)
@@ -29,7 +30,18 @@ fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
         Some("pod") if args.len() == 3 => pod::main(Path::new(&args[2])),
-        Some("init") if args.len() == 3 => init::main(Path::new(&args[2])),
+        Some("init") if args.len() >= 3 => {
+            // NAME=FD: the runtime's namespaces, inherited descriptors (see `hooks`).
+            let ns = args[3..]
+                .iter()
+                .map(|a| {
+                    a.split_once('=')
+                        .and_then(|(n, fd)| Some((n.to_string(), fd.parse().ok()?)))
+                        .unwrap_or_else(|| usage())
+                })
+                .collect();
+            init::main(Path::new(&args[2]), ns)
+        }
         Some("restore") if args.len() == 5 => restore::main(
             Path::new(&args[2]),
             Path::new(&args[3]),

@@ -49,6 +49,11 @@ pub fn main(config_path: &Path) -> ! {
     if cfg.pid == PidMode::Pod {
         flags |= CloneFlags::CLONE_NEWPID;
     }
+    // Hooks of the runtime's stages run in the namespaces the pod leaves now.
+    let runtime_ns = match crate::hooks::open_runtime_ns(flags) {
+        Ok(ns) => ns,
+        Err(e) => report_and_exit(Ready::Error(e)),
+    };
     let made = match &cfg.userns {
         None => unshare(flags).map_err(|e| format!("creating the pod's namespaces: {e}")),
         // The PID namespace comes later, from inside the user namespace (`pod_init`).
@@ -93,7 +98,7 @@ pub fn main(config_path: &Path) -> ! {
                 Ok((listener, exe, pod_init)) => {
                     let _ = ready.write_all(b"ok");
                     drop(ready);
-                    supervisor::run(cfg, listener, exe, pod_init)
+                    supervisor::run(cfg, listener, exe, pod_init, runtime_ns)
                 }
                 Err(e) => {
                     let _ = ready.write_all(e.as_bytes());

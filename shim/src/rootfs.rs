@@ -101,7 +101,13 @@ fn mount_point_of(path: &Path) -> R<PathBuf> {
 }
 
 /// Builds the root filesystem in this process's (new) mount namespace and pivots into it.
-pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
+/// `before_pivot` runs once the mounts and devices are in place (createContainer hooks).
+pub fn setup(
+    spec: &Spec,
+    layers: &Rootfs,
+    bundle: &Path,
+    before_pivot: impl FnOnce() -> R<()>,
+) -> R<()> {
     let root = root_path(spec, bundle)?;
     let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
     isolate(&mounts, bundle)?;
@@ -115,6 +121,7 @@ pub fn setup(spec: &Spec, layers: &Rootfs, bundle: &Path) -> R<()> {
     if let Some(linux) = spec.linux() {
         create_devices(&rootfd, linux.devices().as_deref().unwrap_or(&[]))?;
     }
+    before_pivot()?;
     pivot(rootfd)?;
     finish(spec)
 }
@@ -268,7 +275,11 @@ pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File
 /// The second half, inside the pod's user namespace and the container's new mount namespace
 /// (whose working directory is the rootfs): the other mounts, the prepared ones attached,
 /// /dev, pivot_root.
-pub fn setup_in_userns(spec: &Spec, prepared: Prepared) -> R<()> {
+pub fn setup_in_userns(
+    spec: &Spec,
+    prepared: Prepared,
+    before_pivot: impl FnOnce() -> R<()>,
+) -> R<()> {
     // Copied from the host's mount namespace into one owned by a less privileged user
     // namespace, every shared mount became a slave: nothing we mount reaches the host, and
     // pivot_root finds no shared parent. The overlay, attached by us, is ours (not locked).
@@ -291,6 +302,7 @@ pub fn setup_in_userns(spec: &Spec, prepared: Prepared) -> R<()> {
         idmap::attach(tree, &target).map_err(|e| format!("/dev/{name}: {e}"))?;
     }
     dev_links(&rootfd)?;
+    before_pivot()?;
     pivot(rootfd)?;
     finish(spec)
 }

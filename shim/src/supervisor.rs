@@ -29,9 +29,20 @@ pub struct State {
     /// Exits reaped before anyone registered to wait for them, with when they were reaped.
     pub early_exits: Mutex<HashMap<i32, (WaitStatus, Instant)>>,
     pub shutdown: Notify,
+    /// The runtime's namespaces the pod left (see `hooks`), by name.
+    pub runtime_ns: Vec<(String, std::os::fd::OwnedFd)>,
 }
 
 impl State {
+    /// The runtime's namespaces as (name, descriptor number), for hooks.
+    pub fn runtime_ns_fds(&self) -> Vec<(String, std::os::fd::RawFd)> {
+        use std::os::fd::AsRawFd;
+        self.runtime_ns
+            .iter()
+            .map(|(n, fd)| (n.clone(), fd.as_raw_fd()))
+            .collect()
+    }
+
     /// Waits for `pid` to exit, whether the reaper has already seen it or not.
     pub fn wait_for(&self, pid: i32) -> oneshot::Receiver<WaitStatus> {
         let (tx, rx) = oneshot::channel();
@@ -90,6 +101,7 @@ pub fn run(
     listener: std::os::unix::net::UnixListener,
     exe: PathBuf,
     pod_init: Option<crate::pod::PodInit>,
+    runtime_ns: Vec<(String, std::os::fd::OwnedFd)>,
 ) -> ! {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
     unsafe {
@@ -112,6 +124,7 @@ pub fn run(
         waiters: Mutex::new(HashMap::new()),
         early_exits: Mutex::new(HashMap::new()),
         shutdown: Notify::new(),
+        runtime_ns,
     });
     let code = rt.block_on(serve(state, listener));
     if let Some(init) = pod_init {

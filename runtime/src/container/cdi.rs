@@ -2,9 +2,9 @@
 //! (`vendor.com/class=name`), in `ContainerConfig.cdi_devices` and in `cdi.k8s.io/*`
 //! annotations (device plugins), resolved in the CDI specs of `cdi_spec_dirs` with the
 //! `container-device-interface` crate, whose container edits (device nodes with their device
-//! cgroup rules, mounts, environment, additional groups) are applied to the container's OCI
-//! spec. Edits skiff's shim cannot carry out (OCI hooks, network devices, Intel RDT) are refused
-//! naming the device, as is a device no spec defines.
+//! cgroup rules, mounts, environment, additional groups, OCI hooks) are applied to the
+//! container's OCI spec, which the shim carries out. Edits it cannot carry out (network devices,
+//! Intel RDT) are refused naming the device, as is a device no spec defines.
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -92,10 +92,7 @@ pub fn inject(dirs: &[PathBuf], devices: &[(String, String)], spec: &mut Spec) -
                 e.get(k)
                     .is_some_and(|v| !v.is_null() && v != &serde_json::json!([]))
             };
-            if let Some(what) = ["hooks", "netDevices", "intelRdt"]
-                .into_iter()
-                .find(|k| set(k))
-            {
+            if let Some(what) = ["netDevices", "intelRdt"].into_iter().find(|k| set(k)) {
                 return Err(Error::FailedPrecondition(format!(
                     "{field}: CDI device {name:?} asks for {what}, which this skiff does not \
                      carry out"
