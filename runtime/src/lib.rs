@@ -12,6 +12,7 @@ pub mod container;
 pub mod cri;
 pub mod daemon;
 pub mod error;
+pub mod events;
 pub mod image;
 pub mod network;
 pub mod node;

@@ -42,6 +42,8 @@ pub struct Node {
     /// Last CPU readings, for ContainerStats' nano-cores.
     pub cpu_samples: crate::container::stats::CpuSamples,
     pub launcher: Box<dyn Launcher>,
+    /// Container events for GetContainerEvents subscribers.
+    pub events: crate::events::Hub,
     /// The read-only mount of the shim binary pods run from.
     pub shim: PathBuf,
 }
@@ -160,6 +162,7 @@ impl Node {
             cpu_samples: Default::default(),
             launcher,
             shim,
+            events: Default::default(),
         });
         node.recover_pods().await;
         node.containers.remove_orphan_bundles(&node.cfg.run_root);

@@ -87,6 +87,10 @@ pub struct PodConfig {
     /// Where the shim writes its supervisor's PID before reporting ready (systemd's PIDFile).
     #[serde(default)]
     pub pid_file: Option<PathBuf>,
+    /// Where the shim leaves an empty file named after each container whose exit it has just
+    /// recorded: skiffd watches the directory (container events) and removes what it has read.
+    #[serde(default)]
+    pub exits_dir: Option<PathBuf>,
 }
 
 impl PodConfig {

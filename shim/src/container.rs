@@ -14,7 +14,7 @@ use nix::unistd::Pid;
 use serde::Deserialize;
 use skiff_proto::shim::{stdio_out, StartContainerRequest, StdioOut};
 use skiff_shim::api::{now_ns, ContainerState};
-use skiff_shim::cgroups;
+use skiff_shim::{cgroups, fsutil};
 use tokio::sync::watch;
 use tonic::Status;
 
@@ -414,6 +414,7 @@ pub async fn start(
     };
     let reported = c.host_pid;
     let runtime_ns = state.runtime_ns_fds();
+    let exits_dir = state.cfg.exits_dir.clone();
     if poststart {
         run_hooks_logged(
             &bundle,
@@ -452,6 +453,17 @@ pub async fn start(
         }
         *c.state.lock().unwrap_or_else(|p| p.into_inner()) = st;
         c.taps.close_all();
+        if let Some(dir) = &exits_dir {
+            // The exit is recorded: tell skiffd (which may be down; it reads the directory
+            // when it is back).
+            if let Err(e) = fsutil::write_atomic_volatile(&dir.join(&c.id), b"") {
+                eprintln!(
+                    "skiff-shim: noting exit of {} in {}: {e}",
+                    c.id,
+                    dir.display()
+                );
+            }
+        }
         if poststop {
             run_hooks_logged(
                 &c.bundle,

@@ -5,6 +5,7 @@
 
 pub mod apparmor;
 pub mod cdi;
+pub mod exits;
 pub mod image_volume;
 pub mod lifecycle;
 pub mod resources;

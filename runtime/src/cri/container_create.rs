@@ -1,6 +1,6 @@
 //! CreateContainer: from an image, or from a checkpoint archive (`checkpoint::restore`).
 
-use skiff_proto::cri::{CreateContainerRequest, CreateContainerResponse};
+use skiff_proto::cri::{ContainerEventType, CreateContainerRequest, CreateContainerResponse};
 
 use crate::error::{Error, Result};
 use crate::node::Node;
@@ -22,5 +22,11 @@ pub async fn create_container(
         node.create_container(&req.pod_sandbox_id, config, None)
             .await?
     };
+    super::container_events::publish(
+        node,
+        &req.pod_sandbox_id,
+        &id,
+        ContainerEventType::ContainerCreatedEvent,
+    );
     Ok(CreateContainerResponse { container_id: id })
 }

@@ -1,6 +1,6 @@
 //! StartContainer.
 
-use skiff_proto::cri::{StartContainerRequest, StartContainerResponse};
+use skiff_proto::cri::{ContainerEventType, StartContainerRequest, StartContainerResponse};
 
 use crate::error::Result;
 use crate::node::Node;
@@ -10,5 +10,13 @@ pub async fn start_container(
     req: StartContainerRequest,
 ) -> Result<StartContainerResponse> {
     node.start_container(&req.container_id).await?;
+    if let Ok(r) = node.containers.find(&req.container_id) {
+        super::container_events::publish(
+            node,
+            &r.pod_id,
+            &r.id,
+            ContainerEventType::ContainerStartedEvent,
+        );
+    }
     Ok(StartContainerResponse {})
 }

@@ -50,17 +50,41 @@ pub async fn container_status(
     req: ContainerStatusRequest,
 ) -> Result<ContainerStatusResponse> {
     let r = node.containers.find(&req.container_id)?;
-    let c = r.config()?;
     let s = node.container_state(&r);
-    let status = ContainerStatus {
+    let status = status_of(&r, &s)?;
+    let mut info = HashMap::new();
+    if req.verbose {
+        let spec: serde_json::Value = std::fs::read(r.bundle.join("config.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(serde_json::Value::Null);
+        let v = serde_json::json!({
+            "sandboxID": r.pod_id,
+            "pid": s.pid,
+            "bundle": r.bundle,
+            "cgroup": r.cgroup,
+            "runtimeSpec": spec,
+        });
+        info.insert("info".to_string(), v.to_string());
+    }
+    Ok(ContainerStatusResponse {
+        status: Some(status),
+        info,
+    })
+}
+
+/// The CRI status of the container `r` in the state `s` (resources read back from its cgroup).
+pub fn status_of(r: &ContainerRecord, s: &ShimState) -> Result<ContainerStatus> {
+    let c = r.config()?;
+    Ok(ContainerStatus {
         id: r.id.clone(),
         metadata: c.metadata.clone(),
-        state: cri_state(&s) as i32,
+        state: cri_state(s) as i32,
         created_at: r.created_at,
         started_at: s.started_at,
         finished_at: s.finished_at,
         exit_code: s.exit_code,
-        image: Some(image_spec(&r)),
+        image: Some(image_spec(r)),
         image_ref: r.image_ref.clone(),
         reason: s.reason.clone(),
         message: s.message.clone(),
@@ -104,25 +128,6 @@ pub async fn container_status(
                 supplemental_groups: process_groups(r.gid, &r.groups),
             }),
         }),
-    };
-    let mut info = HashMap::new();
-    if req.verbose {
-        let spec: serde_json::Value = std::fs::read(r.bundle.join("config.json"))
-            .ok()
-            .and_then(|b| serde_json::from_slice(&b).ok())
-            .unwrap_or(serde_json::Value::Null);
-        let v = serde_json::json!({
-            "sandboxID": r.pod_id,
-            "pid": s.pid,
-            "bundle": r.bundle,
-            "cgroup": r.cgroup,
-            "runtimeSpec": spec,
-        });
-        info.insert("info".to_string(), v.to_string());
-    }
-    Ok(ContainerStatusResponse {
-        status: Some(status),
-        info,
     })
 }
 

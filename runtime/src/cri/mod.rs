@@ -5,6 +5,7 @@
 pub mod container_attach;
 pub mod container_checkpoint;
 pub mod container_create;
+pub mod container_events;
 pub mod container_exec;
 pub mod container_exec_sync;
 pub mod container_list;
@@ -36,21 +37,21 @@ use std::sync::Arc;
 use skiff_proto::cri::image_service_server::ImageService;
 use skiff_proto::cri::runtime_service_server::RuntimeService;
 use skiff_proto::cri::{
-    ContainerStatsRequest, ContainerStatsResponse, ContainerStatusRequest, ContainerStatusResponse,
-    CreateContainerRequest, CreateContainerResponse, ExecSyncRequest, ExecSyncResponse,
-    ImageFsInfoRequest, ImageFsInfoResponse, ImageStatusRequest, ImageStatusResponse,
-    ListContainerStatsRequest, ListContainerStatsResponse, ListContainersRequest,
-    ListContainersResponse, ListImagesRequest, ListImagesResponse, ListPodSandboxRequest,
-    ListPodSandboxResponse, ListPodSandboxStatsRequest, ListPodSandboxStatsResponse,
-    PodSandboxStatsRequest, PodSandboxStatsResponse, PodSandboxStatusRequest,
-    PodSandboxStatusResponse, PullImageRequest, PullImageResponse, RemoveContainerRequest,
-    RemoveContainerResponse, RemoveImageRequest, RemoveImageResponse, RemovePodSandboxRequest,
-    RemovePodSandboxResponse, ReopenContainerLogRequest, ReopenContainerLogResponse,
-    RunPodSandboxRequest, RunPodSandboxResponse, RuntimeConfigRequest, RuntimeConfigResponse,
-    StartContainerRequest, StartContainerResponse, StatusRequest, StatusResponse,
-    StopContainerRequest, StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse,
-    StreamContainerStatsRequest, StreamContainerStatsResponse, StreamContainersRequest,
-    StreamContainersResponse, StreamImagesRequest, StreamImagesResponse,
+    ContainerEventResponse, ContainerStatsRequest, ContainerStatsResponse, ContainerStatusRequest,
+    ContainerStatusResponse, CreateContainerRequest, CreateContainerResponse, ExecSyncRequest,
+    ExecSyncResponse, GetEventsRequest, ImageFsInfoRequest, ImageFsInfoResponse,
+    ImageStatusRequest, ImageStatusResponse, ListContainerStatsRequest, ListContainerStatsResponse,
+    ListContainersRequest, ListContainersResponse, ListImagesRequest, ListImagesResponse,
+    ListPodSandboxRequest, ListPodSandboxResponse, ListPodSandboxStatsRequest,
+    ListPodSandboxStatsResponse, PodSandboxStatsRequest, PodSandboxStatsResponse,
+    PodSandboxStatusRequest, PodSandboxStatusResponse, PullImageRequest, PullImageResponse,
+    RemoveContainerRequest, RemoveContainerResponse, RemoveImageRequest, RemoveImageResponse,
+    RemovePodSandboxRequest, RemovePodSandboxResponse, ReopenContainerLogRequest,
+    ReopenContainerLogResponse, RunPodSandboxRequest, RunPodSandboxResponse, RuntimeConfigRequest,
+    RuntimeConfigResponse, StartContainerRequest, StartContainerResponse, StatusRequest,
+    StatusResponse, StopContainerRequest, StopContainerResponse, StopPodSandboxRequest,
+    StopPodSandboxResponse, StreamContainerStatsRequest, StreamContainerStatsResponse,
+    StreamContainersRequest, StreamContainersResponse, StreamImagesRequest, StreamImagesResponse,
     StreamPodSandboxMetricsRequest, StreamPodSandboxMetricsResponse, StreamPodSandboxStatsRequest,
     StreamPodSandboxStatsResponse, StreamPodSandboxesRequest, StreamPodSandboxesResponse,
     UpdateContainerResourcesRequest, UpdateContainerResourcesResponse,
@@ -378,6 +379,13 @@ impl RuntimeService for Cri {
         reply_paged(r.map(|r| r.stats), |pod_sandbox_stats| {
             StreamPodSandboxStatsResponse { pod_sandbox_stats }
         })
+    }
+
+    async fn get_container_events(
+        &self,
+        req: Request<GetEventsRequest>,
+    ) -> R<BoxStream<ContainerEventResponse>> {
+        reply(container_events::get_container_events(&self.node, req.into_inner()).await)
     }
 
     async fn stream_pod_sandbox_metrics(

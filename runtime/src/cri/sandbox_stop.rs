@@ -1,6 +1,8 @@
 //! StopPodSandbox.
 
-use skiff_proto::cri::{StopPodSandboxRequest, StopPodSandboxResponse};
+use skiff_proto::cri::{
+    ContainerEventType, PodSandboxState, StopPodSandboxRequest, StopPodSandboxResponse,
+};
 
 use crate::error::Result;
 use crate::node::Node;
@@ -9,6 +11,14 @@ pub async fn stop_pod_sandbox(
     node: &Node,
     req: StopPodSandboxRequest,
 ) -> Result<StopPodSandboxResponse> {
+    let was_ready = node
+        .pods
+        .get(&req.pod_sandbox_id)
+        .is_some_and(|p| super::sandbox_status::cri_state(&p) == PodSandboxState::SandboxReady);
     node.stop_pod(&req.pod_sandbox_id).await?;
+    if was_ready {
+        let id = &req.pod_sandbox_id;
+        super::container_events::publish(node, id, id, ContainerEventType::ContainerStoppedEvent);
+    }
     Ok(StopPodSandboxResponse {})
 }

@@ -31,6 +31,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             .ctx(|| format!("setting mode of {}", dir.display()))?;
     }
     let node = Node::open(cfg.clone()).await?;
+    crate::cri::container_events::follow_exits(node.clone())?;
     let cri = Cri::new(node);
     let (listener, activated) = match activated_listener()? {
         Some(l) => (l, true),

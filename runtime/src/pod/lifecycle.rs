@@ -407,6 +407,7 @@ impl Node {
             empty_mntns: ns.userns.as_ref().and(self.empty_mntns.clone()),
             cgroup_leaf: placement.shim_leaf.clone(),
             pid_file: unit.as_ref().map(|_| rec.run_dir.join("shim.pid")),
+            exits_dir: Some(crate::container::exits::dir(&self.cfg.run_root)),
         };
         let made = match self
             .make_pod(&rec, &pod_cfg, &config, &placement.slice)

@@ -1,0 +1,84 @@
+//! GetContainerEvents (kubelet's evented PLEG): each subscriber gets CREATED, STARTED, STOPPED
+//! and DELETED events of containers, and of pod sandboxes (with the pod's id as the container
+//! id, as containerd sends them), each carrying the pod's status and its containers' statuses
+//! as they were right after the change. CRI calls publish what they did; exits come from the
+//! shims' exit notices (`container::exits`), including those noted while skiffd was down.
+
+use std::sync::Arc;
+
+use futures_util::StreamExt;
+use skiff_proto::cri::{ContainerEventResponse, ContainerEventType, GetEventsRequest};
+use tokio::sync::broadcast::error::RecvError;
+use tonic::Status;
+
+use super::sandbox_status::{containers_statuses, pod_status_of};
+use super::BoxStream;
+use crate::container::exits;
+use crate::error::Result;
+use crate::node::Node;
+
+pub async fn get_container_events(
+    node: &Node,
+    _req: GetEventsRequest,
+) -> Result<BoxStream<ContainerEventResponse>> {
+    let (backlog, rx) = node.events.subscribe();
+    let live = futures_util::stream::unfold(rx, |mut rx| async move {
+        match rx.recv().await {
+            Ok(ev) => Some((Ok(ev), rx)),
+            Err(RecvError::Lagged(n)) => Some((
+                Err(Status::resource_exhausted(format!(
+                    "GetContainerEvents: this subscriber fell {n} events behind (more than {} \
+                     unread): subscribe again and relist",
+                    crate::events::CAPACITY
+                ))),
+                rx,
+            )),
+            Err(RecvError::Closed) => None,
+        }
+    });
+    let first = futures_util::stream::iter(backlog.into_iter().map(Ok));
+    // A lag error ends the stream: the subscriber is dropped, never waited for.
+    let mut failed = false;
+    let stream = first.chain(live).take_while(move |item| {
+        let go = !failed;
+        failed |= item.is_err();
+        std::future::ready(go)
+    });
+    Ok(Box::pin(stream))
+}
+
+/// Publishes an event of container `id` of pod `pod_id` (or of the pod itself when `id` is
+/// the pod's id), with the statuses as they are now.
+pub fn publish(node: &Node, pod_id: &str, id: &str, kind: ContainerEventType) {
+    if !node.events.wanted() {
+        return;
+    }
+    let pod = node.pods.get(pod_id);
+    node.events.publish(ContainerEventResponse {
+        container_id: id.to_string(),
+        container_event_type: kind as i32,
+        created_at: skiff_shim::api::now_ns(),
+        pod_sandbox_status: pod.and_then(|p| pod_status_of(node, &p).ok()),
+        containers_statuses: containers_statuses(node, pod_id),
+    });
+}
+
+/// Publishes a STOPPED event for each exit the shims note, from now on and those noted
+/// while skiffd was down.
+pub fn follow_exits(node: Arc<Node>) -> Result<()> {
+    let mut notices = exits::watch(&node.cfg.run_root)?;
+    tokio::spawn(async move {
+        while let Some(id) = notices.recv().await {
+            if let Ok(rec) = node.containers.find(&id) {
+                publish(
+                    &node,
+                    &rec.pod_id,
+                    &id,
+                    ContainerEventType::ContainerStoppedEvent,
+                );
+            }
+            exits::done(&node.cfg.run_root, &id);
+        }
+    });
+    Ok(())
+}
