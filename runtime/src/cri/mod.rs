@@ -21,8 +21,10 @@ pub mod image_list;
 pub mod image_pull;
 pub mod image_remove;
 pub mod image_status;
+pub mod metric_descriptors;
 pub mod runtime_info;
 pub mod sandbox_list;
+pub mod sandbox_metrics;
 pub mod sandbox_port_forward;
 pub mod sandbox_remove;
 pub mod sandbox_run;
@@ -42,16 +44,18 @@ use skiff_proto::cri::{
     ExecSyncResponse, GetEventsRequest, ImageFsInfoRequest, ImageFsInfoResponse,
     ImageStatusRequest, ImageStatusResponse, ListContainerStatsRequest, ListContainerStatsResponse,
     ListContainersRequest, ListContainersResponse, ListImagesRequest, ListImagesResponse,
-    ListPodSandboxRequest, ListPodSandboxResponse, ListPodSandboxStatsRequest,
-    ListPodSandboxStatsResponse, PodSandboxStatsRequest, PodSandboxStatsResponse,
-    PodSandboxStatusRequest, PodSandboxStatusResponse, PullImageRequest, PullImageResponse,
-    RemoveContainerRequest, RemoveContainerResponse, RemoveImageRequest, RemoveImageResponse,
-    RemovePodSandboxRequest, RemovePodSandboxResponse, ReopenContainerLogRequest,
-    ReopenContainerLogResponse, RunPodSandboxRequest, RunPodSandboxResponse, RuntimeConfigRequest,
-    RuntimeConfigResponse, StartContainerRequest, StartContainerResponse, StatusRequest,
-    StatusResponse, StopContainerRequest, StopContainerResponse, StopPodSandboxRequest,
-    StopPodSandboxResponse, StreamContainerStatsRequest, StreamContainerStatsResponse,
-    StreamContainersRequest, StreamContainersResponse, StreamImagesRequest, StreamImagesResponse,
+    ListMetricDescriptorsRequest, ListMetricDescriptorsResponse, ListPodSandboxMetricsRequest,
+    ListPodSandboxMetricsResponse, ListPodSandboxRequest, ListPodSandboxResponse,
+    ListPodSandboxStatsRequest, ListPodSandboxStatsResponse, PodSandboxStatsRequest,
+    PodSandboxStatsResponse, PodSandboxStatusRequest, PodSandboxStatusResponse, PullImageRequest,
+    PullImageResponse, RemoveContainerRequest, RemoveContainerResponse, RemoveImageRequest,
+    RemoveImageResponse, RemovePodSandboxRequest, RemovePodSandboxResponse,
+    ReopenContainerLogRequest, ReopenContainerLogResponse, RunPodSandboxRequest,
+    RunPodSandboxResponse, RuntimeConfigRequest, RuntimeConfigResponse, StartContainerRequest,
+    StartContainerResponse, StatusRequest, StatusResponse, StopContainerRequest,
+    StopContainerResponse, StopPodSandboxRequest, StopPodSandboxResponse,
+    StreamContainerStatsRequest, StreamContainerStatsResponse, StreamContainersRequest,
+    StreamContainersResponse, StreamImagesRequest, StreamImagesResponse,
     StreamPodSandboxMetricsRequest, StreamPodSandboxMetricsResponse, StreamPodSandboxStatsRequest,
     StreamPodSandboxStatsResponse, StreamPodSandboxesRequest, StreamPodSandboxesResponse,
     UpdateContainerResourcesRequest, UpdateContainerResourcesResponse,
@@ -388,14 +392,41 @@ impl RuntimeService for Cri {
         reply(container_events::get_container_events(&self.node, req.into_inner()).await)
     }
 
+    async fn list_metric_descriptors(
+        &self,
+        req: Request<ListMetricDescriptorsRequest>,
+    ) -> R<ListMetricDescriptorsResponse> {
+        Ok(Response::new(metric_descriptors::list_metric_descriptors(
+            req.into_inner(),
+        )))
+    }
+
+    async fn list_pod_sandbox_metrics(
+        &self,
+        req: Request<ListPodSandboxMetricsRequest>,
+    ) -> R<ListPodSandboxMetricsResponse> {
+        let req = req.into_inner();
+        reply(
+            blocking(&self.node, move |node| {
+                sandbox_metrics::list_pod_sandbox_metrics(node, req)
+            })
+            .await,
+        )
+    }
+
     async fn stream_pod_sandbox_metrics(
         &self,
         _req: Request<StreamPodSandboxMetricsRequest>,
     ) -> R<BoxStream<StreamPodSandboxMetricsResponse>> {
-        Err(Status::unimplemented(
-            "StreamPodSandboxMetrics: skiff serves no CRI metrics yet (ListPodSandboxMetrics \
-             is not built either)",
-        ))
+        let r = blocking(&self.node, move |node| {
+            sandbox_metrics::list_pod_sandbox_metrics(node, ListPodSandboxMetricsRequest {})
+        })
+        .await;
+        reply_paged(r.map(|r| r.pod_metrics), |pod_sandbox_metrics| {
+            StreamPodSandboxMetricsResponse {
+                pod_sandbox_metrics,
+            }
+        })
     }
 
     async fn update_pod_sandbox_resources(

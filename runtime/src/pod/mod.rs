@@ -6,6 +6,7 @@
 pub mod files;
 pub mod launch;
 pub mod lifecycle;
+pub mod metrics;
 pub mod resources;
 pub mod shim_client;
 pub mod stats;
