@@ -297,3 +297,141 @@ async fn cri_metrics_are_read_from_the_kernel() {
         .all(|m| m.label_values.last().unwrap() != "lo"));
     teardown_pods(&mut rt, vec![pod]).await;
 }
+
+/// GET `path` from `addr` over HTTP/1.1; (status line, body).
+async fn http_get(addr: &str, path: &str) -> (String, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut s = tokio::net::TcpStream::connect(addr).await.expect("connect");
+    s.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await
+    .unwrap();
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).await.unwrap();
+    let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+    (
+        head.lines().next().unwrap_or("").to_string(),
+        body.to_string(),
+    )
+}
+
+/// The value of the sample `series` (name with labels, as the text has it).
+fn sample(text: &str, series: &str) -> f64 {
+    text.lines()
+        .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+        .unwrap_or_else(|| panic!("no {series} in\n{text}"))
+        .trim()
+        .parse()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiffd_serves_its_own_metrics() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/own-metrics", "v1")
+        .await;
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let addr = format!("127.0.0.1:{port}");
+    let d = Skiffd::start_with(
+        &[&reg.host],
+        Some(&format!("metrics_address = \"{addr}\"\n")),
+        &[],
+    );
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let mut pods = vec![];
+    for i in 0..2 {
+        let pcfg = pod_config(&format!("m{i}"), logs.path().to_str().unwrap());
+        let pod = run_pod(&mut rt, &pcfg).await;
+        run(
+            &mut rt,
+            &pod,
+            &pcfg,
+            container_config("c", &img.reference, &["sleep", "600"]),
+        )
+        .await;
+        pods.push(pod);
+    }
+    let err = rt
+        .container_status(ContainerStatusRequest {
+            container_id: "nope".into(),
+            verbose: false,
+        })
+        .await
+        .unwrap_err();
+    assert_eq!(err.code(), tonic::Code::NotFound);
+
+    let (status, text) = http_get(&addr, "/metrics").await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(
+        sample(
+            &text,
+            "skiff_cri_requests_total{method=\"RunPodSandbox\",code=\"Ok\"}"
+        ),
+        2.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "skiff_cri_requests_total{method=\"ContainerStatus\",code=\"NotFound\"}"
+        ),
+        1.0
+    );
+    assert_eq!(
+        sample(
+            &text,
+            "skiff_cri_request_duration_seconds_count{method=\"CreateContainer\"}"
+        ),
+        2.0
+    );
+    assert_eq!(sample(&text, "skiff_pods{state=\"SandboxReady\"}"), 2.0);
+    assert_eq!(
+        sample(&text, "skiff_containers{state=\"ContainerRunning\"}"),
+        2.0
+    );
+    assert_eq!(sample(&text, "skiff_shims_started_total"), 2.0);
+    assert_eq!(sample(&text, "skiff_shims_lost"), 0.0);
+    assert_eq!(sample(&text, "skiff_image_pulls_total{result=\"ok\"}"), 1.0);
+    assert!(sample(&text, "skiff_image_pull_bytes_total") > 100_000.0);
+    assert!(sample(&text, "skiff_layer_unpack_duration_seconds_count") >= 1.0);
+    assert_eq!(
+        sample(&text, "skiff_cni_duration_seconds_count{op=\"ADD\"}"),
+        2.0
+    );
+    let rss = sample(&text, "skiff_process_resident_memory_bytes");
+    assert!(rss > 1e6 && rss < 1e9, "{rss}");
+    assert!(sample(&text, "skiff_process_open_fds") > 3.0);
+
+    // A shim killed behind skiffd's back shows as lost; a stopped pod as NotReady.
+    let shim = shim_pid(&mut rt, &pods[0]).await;
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(shim),
+        nix::sys::signal::Signal::SIGKILL,
+    )
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pods[1].clone(),
+    })
+    .await
+    .unwrap();
+    let (_, text) = http_get(&addr, "/metrics").await;
+    assert_eq!(sample(&text, "skiff_shims_lost"), 1.0);
+    assert_eq!(
+        sample(&text, "skiff_pods{state=\"SandboxNotready\"}"),
+        1.0,
+        "{text}"
+    );
+    let (status, _) = http_get(&addr, "/other").await;
+    assert!(status.contains("404"), "{status}");
+    teardown_pods(&mut rt, pods).await;
+}

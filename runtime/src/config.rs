@@ -158,6 +158,8 @@ pub struct FileConfig {
     pub runtimes: BTreeMap<String, HandlerFile>,
     /// Where CDI specs are read, in rising priority (default /etc/cdi, /var/run/cdi).
     pub cdi_spec_dirs: Option<Vec<PathBuf>>,
+    /// `IP:PORT` skiffd serves its own metrics on (`GET /metrics`); none by default.
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 /// One `[runtimes.NAME]` table; an empty one is the daemon's defaults under another name.
@@ -228,6 +230,7 @@ pub struct Config {
     /// None: never cancelled for lack of progress.
     pub image_pull_progress_timeout: Option<std::time::Duration>,
     pub cdi_spec_dirs: Vec<PathBuf>,
+    pub metrics_address: Option<std::net::SocketAddr>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -315,6 +318,7 @@ impl Config {
             pinned_images: crate::image::pinned::PinnedImages::parse(&file.pinned_images)
                 .map_err(ConfigError::Invalid)?,
             handlers,
+            metrics_address: file.metrics_address,
             cdi_spec_dirs: file
                 .cdi_spec_dirs
                 .unwrap_or_else(|| vec!["/etc/cdi".into(), "/var/run/cdi".into()]),

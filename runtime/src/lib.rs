@@ -14,6 +14,7 @@ pub mod daemon;
 pub mod error;
 pub mod events;
 pub mod image;
+pub mod metrics;
 pub mod network;
 pub mod node;
 pub mod pod;

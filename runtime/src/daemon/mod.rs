@@ -32,6 +32,9 @@ pub async fn run(cfg: Config) -> Result<()> {
     }
     let node = Node::open(cfg.clone()).await?;
     crate::cri::container_events::follow_exits(node.clone())?;
+    if let Some(addr) = cfg.metrics_address {
+        crate::metrics::serve(addr, node.clone()).await?;
+    }
     let cri = Cri::new(node);
     let (listener, activated) = match activated_listener()? {
         Some(l) => (l, true),
@@ -49,6 +52,7 @@ pub async fn run(cfg: Config) -> Result<()> {
         }
     };
     let result = tonic::transport::Server::builder()
+        .layer(crate::metrics::CriLayer)
         .add_service(
             RuntimeServiceServer::new(cri.clone())
                 .max_decoding_message_size(MAX_MESSAGE)

@@ -254,10 +254,12 @@ fn decompress_and_unpack(
         inner: decoder,
         sha: Sha256::new(),
     };
+    let began = std::time::Instant::now();
     let stats = {
         let mut archive = tar::Archive::new(&mut diff);
         unpack_layer(&mut archive, dest, limits)?
     };
+    crate::metrics::get().unpacked(began);
     // The end-of-archive blocks and any padding after them are part of the diff id.
     io::copy(&mut diff, &mut io::sink())
         .map_err(|e| Error::Corrupt(format!("layer stream after the archive's end: {e}")))?;

@@ -176,7 +176,10 @@ impl Network {
         // Recorded before ADD runs: whatever a crash interrupts, DEL can undo.
         store::write_json(&self.cache_file(pod.id), &att)
             .ctx(|| format!("recording the network of pod {}", pod.id))?;
-        let result = cni::add(&self.bin_dirs, pod.id, &att).await?;
+        let began = std::time::Instant::now();
+        let added = cni::add(&self.bin_dirs, pod.id, &att).await;
+        crate::metrics::get().cni("ADD", began);
+        let result = added?;
         att.result = Some(result.clone());
         store::write_json(&self.cache_file(pod.id), &att)
             .ctx(|| format!("recording the network of pod {}", pod.id))?;
@@ -197,7 +200,10 @@ impl Network {
                 )))
             }
         };
-        cni::del(&self.bin_dirs, pod_id, &att).await?;
+        let began = std::time::Instant::now();
+        let deleted = cni::del(&self.bin_dirs, pod_id, &att).await;
+        crate::metrics::get().cni("DEL", began);
+        deleted?;
         store::remove_durably(&f).ctx(|| format!("removing {}", f.display()))?;
         Ok(())
     }

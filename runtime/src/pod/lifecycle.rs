@@ -415,6 +415,7 @@ impl Node {
         {
             Ok(pid) => {
                 rec.shim_pid = pid;
+                crate::metrics::get().shim_started();
                 match self.apply_pod_resources(
                     &rec,
                     linux.resources.as_ref(),
