@@ -266,7 +266,7 @@ pub async fn serve(addr: SocketAddr, node: Arc<Node>) -> Result<()> {
                                     "not found: try /metrics\n".into(),
                                 )
                             };
-                            let resp = http::Response::builder()
+                            http::Response::builder()
                                 .status(status)
                                 .header(
                                     "content-type",
