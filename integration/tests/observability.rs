@@ -435,3 +435,92 @@ async fn skiffd_serves_its_own_metrics() {
     assert!(status.contains("404"), "{status}");
     teardown_pods(&mut rt, pods).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn skiff_events_and_top_show_what_runs() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/cli", "v1")
+        .await;
+    let d = Skiffd::start(&[&reg.host]);
+    pull(&mut d.images().await, &img.reference).await;
+    let skiff = Skiffd::binary().with_file_name("skiff");
+    let events = tokio::process::Command::new(&skiff)
+        .args([
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "events",
+            "--count",
+            "4",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .expect("skiff events");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("cli", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let c = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("spin", &img.reference, &["sh", "-c", "while :; do :; done"]),
+    )
+    .await;
+    let out = tokio::time::timeout(Duration::from_secs(10), events.wait_with_output())
+        .await
+        .expect("skiff events did not end")
+        .unwrap();
+    assert!(out.status.success());
+    let text = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<Vec<&str>> = text.lines().map(|l| l.split(' ').collect()).collect();
+    let short = |id: &str| id.chars().take(13).collect::<String>();
+    let got: Vec<(&str, &str, String, &str)> = lines
+        .iter()
+        .map(|l| (l[1], l[2], l[3].to_string(), l[4]))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("CREATED", "pod", short(&pod), "default/cli"),
+            ("STARTED", "pod", short(&pod), "default/cli"),
+            ("CREATED", "container", short(&c), "default/cli/spin"),
+            ("STARTED", "container", short(&c), "default/cli/spin"),
+        ],
+        "{text}"
+    );
+    assert_eq!(lines[3][5], "CONTAINER_RUNNING", "{text}");
+
+    let top = tokio::process::Command::new(&skiff)
+        .args([
+            "--socket",
+            d.socket.to_str().unwrap(),
+            "top",
+            "--once",
+            "--interval",
+            "1",
+        ])
+        .output()
+        .await
+        .unwrap();
+    assert!(top.status.success());
+    let table = String::from_utf8_lossy(&top.stdout);
+    let spin = table
+        .lines()
+        .find(|l| l.trim_start().starts_with("spin "))
+        .unwrap_or_else(|| panic!("{table}"));
+    // The busy loop uses most of a core: hundreds of millicores.
+    let cpu: u64 = spin
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .trim_end_matches('m')
+        .parse()
+        .unwrap();
+    assert!(cpu >= 300, "{table}");
+    assert!(table.contains("default/cli"), "{table}");
+    teardown_pods(&mut rt, vec![pod]).await;
+}

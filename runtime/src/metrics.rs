@@ -272,8 +272,7 @@ pub async fn serve(addr: SocketAddr, node: Arc<Node>) -> Result<()> {
                                     "content-type",
                                     "application/openmetrics-text; version=1.0.0; charset=utf-8",
                                 )
-                                .body(http_body_util::Full::new(bytes::Bytes::from(body)));
-                            Ok::<_, http::Error>(resp?)
+                                .body(http_body_util::Full::new(bytes::Bytes::from(body)))
                         }
                     });
                 let io = hyper_util::rt::TokioIo::new(conn);

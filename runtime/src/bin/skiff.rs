@@ -5,6 +5,9 @@
 //! - `skiff restore --import=ARCHIVE --pod POD`: CreateContainer of the archive in the pod, then
 //!   StartContainer; prints the new container's id. The bind mounts the archive records are
 //!   given again from where they were, unless `--mount HOST:CONTAINER[:ro]` says otherwise.
+//! - `skiff events`: follows GetContainerEvents, one line per event.
+//! - `skiff top`: pods and their containers with CPU and memory (ListPodSandboxStats),
+//!   refreshed every `--interval` seconds, or printed once with `--once`.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -13,14 +16,15 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use skiff_proto::cri::runtime_service_client::RuntimeServiceClient;
 use skiff_proto::cri::{
-    CheckpointContainerRequest, ContainerConfig, ContainerMetadata, CreateContainerRequest,
-    ImageSpec, Mount, StartContainerRequest,
+    CheckpointContainerRequest, ContainerConfig, ContainerEventResponse, ContainerEventType,
+    ContainerMetadata, CreateContainerRequest, GetEventsRequest, ImageSpec,
+    ListPodSandboxStatsRequest, Mount, PodSandboxStats, StartContainerRequest,
 };
 
 #[derive(Parser)]
 #[command(
     name = "skiff",
-    about = "skiffd's admin CLI: checkpoint and restore containers"
+    about = "skiffd's admin CLI: checkpoint and restore containers, follow events, watch usage"
 )]
 struct Cli {
     /// skiffd's CRI socket.
@@ -62,6 +66,158 @@ enum Command {
         #[arg(long, default_value = "")]
         log_path: String,
     },
+    /// Follows container and pod events (GetContainerEvents), one line each:
+    /// TIME EVENT KIND ID POD[/CONTAINER] STATE.
+    Events {
+        /// Exit after this many events.
+        #[arg(long)]
+        count: Option<usize>,
+    },
+    /// Pods and their containers with CPU (millicores) and memory (working set), refreshed.
+    Top {
+        /// Print once (after one interval, for the CPU rate) and exit.
+        #[arg(long)]
+        once: bool,
+        /// Seconds between refreshes.
+        #[arg(long, default_value_t = 2)]
+        interval: u64,
+    },
+}
+
+/// One event as `skiff events` prints it.
+fn event_line(ev: &ContainerEventResponse) -> String {
+    let kind = ContainerEventType::try_from(ev.container_event_type)
+        .map(|k| match k {
+            ContainerEventType::ContainerCreatedEvent => "CREATED",
+            ContainerEventType::ContainerStartedEvent => "STARTED",
+            ContainerEventType::ContainerStoppedEvent => "STOPPED",
+            ContainerEventType::ContainerDeletedEvent => "DELETED",
+        })
+        .unwrap_or("UNKNOWN");
+    let pod = ev.pod_sandbox_status.as_ref();
+    let pod_name = pod
+        .and_then(|p| p.metadata.as_ref())
+        .map(|m| format!("{}/{}", m.namespace, m.name))
+        .unwrap_or_else(|| "-".into());
+    let is_pod = pod.is_some_and(|p| p.id == ev.container_id)
+        || (pod.is_none() && ev.containers_statuses.is_empty());
+    let (what, name, state) = if is_pod {
+        let state = pod
+            .map(|p| {
+                skiff_proto::cri::PodSandboxState::try_from(p.state)
+                    .map(|s| s.as_str_name().to_string())
+                    .unwrap_or_default()
+            })
+            .unwrap_or_else(|| "GONE".into());
+        ("pod", pod_name, state)
+    } else {
+        let c = ev
+            .containers_statuses
+            .iter()
+            .find(|c| c.id == ev.container_id);
+        let cname = c
+            .and_then(|c| c.metadata.as_ref())
+            .map(|m| m.name.clone())
+            .unwrap_or_else(|| "-".into());
+        let state = match c {
+            Some(c) => {
+                let s = skiff_proto::cri::ContainerState::try_from(c.state)
+                    .map(|s| s.as_str_name().to_string())
+                    .unwrap_or_default();
+                if c.finished_at > 0 {
+                    format!("{s} exit={}", c.exit_code)
+                } else {
+                    s
+                }
+            }
+            None => "GONE".into(),
+        };
+        ("container", format!("{pod_name}/{cname}"), state)
+    };
+    let id: String = ev.container_id.chars().take(13).collect();
+    format!(
+        "{} {kind} {what} {id} {name} {state}",
+        rfc3339(ev.created_at)
+    )
+}
+
+/// Unix nanoseconds as UTC RFC 3339 with milliseconds.
+fn rfc3339(ns: i64) -> String {
+    let secs = ns.div_euclid(1_000_000_000);
+    let ms = ns.rem_euclid(1_000_000_000) / 1_000_000;
+    let days = secs.div_euclid(86_400);
+    let rem = secs.rem_euclid(86_400);
+    // Civil date from days since 1970-01-01 (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + i64::from(m <= 2);
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{ms:03}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// The table `skiff top` prints.
+fn top_table(stats: &[PodSandboxStats]) -> String {
+    let cores = |c: Option<&skiff_proto::cri::CpuUsage>| {
+        c.and_then(|c| c.usage_nano_cores.as_ref())
+            .map(|v| format!("{}m", v.value / 1_000_000))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mem = |m: Option<&skiff_proto::cri::MemoryUsage>| {
+        m.and_then(|m| m.working_set_bytes.as_ref())
+            .map(|v| format!("{:.1}Mi", v.value as f64 / 1048576.0))
+            .unwrap_or_else(|| "-".into())
+    };
+    let mut rows = vec![format!(
+        "{:<40} {:>8} {:>10}",
+        "POD / CONTAINER", "CPU", "MEMORY"
+    )];
+    let mut stats: Vec<&PodSandboxStats> = stats.iter().collect();
+    stats.sort_by_key(|p| {
+        p.attributes
+            .as_ref()
+            .and_then(|a| a.metadata.as_ref())
+            .map(|m| (m.namespace.clone(), m.name.clone()))
+    });
+    for p in stats {
+        let name = p
+            .attributes
+            .as_ref()
+            .and_then(|a| a.metadata.as_ref())
+            .map(|m| format!("{}/{}", m.namespace, m.name))
+            .unwrap_or_default();
+        let l = p.linux.as_ref();
+        rows.push(format!(
+            "{:<40} {:>8} {:>10}",
+            name,
+            cores(l.and_then(|l| l.cpu.as_ref())),
+            mem(l.and_then(|l| l.memory.as_ref()))
+        ));
+        for c in l.map(|l| l.containers.as_slice()).unwrap_or_default() {
+            let cname = c
+                .attributes
+                .as_ref()
+                .and_then(|a| a.metadata.as_ref())
+                .map(|m| m.name.clone())
+                .unwrap_or_default();
+            rows.push(format!(
+                "  {:<38} {:>8} {:>10}",
+                cname,
+                cores(c.cpu.as_ref()),
+                mem(c.memory.as_ref())
+            ));
+        }
+    }
+    rows.join("\n") + "\n"
 }
 
 fn absolute(p: &Path) -> Result<PathBuf, String> {
@@ -194,6 +350,49 @@ async fn run(cli: Cli) -> Result<(), String> {
             .map_err(|s| status(&format!("StartContainer {id}"), s))?;
             println!("{id}");
         }
+        Command::Events { count } => {
+            let mut events = rt
+                .get_container_events(GetEventsRequest {})
+                .await
+                .map_err(|s| status("GetContainerEvents", s))?
+                .into_inner();
+            let mut seen = 0;
+            while count.is_none_or(|n| seen < n) {
+                match events.message().await {
+                    Ok(Some(ev)) => {
+                        println!("{}", event_line(&ev));
+                        seen += 1;
+                    }
+                    Ok(None) => return Err("skiffd ended the event stream".into()),
+                    Err(s) => return Err(status("GetContainerEvents", s)),
+                }
+            }
+        }
+        Command::Top { once, interval } => {
+            let interval = std::time::Duration::from_secs(interval.max(1));
+            // The first reading gives skiffd a CPU sample to rate the next one against.
+            let mut first = true;
+            loop {
+                let stats = rt
+                    .list_pod_sandbox_stats(ListPodSandboxStatsRequest { filter: None })
+                    .await
+                    .map_err(|s| status("ListPodSandboxStats", s))?
+                    .into_inner()
+                    .stats;
+                if !first {
+                    if !once {
+                        // Clear the terminal and go home, as top does.
+                        print!("\x1b[2J\x1b[H");
+                    }
+                    print!("{}", top_table(&stats));
+                    if once {
+                        break;
+                    }
+                }
+                first = false;
+                tokio::time::sleep(interval).await;
+            }
+        }
     }
     Ok(())
 }
@@ -222,6 +421,15 @@ fn main() -> ExitCode {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn times_print_as_rfc3339() {
+        assert_eq!(rfc3339(0), "1970-01-01T00:00:00.000Z");
+        assert_eq!(
+            rfc3339(1_796_224_726_333_408_275),
+            "2026-12-02T15:18:46.333Z"
+        );
+    }
 
     #[test]
     fn mounts_parse() {
