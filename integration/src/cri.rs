@@ -233,6 +233,21 @@ pub async fn exec(
     .map(|r| r.into_inner())
 }
 
+/// Waits (up to 20 s) until `path` exists in the container: a command's signal that it is
+/// ready.
+pub async fn wait_ready(rt: &mut Rt, id: &str, path: &str) {
+    for _ in 0..200 {
+        if exec(rt, id, &["test", "-e", path], 5)
+            .await
+            .is_ok_and(|r| r.exit_code == 0)
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{path} never appeared in container {id}");
+}
+
 /// Runs `sh -c script` in the container and returns its stdout, asserting exit code 0.
 pub async fn sh(rt: &mut Rt, id: &str, script: &str) -> String {
     let r = exec(rt, id, &["sh", "-c", script], 10)

@@ -187,18 +187,6 @@ async fn full_disk_is_resource_exhausted_and_leaves_nothing() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn unimplemented_runtime_rpcs_say_so() {
-    require_root();
-    let d = Skiffd::start(&[]);
-    let mut r = d.runtime().await;
-    let e = r
-        .get_container_events(skiff_proto::cri::GetEventsRequest::default())
-        .await
-        .unwrap_err();
-    assert_eq!(e.code(), Code::Unimplemented);
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_cancelled_pull_leaves_no_temporary() {
     require_root();
     let reg = Registry::start();

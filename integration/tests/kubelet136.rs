@@ -207,12 +207,33 @@ async fn streaming_lists_page_what_the_list_calls_answer() {
     assert_eq!(imgs.len(), 1);
     assert_eq!(imgs[0].id, img.built.config_digest);
 
-    // Not built: said so.
-    let err = rt
-        .stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest {})
+    // Metrics: the same pods as ListPodSandboxMetrics, paged.
+    let streamed = pages(
+        rt.stream_pod_sandbox_metrics(StreamPodSandboxMetricsRequest {})
+            .await,
+    )
+    .await;
+    assert!(streamed
+        .iter()
+        .all(|p| !p.pod_sandbox_metrics.is_empty() && p.pod_sandbox_metrics.len() <= 50));
+    let mut got: Vec<String> = streamed
+        .into_iter()
+        .flat_map(|p| p.pod_sandbox_metrics)
+        .map(|m| m.pod_sandbox_id)
+        .collect();
+    let mut listed: Vec<String> = rt
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
         .await
-        .unwrap_err();
-    assert_eq!(err.code(), tonic::Code::Unimplemented);
+        .unwrap()
+        .into_inner()
+        .pod_metrics
+        .into_iter()
+        .map(|m| m.pod_sandbox_id)
+        .collect();
+    got.sort();
+    listed.sort();
+    assert_eq!(got, listed);
+    assert!(got.len() > 50, "{}", got.len());
     teardown_pods(&mut rt, pods).await;
 }
 

@@ -1340,3 +1340,181 @@ async fn selinux_labels_apply_where_selinux_runs() {
     );
     teardown_pods(&mut rt, vec![pod]).await;
 }
+
+/// Events and CRI metrics on cgroup v2 under systemd: an exit reaches a subscriber from the
+/// shim's unit, and the metrics come from v2's files (cpu.stat's throttling with a quota).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn events_and_metrics_on_cgroup_v2() {
+    let (mut rt, mut img) = node().await;
+    let (_reg, image) = image(&mut img).await;
+    let mut events = rt
+        .get_container_events(GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("v2metrics", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let busy = "head -c 25165824 /dev/zero > /dev/shm/fill; \
+                end=$(($(date +%s) + 3)); while [ $(date +%s) -lt $end ]; do :; done; \
+                echo done > /tmp/ready; sleep 100000 & wait";
+    let mut cfg = container_config("worker", &image, &["sh", "-c", busy]);
+    cfg.linux = Some(LinuxContainerConfig {
+        resources: Some(LinuxContainerResources {
+            cpu_period: 100_000,
+            cpu_quota: 50_000,
+            ..Default::default()
+        }),
+        ..Default::default()
+    });
+    let c = run(&mut rt, &pod, &pcfg, cfg).await;
+    let quick = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("quick", &image, &["sh", "-c", "exit 5"]),
+    )
+    .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let ev = tokio::time::timeout(left, events.message())
+            .await
+            .expect("a STOPPED event for the quick container")
+            .unwrap()
+            .unwrap();
+        if ev.container_id == quick
+            && ev.container_event_type == ContainerEventType::ContainerStoppedEvent as i32
+        {
+            let st = ev
+                .containers_statuses
+                .iter()
+                .find(|s| s.id == quick)
+                .unwrap();
+            assert_eq!(st.exit_code, 5);
+            break;
+        }
+    }
+    wait_ready(&mut rt, &c, "/tmp/ready").await;
+    let pods = rt
+        .list_pod_sandbox_metrics(ListPodSandboxMetricsRequest {})
+        .await
+        .expect("ListPodSandboxMetrics")
+        .into_inner()
+        .pod_metrics;
+    let pm = pods.iter().find(|p| p.pod_sandbox_id == pod).unwrap();
+    let cm = pm
+        .container_metrics
+        .iter()
+        .find(|m| m.container_id == c)
+        .unwrap();
+    let value = |name: &str| {
+        cm.metrics
+            .iter()
+            .find(|m| m.name == name)
+            .unwrap_or_else(|| panic!("no {name}"))
+            .value
+            .as_ref()
+            .unwrap()
+            .value
+    };
+    assert!(value("container_cpu_usage_seconds_total") >= 1);
+    assert!(value("container_cpu_cfs_periods_total") > 0);
+    assert!(value("container_cpu_cfs_throttled_periods_total") > 0);
+    assert!(value("container_memory_working_set_bytes") >= 24 << 20);
+    assert!(value("container_processes") >= 2);
+    teardown_pods(&mut rt, vec![pod]).await;
+}
+
+/// A CDI device from the node's own spec directory (/var/run/cdi) on cgroup v2, where device
+/// access is a BPF program: the device's node is there and the program lets it through; an
+/// image volume mounted read-only beside it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+async fn cdi_devices_and_image_volumes_on_cgroup_v2() {
+    let (mut rt, mut img) = node().await;
+    let (reg, image) = image(&mut img).await;
+    let data = ImageBuilder::new()
+        .layer(
+            Layer::new().file("data/a.txt", b"one\n", 0o644),
+            Compression::Gzip,
+        )
+        .layer(
+            Layer::new().file("data/b.txt", b"two\n", 0o644),
+            Compression::Gzip,
+        )
+        .push(&reg.host, "node/data", "v1")
+        .await;
+    let data_ref = pull(&mut img, &data.reference).await;
+    let host = tempfile::tempdir().unwrap();
+    let node = host.path().join("node");
+    let c_node = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
+    // SAFETY: mknod with a valid C string; the result is checked.
+    let rc = unsafe {
+        libc::mknod(
+            c_node.as_ptr(),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(240, 7),
+        )
+    };
+    assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+    let spec = serde_json::json!({
+        "cdiVersion": "0.6.0",
+        "kind": "skiff.node/dev",
+        "devices": [{"name": "one", "containerEdits": {
+            "deviceNodes": [{"path": "/dev/skiff-node0", "hostPath": node, "permissions": "rw"}],
+            "env": ["SKIFF_CDI=one"]
+        }}]
+    });
+    std::fs::create_dir_all("/var/run/cdi").unwrap();
+    let spec_file = Path::new("/var/run/cdi/skiff-node-test.json");
+    std::fs::write(spec_file, spec.to_string()).unwrap();
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("cdi-v2", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let mut cfg = container_config("dev", &image, &["sleep", "100000"]);
+    cfg.cdi_devices = vec![CdiDevice {
+        name: "skiff.node/dev=one".into(),
+    }];
+    cfg.mounts = vec![Mount {
+        container_path: "/data".into(),
+        image: Some(ImageSpec {
+            image: data_ref.clone(),
+            ..Default::default()
+        }),
+        image_sub_path: "data".into(),
+        readonly: true,
+        ..Default::default()
+    }];
+    let c = run(&mut rt, &pod, &pcfg, cfg).await;
+    let out = sh(
+        &mut rt,
+        &c,
+        "cat /dev/skiff-node0 2>&1; echo $SKIFF_CDI; cat /data/a.txt /data/b.txt; \
+         touch /data/x 2>&1 | grep -c Read-only",
+    )
+    .await;
+    assert_eq!(
+        out,
+        "cat: can't open '/dev/skiff-node0': No such device or address\none\none\ntwo\n1\n"
+    );
+    let plain = run(
+        &mut rt,
+        &pod,
+        &pcfg,
+        container_config("plain", &image, &["sleep", "100000"]),
+    )
+    .await;
+    assert_eq!(
+        sh(
+            &mut rt,
+            &plain,
+            "mknod /tmp/n c 240 7; cat /tmp/n 2>&1; true"
+        )
+        .await,
+        "cat: can't open '/tmp/n': Operation not permitted\n"
+    );
+    teardown_pods(&mut rt, vec![pod]).await;
+    let _ = std::fs::remove_file(spec_file);
+}

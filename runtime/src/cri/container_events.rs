@@ -1,8 +1,9 @@
 //! GetContainerEvents (kubelet's evented PLEG): each subscriber gets CREATED, STARTED, STOPPED
 //! and DELETED events of containers, and of pod sandboxes (with the pod's id as the container
 //! id, as containerd sends them), each carrying the pod's status and its containers' statuses
-//! as they were right after the change. CRI calls publish what they did; exits come from the
-//! shims' exit notices (`container::exits`), including those noted while skiffd was down.
+//! as they are just after the change (built off the CRI call's path). CRI calls note what
+//! they did; exits come from the shims' exit notices (`container::exits`), including those
+//! noted while skiffd was down.
 
 use std::sync::Arc;
 
@@ -47,25 +48,39 @@ pub async fn get_container_events(
     Ok(Box::pin(stream))
 }
 
-/// Publishes an event of container `id` of pod `pod_id` (or of the pod itself when `id` is
-/// the pod's id), with the statuses as they are now.
+/// Notes an event of container `id` of pod `pod_id` (or of the pod itself when `id` is the
+/// pod's id); the builder started by [`start`] publishes it with the statuses as they are then.
 pub fn publish(node: &Node, pod_id: &str, id: &str, kind: ContainerEventType) {
-    if !node.events.wanted() {
-        return;
-    }
-    let pod = node.pods.get(pod_id);
-    node.events.publish(ContainerEventResponse {
-        container_id: id.to_string(),
-        container_event_type: kind as i32,
-        created_at: skiff_shim::api::now_ns(),
-        pod_sandbox_status: pod.and_then(|p| pod_status_of(node, &p).ok()),
-        containers_statuses: containers_statuses(node, pod_id),
-    });
+    node.events.note(pod_id, id, kind as i32);
 }
 
-/// Publishes a STOPPED event for each exit the shims note, from now on and those noted
-/// while skiffd was down.
-pub fn follow_exits(node: Arc<Node>) -> Result<()> {
+/// The event of `change`, with the pod's status and its containers' statuses as they are now.
+fn build(node: &Node, change: &crate::events::Change) -> ContainerEventResponse {
+    let pod = node.pods.get(&change.pod_id);
+    ContainerEventResponse {
+        container_id: change.id.clone(),
+        container_event_type: change.kind,
+        created_at: change.at,
+        pod_sandbox_status: pod.and_then(|p| pod_status_of(node, &p).ok()),
+        containers_statuses: containers_statuses(node, &change.pod_id),
+    }
+}
+
+/// Starts the event builder, and publishes a STOPPED event for each exit the shims note,
+/// from now on and those noted while skiffd was down.
+pub fn start(node: Arc<Node>) -> Result<()> {
+    if let Some(mut changes) = node.events.changes() {
+        let node = node.clone();
+        tokio::spawn(async move {
+            while let Some(change) = changes.recv().await {
+                let n = node.clone();
+                let built = tokio::task::spawn_blocking(move || build(&n, &change)).await;
+                if let Ok(ev) = built {
+                    node.events.publish(ev);
+                }
+            }
+        });
+    }
     let mut notices = exits::watch(&node.cfg.run_root)?;
     tokio::spawn(async move {
         while let Some(id) = notices.recv().await {

@@ -31,7 +31,7 @@ pub async fn run(cfg: Config) -> Result<()> {
             .ctx(|| format!("setting mode of {}", dir.display()))?;
     }
     let node = Node::open(cfg.clone()).await?;
-    crate::cri::container_events::follow_exits(node.clone())?;
+    crate::cri::container_events::start(node.clone())?;
     if let Some(addr) = cfg.metrics_address {
         crate::metrics::serve(addr, node.clone()).await?;
     }
