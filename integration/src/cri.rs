@@ -237,7 +237,7 @@ pub async fn exec(
 /// ready.
 pub async fn wait_ready(rt: &mut Rt, id: &str, path: &str) {
     for _ in 0..200 {
-        if exec(rt, id, &["test", "-e", path], 5)
+        if exec(rt, id, &["ls", path], 5)
             .await
             .is_ok_and(|r| r.exit_code == 0)
         {

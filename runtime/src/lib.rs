@@ -3,7 +3,8 @@
 //! Owns the CRI v1 gRPC server (`cri`, one module per RPC), images (`image`: registry client, layer
 //! unpack, store), pods (`pod`: records, pod files, launching the shim), containers (`container`:
 //! records, OCI spec, user resolution), seccomp profiles (`seccomp`: selection, resolution,
-//! compiled-filter cache), user namespaces (`userns`: the node probe), durable records (`store`) and configuration. It does not
+//! compiled-filter cache), user namespaces (`userns`: the node probe), container events
+//! (`events`), its own metrics (`metrics`), durable records (`store`) and configuration. It does not
 //! run container processes: that is the per-pod `skiff-shim`'s job. See `shared/design.md`.
 
 pub mod checkpoint;

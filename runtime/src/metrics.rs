@@ -202,7 +202,7 @@ impl Metrics {
         self.containers.clear();
         let mut lost = 0;
         for p in node.pods.list() {
-            let state = format!("{:?}", crate::cri::sandbox_status::cri_state(&p));
+            let state = format!("{:?}", p.cri_state());
             self.pods.get_or_create(&State { state }).inc();
             if p.state == crate::pod::PodState::Ready
                 && !(p.shim_pid > 0 && crate::pod::lifecycle::is_our_shim(p.shim_pid, &p.id))
@@ -214,7 +214,7 @@ impl Metrics {
         for c in node.containers.list() {
             let state = format!(
                 "{:?}",
-                crate::cri::container_status::cri_state(&node.container_state(&c))
+                crate::container::cri_state(&node.container_state(&c))
             );
             self.containers.get_or_create(&State { state }).inc();
         }

@@ -78,6 +78,18 @@ pub struct ContainerRecord {
     pub restore: bool,
 }
 
+/// A container's state as the CRI names it, from what its shim recorded.
+pub fn cri_state(s: &skiff_shim::api::ContainerState) -> skiff_proto::cri::ContainerState {
+    use skiff_proto::cri::ContainerState as S;
+    if s.exited {
+        S::ContainerExited
+    } else if s.pid > 0 {
+        S::ContainerRunning
+    } else {
+        S::ContainerCreated
+    }
+}
+
 impl ContainerRecord {
     /// The number of the signal StopContainer sends first (SIGTERM unless the request or the
     /// image named one skiff knows).

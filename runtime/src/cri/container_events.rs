@@ -12,7 +12,7 @@ use skiff_proto::cri::{ContainerEventResponse, ContainerEventType, GetEventsRequ
 use tokio::sync::broadcast::error::RecvError;
 use tonic::Status;
 
-use super::sandbox_status::{containers_statuses, pod_status_of};
+use super::views::{containers_statuses, pod_status_of};
 use super::BoxStream;
 use crate::container::exits;
 use crate::error::Result;

@@ -2,7 +2,8 @@
 
 use skiff_proto::cri::{ListContainersRequest, ListContainersResponse};
 
-use super::container_status::{cri_state, to_cri_container};
+use super::views::to_cri_container;
+use crate::container::cri_state;
 use crate::error::Result;
 use crate::node::Node;
 

@@ -1,49 +1,13 @@
-//! ContainerStatus, and the CRI views of a container record that ListContainers shares.
+//! ContainerStatus (the status itself is `views::status_of`, shared with the List and event
+//! calls), and its verbose info.
 
 use std::collections::HashMap;
 
-use skiff_proto::cri::{
-    Container, ContainerResources, ContainerState, ContainerStatus, ContainerStatusRequest,
-    ContainerStatusResponse, ContainerUser, ImageSpec, LinuxContainerUser, Mount,
-};
-use skiff_shim::api::ContainerState as ShimState;
+use skiff_proto::cri::{ContainerStatusRequest, ContainerStatusResponse};
 
-use crate::container::{resources, signal, ContainerRecord};
+use super::views::status_of;
 use crate::error::Result;
 use crate::node::Node;
-
-pub fn cri_state(s: &ShimState) -> ContainerState {
-    if s.exited {
-        ContainerState::ContainerExited
-    } else if s.pid > 0 {
-        ContainerState::ContainerRunning
-    } else {
-        ContainerState::ContainerCreated
-    }
-}
-
-fn image_spec(r: &ContainerRecord) -> ImageSpec {
-    ImageSpec {
-        image: r.image_name.clone(),
-        ..Default::default()
-    }
-}
-
-pub fn to_cri_container(r: &ContainerRecord, s: &ShimState) -> Result<Container> {
-    let c = r.config()?;
-    Ok(Container {
-        id: r.id.clone(),
-        pod_sandbox_id: r.pod_id.clone(),
-        metadata: c.metadata.clone(),
-        image: Some(image_spec(r)),
-        image_ref: r.image_ref.clone(),
-        state: cri_state(s) as i32,
-        created_at: r.created_at,
-        labels: c.labels.clone(),
-        annotations: c.annotations.clone(),
-        image_id: r.image_id.clone(),
-    })
-}
 
 pub async fn container_status(
     node: &Node,
@@ -71,74 +35,4 @@ pub async fn container_status(
         status: Some(status),
         info,
     })
-}
-
-/// The CRI status of the container `r` in the state `s` (resources read back from its cgroup).
-pub fn status_of(r: &ContainerRecord, s: &ShimState) -> Result<ContainerStatus> {
-    let c = r.config()?;
-    Ok(ContainerStatus {
-        id: r.id.clone(),
-        metadata: c.metadata.clone(),
-        state: cri_state(s) as i32,
-        created_at: r.created_at,
-        started_at: s.started_at,
-        finished_at: s.finished_at,
-        exit_code: s.exit_code,
-        image: Some(image_spec(r)),
-        image_ref: r.image_ref.clone(),
-        reason: s.reason.clone(),
-        message: s.message.clone(),
-        labels: c.labels.clone(),
-        annotations: c.annotations.clone(),
-        mounts: r
-            .mounts
-            .iter()
-            .map(|m| Mount {
-                container_path: m.container_path.clone(),
-                host_path: m.host_path.clone(),
-                readonly: m.readonly,
-                propagation: m.propagation,
-                // An image volume names its image by id, as kubelet's image GC expects.
-                image: (!m.image.is_empty()).then(|| ImageSpec {
-                    image: m.image.clone(),
-                    ..Default::default()
-                }),
-                image_sub_path: m.image_sub_path.clone(),
-                ..Default::default()
-            })
-            .collect(),
-        log_path: r.log_path.clone(),
-        // What the cgroup holds (an in-place resize shows here once it took), else what was
-        // asked.
-        resources: {
-            let asked = c.linux.as_ref().and_then(|l| l.resources.as_ref());
-            resources::read_back(&r.cgroup, asked)
-                .or_else(|| asked.cloned())
-                .map(|r| ContainerResources {
-                    linux: Some(r),
-                    windows: None,
-                })
-        },
-        image_id: r.image_id.clone(),
-        stop_signal: signal::to_cri(r.stop_signal_number()) as i32,
-        user: Some(ContainerUser {
-            linux: Some(LinuxContainerUser {
-                uid: r.uid as i64,
-                gid: r.gid as i64,
-                supplemental_groups: process_groups(r.gid, &r.groups),
-            }),
-        }),
-    })
-}
-
-/// The groups the container's process has, as `id -G` lists them: its primary group first, then
-/// its supplementary groups.
-fn process_groups(gid: u32, groups: &[u32]) -> Vec<i64> {
-    let mut all = vec![gid as i64];
-    for g in groups {
-        if !all.contains(&(*g as i64)) {
-            all.push(*g as i64);
-        }
-    }
-    all
 }

@@ -33,6 +33,7 @@ pub mod sandbox_status;
 pub mod sandbox_stop;
 pub mod sandbox_update_resources;
 pub mod status;
+pub mod views;
 
 use std::sync::Arc;
 

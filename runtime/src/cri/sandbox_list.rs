@@ -2,7 +2,7 @@
 
 use skiff_proto::cri::{ListPodSandboxRequest, ListPodSandboxResponse};
 
-use super::sandbox_status::{cri_state, to_cri_pod};
+use super::views::to_cri_pod;
 use crate::error::Result;
 use crate::node::Node;
 
@@ -14,7 +14,7 @@ pub fn list_pod_sandbox(node: &Node, req: ListPodSandboxRequest) -> Result<ListP
             continue;
         }
         if let Some(s) = &f.state {
-            if s.state != cri_state(&r) as i32 {
+            if s.state != r.cri_state() as i32 {
                 continue;
             }
         }

@@ -1,35 +1,13 @@
-//! PodSandboxStatus, and the CRI views of a pod record that ListPodSandbox shares.
+//! PodSandboxStatus (the status itself is `views::pod_status_of`, shared with the List and
+//! event calls), its containers' statuses for evented PLEG, and its verbose info.
 
 use std::collections::HashMap;
 
-use skiff_proto::cri::{
-    ContainerStatus, LinuxPodSandboxStatus, Namespace, NamespaceOption, PodSandbox,
-    PodSandboxState, PodSandboxStatus, PodSandboxStatusRequest, PodSandboxStatusResponse,
-};
+use skiff_proto::cri::{PodSandboxStatusRequest, PodSandboxStatusResponse};
 
+use super::views::{containers_statuses, pod_status_of};
 use crate::error::Result;
 use crate::node::Node;
-use crate::pod::{PodRecord, PodState};
-
-pub fn cri_state(r: &PodRecord) -> PodSandboxState {
-    match r.state {
-        PodState::Ready => PodSandboxState::SandboxReady,
-        PodState::Creating | PodState::NotReady => PodSandboxState::SandboxNotready,
-    }
-}
-
-pub fn to_cri_pod(r: &PodRecord) -> Result<PodSandbox> {
-    let c = r.config()?;
-    Ok(PodSandbox {
-        id: r.id.clone(),
-        metadata: c.metadata.clone(),
-        state: cri_state(r) as i32,
-        created_at: r.created_at,
-        labels: c.labels.clone(),
-        annotations: c.annotations.clone(),
-        runtime_handler: r.runtime_handler.clone(),
-    })
-}
 
 pub async fn pod_sandbox_status(
     node: &Node,
@@ -66,39 +44,5 @@ pub async fn pod_sandbox_status(
         info,
         containers_statuses: containers_statuses(node, &r.id),
         timestamp,
-    })
-}
-
-/// The statuses of the containers of pod `pod_id` (those whose records read).
-pub fn containers_statuses(node: &Node, pod_id: &str) -> Vec<ContainerStatus> {
-    node.containers
-        .of_pod(pod_id)
-        .iter()
-        .filter_map(|c| super::container_status::status_of(c, &node.container_state(c)).ok())
-        .collect()
-}
-
-/// The CRI status of pod `r`.
-pub fn pod_status_of(node: &Node, r: &PodRecord) -> Result<PodSandboxStatus> {
-    let c = r.config()?;
-    let ns: NamespaceOption = c
-        .linux
-        .as_ref()
-        .and_then(|l| l.security_context.as_ref())
-        .and_then(|s| s.namespace_options.clone())
-        .unwrap_or_default();
-    Ok(PodSandboxStatus {
-        id: r.id.clone(),
-        metadata: c.metadata.clone(),
-        state: cri_state(r) as i32,
-        created_at: r.created_at,
-        // The IPs CNI gave the pod (none for a host-network pod).
-        network: Some(node.network.status(&r.id).unwrap_or_default()),
-        linux: Some(LinuxPodSandboxStatus {
-            namespaces: Some(Namespace { options: Some(ns) }),
-        }),
-        labels: c.labels.clone(),
-        annotations: c.annotations.clone(),
-        runtime_handler: r.runtime_handler.clone(),
     })
 }

@@ -14,7 +14,7 @@ pub async fn stop_pod_sandbox(
     let was_ready = node
         .pods
         .get(&req.pod_sandbox_id)
-        .is_some_and(|p| super::sandbox_status::cri_state(&p) == PodSandboxState::SandboxReady);
+        .is_some_and(|p| p.cri_state() == PodSandboxState::SandboxReady);
     node.stop_pod(&req.pod_sandbox_id).await?;
     if was_ready {
         let id = &req.pod_sandbox_id;

@@ -52,6 +52,15 @@ pub struct PodRecord {
 }
 
 impl PodRecord {
+    /// The pod's state as the CRI names it (a pod still being created is not ready).
+    pub fn cri_state(&self) -> skiff_proto::cri::PodSandboxState {
+        use skiff_proto::cri::PodSandboxState as S;
+        match self.state {
+            PodState::Ready => S::SandboxReady,
+            PodState::Creating | PodState::NotReady => S::SandboxNotready,
+        }
+    }
+
     pub fn config(&self) -> Result<PodSandboxConfig> {
         let raw = base64::engine::general_purpose::STANDARD
             .decode(&self.config_pb)
