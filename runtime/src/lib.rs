@@ -5,7 +5,7 @@
 //! records, OCI spec, user resolution), seccomp profiles (`seccomp`: selection, resolution,
 //! compiled-filter cache), user namespaces (`userns`: the node probe), container events
 //! (`events`), its own metrics (`metrics`), durable records (`store`) and configuration. It does not
-//! run container processes: that is the per-pod `skiff-shim`'s job. See `shared/design.md`.
+//! run container processes: that is the per-pod `skiff-shim`'s job. See `ARCHITECTURE.md`.
 
 pub mod checkpoint;
 pub mod config;
