@@ -39,6 +39,41 @@ pub fn free_port() -> u16 {
     l.local_addr().expect("local addr").port()
 }
 
+/// Makes a character device node (mode 0666) at `path`; panics on failure.
+pub fn mknod_char(path: &std::path::Path, major: u32, minor: u32) {
+    let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).expect("no NUL in path");
+    // SAFETY: mknod with a valid C string; the result is checked.
+    let rc = unsafe {
+        libc::mknod(
+            c.as_ptr(),
+            libc::S_IFCHR | 0o666,
+            libc::makedev(major, minor),
+        )
+    };
+    assert_eq!(
+        rc,
+        0,
+        "mknod {}: {}",
+        path.display(),
+        std::io::Error::last_os_error()
+    );
+}
+
+/// Gives the network namespace pinned at `netns` an `eth0` with `addr` (CIDR), the end of a
+/// veth pair whose other end (`peer0`) stays in it too: packets sent out never leave.
+pub fn veth_in(netns: &std::path::Path, addr: &str) {
+    let st = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", netns.display()))
+        .args(["sh", "-c"])
+        .arg(format!(
+            "ip link add eth0 type veth peer name peer0 && ip addr add {addr} dev eth0 \
+             && ip link set eth0 up && ip link set peer0 up && sleep 0.3"
+        ))
+        .status()
+        .expect("nsenter");
+    assert!(st.success(), "veth in {}", netns.display());
+}
+
 /// Fails the test early with a clear message when not run as root.
 pub fn require_root() {
     assert!(

@@ -1321,18 +1321,7 @@ async fn pod_stats_sum_the_pod_and_count_its_network_and_processes() {
     // A veth pair inside the pod's own network namespace (made by this test, through the pod's
     // pinned namespace) and packets sent out of one end: they never leave the pod.
     let netns = e.d.run_root.join("pods").join(&e.pod).join("ns/net");
-    let ip = |args: &str| {
-        let st = std::process::Command::new("nsenter")
-            .arg(format!("--net={}", netns.display()))
-            .args(["sh", "-c", args])
-            .status()
-            .unwrap();
-        assert!(st.success(), "{args}");
-    };
-    ip(
-        "ip link add eth0 type veth peer name peer0 && ip addr add 10.251.0.1/24 dev eth0 \
-        && ip link set eth0 up && ip link set peer0 up && sleep 0.3",
-    );
+    skiff_integration::veth_in(&netns, "10.251.0.1/24");
     sh(
         &mut e.rt,
         &a.clone(),

@@ -887,16 +887,7 @@ async fn cdi_devices_get_their_nodes_mounts_and_environment() {
     // where the device cgroup lets it through, EPERM where it does not.
     let host = tempfile::tempdir().unwrap();
     let node = host.path().join("node");
-    let c_node = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
-    // SAFETY: mknod with a valid C string; the result is checked.
-    let rc = unsafe {
-        libc::mknod(
-            c_node.as_ptr(),
-            libc::S_IFCHR | 0o666,
-            libc::makedev(240, 7),
-        )
-    };
-    assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+    skiff_integration::mknod_char(&node, 240, 7);
     let share = host.path().join("share");
     std::fs::create_dir(&share).unwrap();
     std::fs::write(share.join("file"), "shared\n").unwrap();

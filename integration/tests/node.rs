@@ -1496,16 +1496,7 @@ async fn cdi_devices_and_image_volumes_on_cgroup_v2() {
     let data_ref = pull(&mut img, &data.reference).await;
     let host = tempfile::tempdir().unwrap();
     let node = host.path().join("node");
-    let c_node = std::ffi::CString::new(node.to_str().unwrap()).unwrap();
-    // SAFETY: mknod with a valid C string; the result is checked.
-    let rc = unsafe {
-        libc::mknod(
-            c_node.as_ptr(),
-            libc::S_IFCHR | 0o666,
-            libc::makedev(240, 7),
-        )
-    };
-    assert_eq!(rc, 0, "mknod: {}", std::io::Error::last_os_error());
+    skiff_integration::mknod_char(&node, 240, 7);
     let spec = serde_json::json!({
         "cdiVersion": "0.6.0",
         "kind": "skiff.node/dev",

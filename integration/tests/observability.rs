@@ -204,18 +204,7 @@ async fn cri_metrics_are_read_from_the_kernel() {
     )
     .await;
     let netns = d.run_root.join("pods").join(&pod).join("ns/net");
-    let ip = |args: &str| {
-        let st = std::process::Command::new("nsenter")
-            .arg(format!("--net={}", netns.display()))
-            .args(["sh", "-c", args])
-            .status()
-            .unwrap();
-        assert!(st.success(), "{args}");
-    };
-    ip(
-        "ip link add eth0 type veth peer name peer0 && ip addr add 10.252.0.1/24 dev eth0 \
-        && ip link set eth0 up && ip link set peer0 up && sleep 0.3",
-    );
+    skiff_integration::veth_in(&netns, "10.252.0.1/24");
     wait_ready(&mut rt, &c, "/tmp/ready").await;
     sh(
         &mut rt,

@@ -1,10 +1,10 @@
 //! Container events (CRI `GetContainerEvents`, kubelet's evented PLEG): a broadcast hub every
 //! subscriber reads from at its own pace. A subscriber more than [`CAPACITY`] events behind is
-//! dropped (it resubscribes and relists) instead of slowing the daemon. Events published before
-//! the first subscriber of this daemon's life (the exits that happened while skiffd was down,
-//! found at start) are kept, up to [`CAPACITY`], and handed to that first subscriber.
-//! CRI calls only [`Hub::note`] what changed (no subscriber: nothing at all); the event, with
-//! the statuses it carries, is built off the call's path by the task that takes
+//! dropped (it resubscribes and relists) instead of slowing the daemon. The exits that happened
+//! while skiffd was down, found at start, are kept ([`Hub::note_kept`], up to [`CAPACITY`]) and
+//! handed to the first subscriber of this daemon's life.
+//! CRI calls only [`Hub::note`] what changed (with no subscriber: nothing at all); the event,
+//! with the statuses it carries, is built off the call's path by the task that takes
 //! [`Hub::changes`].
 
 use std::sync::Mutex;
@@ -44,16 +44,21 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// Notes a change for the event builder, when anyone may want the event.
+    /// Notes a change for the event builder when someone subscribes.
     pub fn note(&self, pod_id: &str, id: &str, kind: i32) {
-        if self.wanted() {
-            let _ = self.changes_tx.send(Change {
-                pod_id: pod_id.to_string(),
-                id: id.to_string(),
-                kind,
-                at: skiff_shim::api::now_ns(),
-            });
+        if self.tx.receiver_count() > 0 {
+            self.note_kept(pod_id, id, kind);
         }
+    }
+
+    /// Notes a change whose event is kept for the first subscriber when there is none yet.
+    pub fn note_kept(&self, pod_id: &str, id: &str, kind: i32) {
+        let _ = self.changes_tx.send(Change {
+            pod_id: pod_id.to_string(),
+            id: id.to_string(),
+            kind,
+            at: skiff_shim::api::now_ns(),
+        });
     }
 
     /// The noted changes, for the one task that builds events from them (None after).
@@ -64,6 +69,7 @@ impl Hub {
             .take()
     }
 
+    /// Sends a built event to the subscribers, or keeps it for the first one.
     pub fn publish(&self, ev: ContainerEventResponse) {
         let mut backlog = self.backlog.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(b) = backlog.as_mut() {
@@ -88,16 +94,6 @@ impl Hub {
         let rx = self.tx.subscribe();
         (backlog.take().unwrap_or_default(), rx)
     }
-
-    /// Whether anyone is listening (events are worth building).
-    pub fn wanted(&self) -> bool {
-        self.tx.receiver_count() > 0
-            || self
-                .backlog
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .is_some()
-    }
 }
 
 #[cfg(test)]
@@ -121,6 +117,19 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap().container_id, "b");
         let (second, _) = hub.subscribe();
         assert!(second.is_empty());
+    }
+
+    #[test]
+    fn changes_are_noted_for_subscribers_or_when_kept() {
+        let hub = Hub::default();
+        let mut changes = hub.changes().unwrap();
+        hub.note("p", "a", 0);
+        assert!(changes.try_recv().is_err(), "noted with nobody subscribed");
+        hub.note_kept("p", "b", 0);
+        assert_eq!(changes.try_recv().unwrap().id, "b");
+        let _sub = hub.subscribe();
+        hub.note("p", "c", 0);
+        assert_eq!(changes.try_recv().unwrap().id, "c");
     }
 
     #[test]

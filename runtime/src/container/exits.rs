@@ -19,9 +19,9 @@ pub fn dir(run_root: &Path) -> PathBuf {
     run_root.join("exits")
 }
 
-/// The ids of containers whose exits were noted: those already there, then each new one.
-/// The caller calls [`done`] once it has handled one.
-pub fn watch(run_root: &Path) -> Result<mpsc::UnboundedReceiver<String>> {
+/// The ids of containers whose exits were noted: those already there (noted while skiffd was
+/// down), then each new one. The caller calls [`done`] once it has handled one.
+pub fn watch(run_root: &Path) -> Result<(Vec<String>, mpsc::UnboundedReceiver<String>)> {
     let dir = dir(run_root);
     std::fs::create_dir_all(&dir).ctx(|| format!("creating {}", dir.display()))?;
     let inotify = Inotify::init(InitFlags::IN_NONBLOCK | InitFlags::IN_CLOEXEC)
@@ -35,11 +35,12 @@ pub fn watch(run_root: &Path) -> Result<mpsc::UnboundedReceiver<String>> {
     let (tx, rx) = mpsc::unbounded_channel();
     // After the watch is in place: a notice written meanwhile is seen twice at worst.
     let _ = store::remove_temporaries(&dir);
+    let mut found = vec![];
     for e in std::fs::read_dir(&dir).ctx(|| format!("reading {}", dir.display()))? {
         let name = e.ctx(|| format!("reading {}", dir.display()))?.file_name();
         let name = name.to_string_lossy();
         if !name.starts_with(TMP_PREFIX) {
-            let _ = tx.send(name.into_owned());
+            found.push(name.into_owned());
         }
     }
     // SAFETY: the AsyncFd owns the inotify instance and with it the descriptor, which stays
@@ -69,7 +70,7 @@ pub fn watch(run_root: &Path) -> Result<mpsc::UnboundedReceiver<String>> {
             }
         }
     });
-    Ok(rx)
+    Ok((found, rx))
 }
 
 /// An inotify instance as tokio registers descriptors.

@@ -190,7 +190,7 @@ impl CgroupFiles<'_> {
     }
 
     /// A file of "key value" lines (cpu.stat, memory.stat).
-    fn keyed(&self, name: &str) -> HashMap<String, u64> {
+    pub(crate) fn keyed(&self, name: &str) -> HashMap<String, u64> {
         self.read(name).map(|t| parse_keyed(&t)).unwrap_or_default()
     }
 

@@ -81,16 +81,18 @@ pub fn start(node: Arc<Node>) -> Result<()> {
             }
         });
     }
-    let mut notices = exits::watch(&node.cfg.run_root)?;
+    let (while_down, mut notices) = exits::watch(&node.cfg.run_root)?;
+    let stopped = ContainerEventType::ContainerStoppedEvent as i32;
+    for id in while_down {
+        if let Ok(rec) = node.containers.find(&id) {
+            node.events.note_kept(&rec.pod_id, &id, stopped);
+        }
+        exits::done(&node.cfg.run_root, &id);
+    }
     tokio::spawn(async move {
         while let Some(id) = notices.recv().await {
             if let Ok(rec) = node.containers.find(&id) {
-                publish(
-                    &node,
-                    &rec.pod_id,
-                    &id,
-                    ContainerEventType::ContainerStoppedEvent,
-                );
+                node.events.note(&rec.pod_id, &id, stopped);
             }
             exits::done(&node.cfg.run_root, &id);
         }

@@ -11,6 +11,7 @@ use skiff_proto::cri::{
 use skiff_shim::api::NsMode;
 
 use super::lifecycle::{is_our_shim, pod_namespaces};
+use super::stats::net_dev;
 use super::PodRecord;
 use crate::container::stats::CgroupFiles;
 use crate::container::ContainerRecord;
@@ -341,42 +342,11 @@ impl Node {
     }
 }
 
-/// `/proc/net/dev` as (interface, its 16 counters), loopback left out.
-fn net_dev(text: &str) -> Vec<(String, Vec<u64>)> {
-    text.lines()
-        .skip(2)
-        .filter_map(|line| {
-            let (name, rest) = line.split_once(':')?;
-            let name = name.trim();
-            (name != "lo").then(|| {
-                (
-                    name.to_string(),
-                    rest.split_whitespace()
-                        .filter_map(|v| v.parse().ok())
-                        .collect(),
-                )
-            })
-        })
-        .collect()
-}
-
 /// A container's metrics from its cgroup (v2 file names first, then v1's) and writable layer.
 fn container(c: &ContainerRecord, out: &mut Out) {
     let dirs = skiff_shim::cgroups::dirs(&c.cgroup).unwrap_or_default();
     let files = CgroupFiles(&dirs);
-    let keyed = |name: &str| -> std::collections::HashMap<String, u64> {
-        files
-            .read(name)
-            .map(|t| {
-                t.lines()
-                    .filter_map(|l| {
-                        let (k, v) = l.split_once(' ')?;
-                        Some((k.to_string(), v.trim().parse().ok()?))
-                    })
-                    .collect()
-            })
-            .unwrap_or_default()
-    };
+    let keyed = |name: &str| files.keyed(name);
     // CPU: v2 cpu.stat in microseconds; v1 cpuacct.usage in ns, cpuacct.stat in USER_HZ ticks,
     // cpu.stat's throttled_time in ns.
     let cpu = keyed("cpu.stat");
@@ -592,15 +562,5 @@ mod tests {
             .find(|x| x.name == "container_network_receive_bytes_total")
             .unwrap();
         assert_eq!(net.label_keys, ["pod", "namespace", "id", "interface"]);
-    }
-
-    #[test]
-    fn net_dev_leaves_loopback_out() {
-        let text = "Inter-|   Receive\n face |bytes\n    lo: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n  eth0: 100 2 0 1 0 0 0 0 200 3 0 0 0 0 0 0\n";
-        let v = net_dev(text);
-        assert_eq!(v.len(), 1);
-        assert_eq!(v[0].0, "eth0");
-        assert_eq!(v[0].1[0], 100);
-        assert_eq!(v[0].1[8], 200);
     }
 }

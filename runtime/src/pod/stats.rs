@@ -18,23 +18,12 @@ use crate::node::Node;
 pub fn network_usage(pid: i32, now: i64) -> Option<NetworkUsage> {
     let text = std::fs::read_to_string(format!("/proc/{pid}/net/dev")).ok()?;
     let mut interfaces = vec![];
-    for line in text.lines().skip(2) {
-        let Some((name, rest)) = line.split_once(':') else {
-            continue;
-        };
-        let name = name.trim();
-        if name == "lo" {
-            continue;
-        }
-        let f: Vec<u64> = rest
-            .split_whitespace()
-            .filter_map(|v| v.parse().ok())
-            .collect();
+    for (name, f) in net_dev(&text) {
         if f.len() < 11 {
             continue;
         }
         interfaces.push(NetworkInterfaceUsage {
-            name: name.to_string(),
+            name,
             rx_bytes: Some(UInt64Value { value: f[0] }),
             rx_errors: Some(UInt64Value { value: f[2] }),
             tx_bytes: Some(UInt64Value { value: f[8] }),
@@ -47,6 +36,25 @@ pub fn network_usage(pid: i32, now: i64) -> Option<NetworkUsage> {
         default_interface,
         interfaces,
     })
+}
+
+/// `/proc/net/dev` as (interface, its 16 counters), loopback left out.
+pub(crate) fn net_dev(text: &str) -> Vec<(String, Vec<u64>)> {
+    text.lines()
+        .skip(2)
+        .filter_map(|line| {
+            let (name, rest) = line.split_once(':')?;
+            let name = name.trim();
+            (name != "lo").then(|| {
+                (
+                    name.to_string(),
+                    rest.split_whitespace()
+                        .filter_map(|v| v.parse().ok())
+                        .collect(),
+                )
+            })
+        })
+        .collect()
 }
 
 impl Node {
@@ -102,5 +110,20 @@ impl Node {
             }),
             windows: None,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn net_dev_leaves_loopback_out() {
+        let text = "Inter-|   Receive\n face |bytes\n    lo: 1 2 3 4 5 6 7 8 9 10 11 12 13 14 15 16\n  eth0: 100 2 0 1 0 0 0 0 200 3 0 0 0 0 0 0\n";
+        let v = net_dev(text);
+        assert_eq!(v.len(), 1);
+        assert_eq!(v[0].0, "eth0");
+        assert_eq!(v[0].1[0], 100);
+        assert_eq!(v[0].1[8], 200);
     }
 }
