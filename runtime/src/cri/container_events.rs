@@ -54,16 +54,36 @@ pub fn publish(node: &Node, pod_id: &str, id: &str, kind: ContainerEventType) {
     node.events.note(pod_id, id, kind as i32);
 }
 
-/// The event of `change`, with the pod's status and its containers' statuses as they are now.
-fn build(node: &Node, change: &crate::events::Change) -> ContainerEventResponse {
-    let pod = node.pods.get(&change.pod_id);
-    ContainerEventResponse {
-        container_id: change.id.clone(),
-        container_event_type: change.kind,
-        created_at: change.at,
-        pod_sandbox_status: pod.and_then(|p| pod_status_of(node, &p).ok()),
-        containers_statuses: containers_statuses(node, &change.pod_id),
+/// The events of `changes` (in order), each with its pod's status and its containers' statuses
+/// as they are now: read once for a run of changes of the same pod (RunPodSandbox's CREATED and
+/// STARTED, a container's quick succession).
+fn build(node: &Node, changes: Vec<crate::events::Change>) -> Vec<ContainerEventResponse> {
+    let mut out = vec![];
+    let mut read: Option<(String, Option<skiff_proto::cri::PodSandboxStatus>, Vec<_>)> = None;
+    for change in changes {
+        if read
+            .as_ref()
+            .is_none_or(|(pod, _, _)| *pod != change.pod_id)
+        {
+            let pod = node.pods.get(&change.pod_id);
+            read = Some((
+                change.pod_id.clone(),
+                pod.and_then(|p| pod_status_of(node, &p).ok()),
+                containers_statuses(node, &change.pod_id),
+            ));
+        }
+        let Some((_, pod_status, statuses)) = &read else {
+            continue;
+        };
+        out.push(ContainerEventResponse {
+            container_id: change.id,
+            container_event_type: change.kind,
+            created_at: change.at,
+            pod_sandbox_status: pod_status.clone(),
+            containers_statuses: statuses.clone(),
+        });
     }
+    out
 }
 
 /// Starts the event builder, and publishes a STOPPED event for each exit the shims note,
@@ -72,10 +92,15 @@ pub fn start(node: Arc<Node>) -> Result<()> {
     if let Some(mut changes) = node.events.changes() {
         let node = node.clone();
         tokio::spawn(async move {
-            while let Some(change) = changes.recv().await {
+            while let Some(first) = changes.recv().await {
+                // Everything noted meanwhile goes in the same build.
+                let mut batch = vec![first];
+                while let Ok(more) = changes.try_recv() {
+                    batch.push(more);
+                }
                 let n = node.clone();
-                let built = tokio::task::spawn_blocking(move || build(&n, &change)).await;
-                if let Ok(ev) = built {
+                let built = tokio::task::spawn_blocking(move || build(&n, batch)).await;
+                for ev in built.unwrap_or_default() {
                     node.events.publish(ev);
                 }
             }
