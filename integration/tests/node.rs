@@ -1556,3 +1556,130 @@ async fn cdi_devices_and_image_volumes_on_cgroup_v2() {
     teardown_pods(&mut rt, vec![pod]).await;
     let _ = std::fs::remove_file(spec_file);
 }
+
+fn run_out(cmd: &str, args: &[&str]) -> (bool, String) {
+    let out = Command::new(cmd)
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("{cmd}: {e}"));
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr),
+    )
+}
+
+#[test]
+#[ignore = "runs inside the node VM: integration/vm/node-tests"]
+fn installed_from_its_debian_package_and_checked() {
+    // dpkg installed it (integration/vm/node/run: dpkg -i skiff_*.deb): the files, the
+    // conffile, the units from /usr/lib enabled by the maintainer script.
+    let (_, status) = run_out("dpkg-query", &["-W", "-f=${Status} ${Version}", "skiff"]);
+    assert!(status.starts_with("install ok installed "), "{status}");
+    let (_, files) = run_out("dpkg", &["-L", "skiff"]);
+    for f in [
+        "/usr/bin/skiffd",
+        "/usr/bin/skiff-shim",
+        "/usr/bin/skiff",
+        "/usr/lib/systemd/system/skiff.service",
+        "/usr/lib/systemd/system/skiff.socket",
+        "/etc/skiff/config.toml",
+    ] {
+        assert!(files.lines().any(|l| l == f), "{f} not in dpkg -L: {files}");
+    }
+    let conffiles = read(Path::new("/var/lib/dpkg/info/skiff.conffiles"));
+    assert_eq!(conffiles.trim(), "/etc/skiff/config.toml");
+    for unit in ["skiff.socket", "skiff.service"] {
+        assert_eq!(systemctl(&["is-enabled", unit]).trim(), "enabled", "{unit}");
+        assert_eq!(systemctl(&["is-active", unit]).trim(), "active", "{unit}");
+    }
+    assert_eq!(
+        unit_prop("skiff.service", "FragmentPath"),
+        "/usr/lib/systemd/system/skiff.service"
+    );
+    assert!(
+        unit_prop("skiff.service", "ExecStart").contains("path=/usr/bin/skiffd"),
+        "{}",
+        unit_prop("skiff.service", "ExecStart")
+    );
+    // The running skiffd is the package's binary.
+    let pid = unit_prop("skiff.service", "MainPID");
+    let exe = std::fs::read_link(format!("/proc/{pid}/exe")).unwrap();
+    assert_eq!(exe, Path::new("/usr/bin/skiffd"));
+
+    // skiff check with the node's config: what this node is (cgroup v2, systemd, CRIU 4.1,
+    // AppArmor, the loopback CNI network the payload configured), no error.
+    let (ok, text) = run_out("/usr/bin/skiff", &["check", "--json"]);
+    let all: Vec<serde_json::Value> =
+        serde_json::from_str(text.trim()).unwrap_or_else(|e| panic!("{e}: {text}"));
+    let get = |name: &str| {
+        all.iter()
+            .find(|f| f["check"] == name)
+            .unwrap_or_else(|| panic!("no {name} in {text}"))
+            .clone()
+    };
+    let cgroup = get("cgroup");
+    assert_eq!(cgroup["level"], "ok", "{cgroup}");
+    assert!(
+        cgroup["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("v2, controllers: "),
+        "{cgroup}"
+    );
+    for c in ["cpu", "memory", "pids"] {
+        assert!(
+            cgroup["detail"]
+                .as_str()
+                .unwrap()
+                .split(' ')
+                .any(|w| w == c),
+            "{cgroup}"
+        );
+    }
+    let systemd = get("systemd");
+    assert_eq!(systemd["level"], "ok", "{systemd}");
+    assert!(systemd["detail"]
+        .as_str()
+        .unwrap()
+        .contains("cgroup_driver = systemd"));
+    let criu = get("criu");
+    assert_eq!(criu["level"], "ok", "{criu}");
+    assert!(
+        criu["detail"].as_str().unwrap().starts_with("criu 4."),
+        "{criu}"
+    );
+    let apparmor = get("apparmor");
+    assert_eq!(apparmor["level"], "ok", "{apparmor}");
+    assert!(
+        apparmor["detail"].as_str().unwrap().starts_with("enabled"),
+        "{apparmor}"
+    );
+    let cni = get("cni");
+    assert_eq!(cni["level"], "ok", "{cni}");
+    assert!(
+        cni["detail"]
+            .as_str()
+            .unwrap()
+            .contains("/etc/skiff/cni/99-lo.conf"),
+        "{cni}"
+    );
+    for name in [
+        "kernel",
+        "overlayfs",
+        "seccomp",
+        "user namespaces",
+        "shim",
+        "permissions",
+    ] {
+        assert_eq!(get(name)["level"], "ok", "{name}: {text}");
+    }
+    assert!(get("shim")["detail"]
+        .as_str()
+        .unwrap()
+        .contains("/usr/bin/skiff-shim"));
+    assert!(
+        !all.iter().any(|f| f["level"] == "error"),
+        "errors on the node: {text}"
+    );
+    assert!(ok, "skiff check exits 0 without errors: {text}");
+}

@@ -325,6 +325,12 @@ async fn skiffd_serves_its_own_metrics() {
     );
     pull(&mut d.images().await, &img.reference).await;
     let mut rt = d.runtime().await;
+    // A subscriber: its events are counted, with the time spent building them.
+    let mut sub = rt
+        .get_container_events(GetEventsRequest {})
+        .await
+        .expect("GetContainerEvents")
+        .into_inner();
     let logs = tempfile::tempdir().unwrap();
     let mut pods = vec![];
     for i in 0..2 {
@@ -339,6 +345,14 @@ async fn skiffd_serves_its_own_metrics() {
         .await;
         pods.push(pod);
     }
+    // Pod CREATED and STARTED, container CREATED and STARTED, for each pod.
+    for _ in 0..8 {
+        tokio::time::timeout(Duration::from_secs(10), sub.message())
+            .await
+            .expect("an event within 10 s")
+            .expect("the event stream")
+            .expect("an event");
+    }
     let err = rt
         .container_status(ContainerStatusRequest {
             container_id: "nope".into(),
@@ -350,6 +364,11 @@ async fn skiffd_serves_its_own_metrics() {
 
     let (status, text) = http_get(&addr, "/metrics").await;
     assert!(status.contains("200"), "{status}");
+    assert_eq!(sample(&text, "skiff_container_events_total"), 8.0, "{text}");
+    assert!(
+        sample(&text, "skiff_container_event_build_seconds_total") > 0.0,
+        "{text}"
+    );
     assert_eq!(
         sample(
             &text,

@@ -7,6 +7,7 @@
 //! (`events`), its own metrics (`metrics`), durable records (`store`) and configuration. It does not
 //! run container processes: that is the per-pod `skiff-shim`'s job. See `ARCHITECTURE.md`.
 
+pub mod check;
 pub mod checkpoint;
 pub mod config;
 pub mod container;

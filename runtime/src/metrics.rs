@@ -71,6 +71,8 @@ pub struct Metrics {
     cni_seconds: Histograms<Op>,
     resident_bytes: Gauge,
     open_fds: Gauge,
+    events: Counter,
+    event_build_seconds: Counter<f64, std::sync::atomic::AtomicU64>,
 }
 
 /// The daemon's metrics (made on first use).
@@ -96,6 +98,8 @@ impl Metrics {
             cni_seconds: Family::new_with_constructor(latency),
             resident_bytes: Gauge::default(),
             open_fds: Gauge::default(),
+            events: Counter::default(),
+            event_build_seconds: Counter::default(),
             registry: Registry::default(),
         };
         let r = &mut registry;
@@ -152,6 +156,16 @@ impl Metrics {
             "skiffd's open file descriptors",
             m.open_fds.clone(),
         );
+        r.register(
+            "container_events",
+            "Container and pod events built for GetContainerEvents subscribers",
+            m.events.clone(),
+        );
+        r.register(
+            "container_event_build_seconds",
+            "Time spent building container events (reading the statuses they carry)",
+            m.event_build_seconds.clone(),
+        );
         Metrics { registry, ..m }
     }
 
@@ -169,6 +183,13 @@ impl Metrics {
             .inc();
         self.pull_bytes.inc_by(bytes.unwrap_or(0));
         self.pull_seconds.observe(began.elapsed().as_secs_f64());
+    }
+
+    /// `n` events built in the time since `began`.
+    pub fn events_built(&self, n: usize, began: Instant) {
+        self.events.inc_by(n as u64);
+        self.event_build_seconds
+            .inc_by(began.elapsed().as_secs_f64());
     }
 
     pub fn unpacked(&self, began: Instant) {

@@ -77,11 +77,14 @@ impl Node {
 
     /// A container's state, knowing whether its pod's shim still runs.
     pub fn container_state(&self, rec: &ContainerRecord) -> ContainerState {
-        let shim_alive = self
-            .pods
-            .get(&rec.pod_id)
-            .is_some_and(|p| p.shim_pid > 0 && is_our_shim(p.shim_pid, &p.id));
-        rec.state(shim_alive)
+        rec.state(|| self.shim_alive(&rec.pod_id))
+    }
+
+    /// Whether pod `pod_id`'s shim runs.
+    pub fn shim_alive(&self, pod_id: &str) -> bool {
+        self.pods
+            .get(pod_id)
+            .is_some_and(|p| p.shim_pid > 0 && is_our_shim(p.shim_pid, &p.id))
     }
 
     /// Opens every store, recovers pods and containers left by an earlier skiffd, and collects

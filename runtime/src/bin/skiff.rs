@@ -8,6 +8,8 @@
 //! - `skiff events`: follows GetContainerEvents, one line per event.
 //! - `skiff top`: pods and their containers with CPU and memory (ListPodSandboxStats),
 //!   refreshed every `--interval` seconds, or printed once with `--once`.
+//! - `skiff check`: the node preflight (`skiff_runtime::check`), with skiffd's configuration
+//!   and flags; `--json` for tooling; exits 1 when a check finds an error. Needs no skiffd.
 
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -82,6 +84,41 @@ enum Command {
         #[arg(long, default_value_t = 2)]
         interval: u64,
     },
+    /// Checks this node for what skiffd needs (kernel, cgroups, systemd, user namespaces,
+    /// overlayfs, seccomp, AppArmor/SELinux, CRIU, CNI, permissions, clock, entropy), with
+    /// skiffd's config file and flags. Exits 1 when a check finds an error.
+    Check {
+        /// Prints the findings as JSON.
+        #[arg(long)]
+        json: bool,
+        #[command(flatten)]
+        flags: skiff_runtime::config::Flags,
+    },
+}
+
+/// `skiff check`: prints the findings; Ok(true) when none is an error.
+fn check(json: bool, flags: skiff_runtime::config::Flags) -> Result<bool, String> {
+    use skiff_runtime::check::{config, render, run, Level};
+    let file = flags
+        .config
+        .clone()
+        .unwrap_or_else(|| skiff_runtime::config::DEFAULT_CONFIG.into());
+    // A configuration skiffd refuses is the one finding: the others depend on it.
+    let findings = match skiff_runtime::config::Config::load(flags) {
+        Ok(cfg) => {
+            let mut all = vec![config(&file, None)];
+            all.extend(run(&cfg));
+            all
+        }
+        Err(e) => vec![config(&file, Some(e.to_string()))],
+    };
+    if json {
+        let text = serde_json::to_string_pretty(&findings).map_err(|e| e.to_string())?;
+        println!("{text}");
+    } else {
+        print!("{}", render(&findings));
+    }
+    Ok(!findings.iter().any(|f| f.level == Level::Error))
 }
 
 /// One event as `skiff events` prints it.
@@ -288,6 +325,8 @@ async fn run(cli: Cli) -> Result<(), String> {
     let mut rt = RuntimeServiceClient::new(ch);
     let status = |what: &str, s: tonic::Status| format!("{what}: {} ({:?})", s.message(), s.code());
     match cli.command {
+        // Answered in main, without skiffd.
+        Command::Check { .. } => return Err("check needs no socket".into()),
         Command::Checkpoint {
             container,
             export,
@@ -399,6 +438,16 @@ async fn run(cli: Cli) -> Result<(), String> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Check { json, flags } = cli.command {
+        return match check(json, flags) {
+            Ok(true) => ExitCode::SUCCESS,
+            Ok(false) => ExitCode::from(1),
+            Err(e) => {
+                eprintln!("skiff check: {e}");
+                ExitCode::from(2)
+            }
+        };
+    }
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

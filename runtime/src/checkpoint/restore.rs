@@ -481,7 +481,7 @@ impl crate::node::Node {
             )));
         }
         let pod = self.pods.find(pod_id)?;
-        let ns = crate::pod::lifecycle::pod_namespaces(&pod.config()?)?;
+        let ns = crate::pod::lifecycle::pod_namespaces(pod.config())?;
         if ns.pid != skiff_shim::api::PidMode::Container {
             return Err(Error::FailedPrecondition(format!(
                 "pod sandbox {}: a restored container needs a PID namespace of its own \

@@ -169,7 +169,7 @@ impl Node {
         restore: Option<&crate::checkpoint::restore::Archive>,
     ) -> Result<String> {
         let pod = self.ready_pod(pod_id)?;
-        let pod_cfg = pod.config()?;
+        let pod_cfg = pod.config();
         // The pod's runtime handler's settings (seccomp default, user-namespace rootfs).
         let handler = self.cfg.handler(&pod.runtime_handler)?;
         let meta = cfg
@@ -222,7 +222,7 @@ impl Node {
             }
         };
         let log_path = log_file(&pod_cfg.log_directory, &cfg.log_path)?;
-        let ns = pod_namespaces(&pod_cfg)?;
+        let ns = pod_namespaces(pod_cfg)?;
         if let (Some((field, _)), Some(_)) = (cdi_devices.first(), &ns.userns) {
             return Err(Error::InvalidArgument(format!(
                 "{field}: devices cannot be given to a container in a pod user namespace by \
@@ -294,8 +294,8 @@ impl Node {
         let _creating = self.containers.create_lock.lock().await;
         if let Some(other) = self.containers.of_pod(&pod.id).into_iter().find(|c| {
             c.config()
-                .ok()
-                .and_then(|c| c.metadata)
+                .metadata
+                .as_ref()
                 .is_some_and(|m| m.name == meta.name && m.attempt == meta.attempt)
         }) {
             return Err(Error::AlreadyExists(format!(
@@ -333,7 +333,7 @@ impl Node {
             oom_score_adj: self.oom_score_adj(resources.as_ref())?,
         })?;
         cdi::inject(&self.cfg.cdi_spec_dirs, &cdi_devices, &mut oci)?;
-        let filter = self.seccomp_filter(handler, &pod_cfg, &cfg, &oci)?;
+        let filter = self.seccomp_filter(handler, pod_cfg, &cfg, &oci)?;
         if let (Some(f), Some(linux)) = (&filter, oci.linux_mut()) {
             linux.set_seccomp(Some(f.spec.clone()));
         }
@@ -352,7 +352,7 @@ impl Node {
         let rec = ContainerRecord {
             id: id.clone(),
             pod_id: pod.id.clone(),
-            config_pb: ContainerRecord::encode_config(&cfg),
+            config: crate::store::Pb::new(cfg.clone()),
             image_id: image.id.clone(),
             image_name,
             image_ref,
@@ -475,9 +475,9 @@ impl Node {
             )));
         }
         super::resources::apply(&rec.cgroup, &r)?;
-        let mut cfg = rec.config()?;
+        let mut cfg = rec.config().clone();
         cfg.linux.get_or_insert_with(Default::default).resources = Some(r);
-        rec.config_pb = ContainerRecord::encode_config(&cfg);
+        rec.config = crate::store::Pb::new(cfg);
         self.containers.save(&rec)?;
         tracing::info!(container = %rec.id, "container resources updated");
         Ok(())
@@ -494,7 +494,7 @@ impl Node {
             )));
         }
         let pod = self.ready_pod(&found.pod_id)?;
-        let cfg = found.config()?;
+        let cfg = found.config();
         let mut shim = self.shim(&pod).await?;
         // Claims the start (a concurrent second StartContainer fails here), then records it on
         // disk while the shim starts the container.

@@ -20,15 +20,13 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, MutexGuard};
 
-use base64::Engine;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use skiff_proto::cri::ContainerConfig;
 use skiff_shim::api::ContainerState;
 
 use crate::error::{Error, IoContext, Result};
 use crate::image::Images;
-use crate::store;
+use crate::store::{self, Pb};
 
 /// A bind mount as the container got it, for ContainerStatus.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -48,8 +46,9 @@ pub struct MountRecord {
 pub struct ContainerRecord {
     pub id: String,
     pub pod_id: String,
-    /// The request's ContainerConfig, protobuf-encoded then base64.
-    pub config_pb: String,
+    /// The request's ContainerConfig (base64 of its protobuf encoding on disk).
+    #[serde(rename = "config_pb")]
+    pub config: Pb<ContainerConfig>,
     pub image_id: String,
     /// The image as the request named it.
     pub image_name: String,
@@ -107,25 +106,18 @@ impl ContainerRecord {
         self.data_dir.join("checkpoint")
     }
 
-    pub fn config(&self) -> Result<ContainerConfig> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(&self.config_pb)
-            .map_err(|e| Error::Internal(format!("container {} record: {e}", self.id)))?;
-        ContainerConfig::decode(raw.as_slice())
-            .map_err(|e| Error::Internal(format!("container {} record: {e}", self.id)))
-    }
-
-    pub fn encode_config(c: &ContainerConfig) -> String {
-        base64::engine::general_purpose::STANDARD.encode(c.encode_to_vec())
+    pub fn config(&self) -> &ContainerConfig {
+        &self.config
     }
 
     /// The container's state as its shim recorded it, with what a lost record means.
     /// `shim_alive` says whether the pod's shim still runs: while it does, a main process that
     /// is gone is one whose exit the shim is about to record.
-    pub fn state(&self, shim_alive: bool) -> ContainerState {
+    /// `shim_alive` is asked only when the main process is gone.
+    pub fn state(&self, shim_alive: impl FnOnce() -> bool) -> ContainerState {
         match ContainerState::read(&self.bundle) {
             Ok(Some(mut s)) => {
-                if !s.exited && s.pid > 0 && !shim_alive && !process_alive(s.pid, s.started_at) {
+                if !s.exited && s.pid > 0 && !process_alive(s.pid, s.started_at) && !shim_alive() {
                     s.exited = true;
                     s.exit_code = 255;
                     s.reason = "Unknown".into();

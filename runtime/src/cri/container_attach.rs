@@ -15,7 +15,7 @@ pub async fn attach(node: &Node, req: AttachRequest) -> Result<AttachResponse> {
     }
     check_streams(req.tty, req.stdin, req.stdout, req.stderr)?;
     let (rec, pod, shim) = node.running(&req.container_id).await?;
-    let cfg = rec.config()?;
+    let cfg = rec.config();
     // api.proto: tty must match the container's; stdin needs a container created with it.
     if req.tty != cfg.tty {
         return Err(Error::InvalidArgument(format!(

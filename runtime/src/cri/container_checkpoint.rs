@@ -39,7 +39,7 @@ pub async fn checkpoint_container(
     let (rec, pod, _shim) = node.running(&req.container_id).await?;
     // CRIU dumps a PID namespace only with its init: a container sharing its pod's (the shim
     // is PID 1 there) cannot be dumped alone.
-    if crate::pod::lifecycle::pod_namespaces(&pod.config()?)?.pid == skiff_shim::api::PidMode::Pod {
+    if crate::pod::lifecycle::pod_namespaces(pod.config())?.pid == skiff_shim::api::PidMode::Pod {
         return Err(Error::FailedPrecondition(format!(
             "container {}: its pod {} shares one PID namespace among its containers \
              (namespace_options.pid POD); only containers with a PID namespace of their own \
@@ -51,7 +51,7 @@ pub async fn checkpoint_container(
         .criu
         .as_ref()
         .map_err(|why| Error::FailedPrecondition(format!("checkpoint: {why}")))?;
-    let cfg = rec.config()?;
+    let cfg = rec.config();
     let pid = node.container_state(&rec).pid;
 
     let work = checkpoint::work_dir(&node.cfg.root, &rec.id);

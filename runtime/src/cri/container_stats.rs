@@ -34,7 +34,7 @@ pub fn list_container_stats(
         if st.pid == 0 || st.exited {
             continue;
         }
-        let cfg = rec.config()?;
+        let cfg = rec.config();
         if !f
             .label_selector
             .iter()

@@ -24,7 +24,7 @@ pub fn port_forward(node: &Node, req: PortForwardRequest) -> Result<PortForwardR
             )));
         }
     }
-    let ns = pod_namespaces(&pod.config()?)?;
+    let ns = pod_namespaces(pod.config())?;
     // A host-network pod's ports are the node's.
     let netns =
         (ns.network == NsMode::Pod).then(|| pod.run_dir.join(skiff_shim::api::NS_DIR).join("net"));

@@ -30,7 +30,7 @@ pub fn list_pod_sandbox_stats(
         if pod.state != PodState::Ready || (!f.id.is_empty() && !pod.id.starts_with(&f.id)) {
             continue;
         }
-        let cfg = pod.config()?;
+        let cfg = pod.config();
         if !f
             .label_selector
             .iter()

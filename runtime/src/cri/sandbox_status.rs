@@ -14,7 +14,7 @@ pub async fn pod_sandbox_status(
     req: PodSandboxStatusRequest,
 ) -> Result<PodSandboxStatusResponse> {
     let r = node.pods.find(&req.pod_sandbox_id)?;
-    let c = r.config()?;
+    let c = r.config();
     let status = pod_status_of(node, &r)?;
     let mut info = HashMap::new();
     if req.verbose {

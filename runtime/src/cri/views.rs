@@ -20,7 +20,7 @@ fn image_spec(r: &ContainerRecord) -> ImageSpec {
 }
 
 pub fn to_cri_container(r: &ContainerRecord, s: &ShimState) -> Result<Container> {
-    let c = r.config()?;
+    let c = r.config();
     Ok(Container {
         id: r.id.clone(),
         pod_sandbox_id: r.pod_id.clone(),
@@ -35,9 +35,21 @@ pub fn to_cri_container(r: &ContainerRecord, s: &ShimState) -> Result<Container>
     })
 }
 
-/// The CRI status of the container `r` in the state `s` (resources read back from its cgroup).
+/// The CRI status of the container `r` in the state `s`, its resources read back from its
+/// cgroup (ContainerStatus).
 pub fn status_of(r: &ContainerRecord, s: &ShimState) -> Result<ContainerStatus> {
-    let c = r.config()?;
+    status(r, s, true)
+}
+
+/// The CRI status of the container `r` in the state `s`, with the resources its record holds
+/// (the last ones applied), as the summaries in PodSandboxStatus and events carry them: no
+/// cgroup file is read.
+pub fn recorded_status_of(r: &ContainerRecord, s: &ShimState) -> Result<ContainerStatus> {
+    status(r, s, false)
+}
+
+fn status(r: &ContainerRecord, s: &ShimState, from_cgroup: bool) -> Result<ContainerStatus> {
+    let c = r.config();
     Ok(ContainerStatus {
         id: r.id.clone(),
         metadata: c.metadata.clone(),
@@ -74,7 +86,9 @@ pub fn status_of(r: &ContainerRecord, s: &ShimState) -> Result<ContainerStatus> 
         // asked.
         resources: {
             let asked = c.linux.as_ref().and_then(|l| l.resources.as_ref());
-            resources::read_back(&r.cgroup, asked)
+            from_cgroup
+                .then(|| resources::read_back(&r.cgroup, asked))
+                .flatten()
                 .or_else(|| asked.cloned())
                 .map(|r| ContainerResources {
                     linux: Some(r),
@@ -106,7 +120,7 @@ fn process_groups(gid: u32, groups: &[u32]) -> Vec<i64> {
 }
 
 pub fn to_cri_pod(r: &PodRecord) -> Result<PodSandbox> {
-    let c = r.config()?;
+    let c = r.config();
     Ok(PodSandbox {
         id: r.id.clone(),
         metadata: c.metadata.clone(),
@@ -118,18 +132,23 @@ pub fn to_cri_pod(r: &PodRecord) -> Result<PodSandbox> {
     })
 }
 
-/// The statuses of the containers of pod `pod_id` (those whose records read).
+/// The statuses of the containers of pod `pod_id`, with their recorded resources (the pod's
+/// shim looked for at most once).
 pub fn containers_statuses(node: &Node, pod_id: &str) -> Vec<ContainerStatus> {
+    let shim_alive = std::cell::OnceCell::new();
     node.containers
         .of_pod(pod_id)
         .iter()
-        .filter_map(|c| status_of(c, &node.container_state(c)).ok())
+        .filter_map(|c| {
+            let state = c.state(|| *shim_alive.get_or_init(|| node.shim_alive(pod_id)));
+            recorded_status_of(c, &state).ok()
+        })
         .collect()
 }
 
 /// The CRI status of pod `r`.
 pub fn pod_status_of(node: &Node, r: &PodRecord) -> Result<PodSandboxStatus> {
-    let c = r.config()?;
+    let c = r.config();
     let ns: NamespaceOption = c
         .linux
         .as_ref()

@@ -59,6 +59,34 @@ pub struct Network {
     versions: Mutex<std::collections::HashMap<(PathBuf, std::time::SystemTime), Vec<String>>>,
 }
 
+/// The network configuration in `conf_dir` pods get (the one named `conf_name`, else the
+/// first), with every plugin binary found in `bin_dirs`; or why there is none.
+pub fn current(
+    conf_dir: &Path,
+    bin_dirs: &[PathBuf],
+    conf_name: Option<&str>,
+) -> std::result::Result<NetworkList, String> {
+    let lists = cni::load_dir(conf_dir)?;
+    let list = match conf_name {
+        Some(name) => lists.into_iter().find(|l| l.name == name).ok_or_else(|| {
+            format!(
+                "no network named {name:?} in {} (cni_conf_name)",
+                conf_dir.display()
+            )
+        })?,
+        None => lists
+            .into_iter()
+            .next()
+            .ok_or_else(|| format!("no network config found in {}", conf_dir.display()))?,
+    };
+    for p in &list.plugins {
+        let t = p["type"].as_str().unwrap_or("");
+        cni::find_plugin(bin_dirs, t)
+            .map_err(|e| format!("network {:?} ({}): {e}", list.name, list.file.display()))?;
+    }
+    Ok(list)
+}
+
 /// The pod facts CNI needs.
 pub struct PodNet<'a> {
     pub id: &'a str,
@@ -91,25 +119,7 @@ impl Network {
 
     /// The network pods get now, or why there is none (Status' NetworkReady message).
     pub fn current(&self) -> std::result::Result<NetworkList, String> {
-        let lists = cni::load_dir(&self.conf_dir)?;
-        let list = match &self.conf_name {
-            Some(name) => lists.into_iter().find(|l| &l.name == name).ok_or_else(|| {
-                format!(
-                    "no network named {name:?} in {} (cni_conf_name)",
-                    self.conf_dir.display()
-                )
-            })?,
-            None => lists
-                .into_iter()
-                .next()
-                .ok_or_else(|| format!("no network config found in {}", self.conf_dir.display()))?,
-        };
-        for p in &list.plugins {
-            let t = p["type"].as_str().unwrap_or("");
-            cni::find_plugin(&self.bin_dirs, t)
-                .map_err(|e| format!("network {:?} ({}): {e}", list.name, list.file.display()))?;
-        }
-        Ok(list)
+        current(&self.conf_dir, &self.bin_dirs, self.conf_name.as_deref())
     }
 
     /// Version negotiation: every plugin of the list must support the list's `cniVersion`.

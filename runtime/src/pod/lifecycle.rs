@@ -368,7 +368,7 @@ impl Node {
 
         let _creating = self.pods.create_lock.lock().await;
         if let Some(other) = self.pods.list().into_iter().find(|p| {
-            p.config().ok().and_then(|c| c.metadata).is_some_and(|m| {
+            p.config().metadata.as_ref().is_some_and(|m| {
                 m.name == meta.name
                     && m.namespace == meta.namespace
                     && m.uid == meta.uid
@@ -382,7 +382,7 @@ impl Node {
         }
         let mut rec = PodRecord {
             id: id.clone(),
-            config_pb: PodRecord::encode_config(&config),
+            config: crate::store::Pb::new(config.clone()),
             runtime_handler: handler.name.clone(),
             created_at: skiff_shim::api::now_ns(),
             state: PodState::Creating,

@@ -279,11 +279,11 @@ impl Out {
 impl Node {
     /// The metrics of a ready pod: its network's, and each running container's.
     pub fn pod_metrics(&self, pod: &PodRecord) -> Result<PodSandboxMetrics> {
-        let cfg = pod.config()?;
+        let cfg = pod.config();
         let meta = cfg.metadata.clone().unwrap_or_default();
         let now = skiff_shim::api::now_ns();
         let mut metrics = vec![];
-        let own_network = pod_namespaces(&cfg)
+        let own_network = pod_namespaces(cfg)
             .map(|n| n.network == NsMode::Pod)
             .unwrap_or(false);
         if own_network && pod.shim_pid > 0 && is_our_shim(pod.shim_pid, &pod.id) {
@@ -314,9 +314,9 @@ impl Node {
             }
             let name = c
                 .config()
-                .ok()
-                .and_then(|c| c.metadata)
-                .map(|m| m.name)
+                .metadata
+                .as_ref()
+                .map(|m| m.name.clone())
                 .unwrap_or_default();
             let mut out = Out {
                 now,

@@ -17,13 +17,11 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use base64::Engine;
-use prost::Message;
 use serde::{Deserialize, Serialize};
 use skiff_proto::cri::PodSandboxConfig;
 
-use crate::error::{Error, IoContext, Result};
-use crate::store;
+use crate::error::{IoContext, Result};
+use crate::store::{self, Pb};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub enum PodState {
@@ -37,8 +35,9 @@ pub enum PodState {
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct PodRecord {
     pub id: String,
-    /// The request's PodSandboxConfig, protobuf-encoded then base64.
-    pub config_pb: String,
+    /// The request's PodSandboxConfig (base64 of its protobuf encoding on disk).
+    #[serde(rename = "config_pb")]
+    pub config: Pb<PodSandboxConfig>,
     pub runtime_handler: String,
     pub created_at: i64,
     pub state: PodState,
@@ -61,16 +60,8 @@ impl PodRecord {
         }
     }
 
-    pub fn config(&self) -> Result<PodSandboxConfig> {
-        let raw = base64::engine::general_purpose::STANDARD
-            .decode(&self.config_pb)
-            .map_err(|e| Error::Internal(format!("pod {} record: {e}", self.id)))?;
-        PodSandboxConfig::decode(raw.as_slice())
-            .map_err(|e| Error::Internal(format!("pod {} record: {e}", self.id)))
-    }
-
-    pub fn encode_config(c: &PodSandboxConfig) -> String {
-        base64::engine::general_purpose::STANDARD.encode(c.encode_to_vec())
+    pub fn config(&self) -> &PodSandboxConfig {
+        &self.config
     }
 
     pub fn socket(&self) -> PathBuf {

@@ -121,7 +121,7 @@ impl Node {
             )));
         }
         // What the request leaves out stays as the pod had it.
-        let mut cfg = rec.config()?;
+        let mut cfg = rec.config().clone();
         let linux = cfg.linux.get_or_insert_with(Default::default);
         if resources.is_some() {
             linux.resources = resources;
@@ -130,7 +130,7 @@ impl Node {
             linux.overhead = overhead;
         }
         self.apply_pod_resources(&rec, linux.resources.as_ref(), linux.overhead.as_ref())?;
-        rec.config_pb = PodRecord::encode_config(&cfg);
+        rec.config = crate::store::Pb::new(cfg);
         self.pods.save(&rec)
     }
 }

@@ -59,7 +59,7 @@ pub(crate) fn net_dev(text: &str) -> Vec<(String, Vec<u64>)> {
 
 impl Node {
     pub fn pod_stats(&self, pod: &PodRecord) -> Result<PodSandboxStats> {
-        let cfg = pod.config()?;
+        let cfg = pod.config();
         let now = skiff_shim::api::now_ns();
         let (cpu, memory, process, io) = match cstats::cgroup_usage(
             &pod.cgroup,
@@ -78,7 +78,7 @@ impl Node {
             ),
             None => (None, None, None, None),
         };
-        let own_network = pod_namespaces(&cfg)
+        let own_network = pod_namespaces(cfg)
             .map(|n| n.network == NsMode::Pod)
             .unwrap_or(false);
         let network = if own_network && pod.shim_pid > 0 && is_our_shim(pod.shim_pid, &pod.id) {

@@ -71,3 +71,43 @@ pub fn disk_usage(dir: &std::path::Path) -> Result<(u64, u64)> {
     }
     Ok((bytes, inodes))
 }
+
+/// A request's protobuf message kept in a record: decoded once (when the record is made or
+/// read), written in the JSON record as base64 of the protobuf encoding. Cloning a record
+/// shares the message.
+#[derive(Debug, Clone, Default)]
+pub struct Pb<T>(std::sync::Arc<T>);
+
+impl<T> Pb<T> {
+    pub fn new(msg: T) -> Pb<T> {
+        Pb(std::sync::Arc::new(msg))
+    }
+}
+
+impl<T> std::ops::Deref for Pb<T> {
+    type Target = T;
+    fn deref(&self) -> &T {
+        &self.0
+    }
+}
+
+impl<T: prost::Message> serde::Serialize for Pb<T> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> std::result::Result<S::Ok, S::Error> {
+        use base64::Engine;
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(self.0.encode_to_vec()))
+    }
+}
+
+impl<'de, T: prost::Message + Default> serde::Deserialize<'de> for Pb<T> {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Pb<T>, D::Error> {
+        use base64::Engine;
+        use serde::de::Error as _;
+        let text = String::deserialize(d)?;
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(text)
+            .map_err(|e| D::Error::custom(format!("not base64: {e}")))?;
+        T::decode(raw.as_slice())
+            .map(Pb::new)
+            .map_err(|e| D::Error::custom(format!("not a protobuf message: {e}")))
+    }
+}
