@@ -255,18 +255,25 @@ fn user_namespaces(cfg: &Config) -> Finding {
 }
 
 fn overlayfs() -> Finding {
-    let fs = std::fs::read_to_string("/proc/filesystems").unwrap_or_default();
-    if fs
-        .lines()
-        .any(|l| l.split_whitespace().last() == Some("overlay"))
-    {
+    // fsopen finds the filesystem type as a mount would, loading its module if need be.
+    let name = c"overlay";
+    // SAFETY: fsopen takes a NUL-terminated name and flags; it returns a new descriptor or -1.
+    let fd = unsafe {
+        libc::syscall(libc::SYS_fsopen, name.as_ptr(), 1 /* FSOPEN_CLOEXEC */)
+    };
+    if fd >= 0 {
+        // SAFETY: fsopen returned a descriptor nothing else owns; it is closed once.
+        unsafe { libc::close(fd as i32) };
         ok("overlayfs", "the kernel has the overlay filesystem")
     } else {
         error(
             "overlayfs",
-            "the overlay filesystem is not in /proc/filesystems",
-            "modprobe overlay (and add it to /etc/modules-load.d); containers' root \
-             filesystems are overlays",
+            format!(
+                "the kernel has no overlay filesystem (fsopen: {})",
+                std::io::Error::last_os_error()
+            ),
+            "load the overlay module (modprobe overlay; add it to /etc/modules-load.d): \
+             containers' root filesystems are overlays",
         )
     }
 }

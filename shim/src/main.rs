@@ -1,18 +1,11 @@
 //! skiff-shim: the per-pod supervisor (`pod`) and its single-threaded helpers (`init`, `exec`).
 //! See the library documentation for what each does.
 
-mod attach;
-mod container;
-mod exec;
-mod helper;
-mod hooks;
+// Grouped by the process the code runs in: the pod's supervisor (`pod` mode and everything it
+// serves), the container's init (`init` mode, up to the container's exec), and the other
+// single-threaded helpers (`exec`, `restore`).
+mod helpers;
 mod init;
-mod logs;
-mod pod;
-mod process;
-mod restore;
-mod rootfs;
-mod seccomp;
 mod selfexe;
 mod supervisor;
 
@@ -29,7 +22,7 @@ fn usage() -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
-        Some("pod") if args.len() == 3 => pod::main(Path::new(&args[2])),
+        Some("pod") if args.len() == 3 => supervisor::pod::main(Path::new(&args[2])),
         Some("init") if args.len() >= 3 => {
             // NAME=FD: the runtime's namespaces, inherited descriptors (see `hooks`).
             let ns = args[3..]
@@ -42,7 +35,7 @@ fn main() {
                 .collect();
             init::main(Path::new(&args[2]), ns)
         }
-        Some("restore") if args.len() == 5 => restore::main(
+        Some("restore") if args.len() == 5 => helpers::restore::main(
             Path::new(&args[2]),
             Path::new(&args[3]),
             Path::new(&args[4]),
@@ -50,7 +43,7 @@ fn main() {
         Some(mode @ ("exec" | "exec-tty")) if args.len() >= 6 && args[4] == "--" => {
             let pid: i32 = args[3].parse().unwrap_or_else(|_| usage());
             let tty = mode == "exec-tty";
-            exec::helper_main(Path::new(&args[2]), pid, tty, args[5..].to_vec())
+            helpers::exec::helper_main(Path::new(&args[2]), pid, tty, args[5..].to_vec())
         }
         _ => usage(),
     }

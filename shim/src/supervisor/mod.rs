@@ -1,6 +1,14 @@
 //! The pod supervisor: a single-threaded tokio loop that serves the shim API on the pod's
 //! socket, reaps every child (it is the pod's PID 1, or a child subreaper), and records each
-//! container's exit crash-safely in its state file.
+//! container's exit crash-safely in its state file. Its parts: `pod` (the `pod` mode that
+//! creates the pod's namespaces and becomes this loop), `container` (starting containers and
+//! following them), `helper` (running the single-threaded helpers), `logs`, `attach`.
+
+pub mod attach;
+pub mod container;
+pub mod helper;
+pub mod logs;
+pub mod pod;
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -16,7 +24,7 @@ use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::{oneshot, Notify};
 use tonic::{Request, Response, Status};
 
-use crate::container::{self, Container};
+use container::Container;
 
 /// Everything the supervisor tracks.
 pub struct State {
@@ -100,7 +108,7 @@ pub fn run(
     cfg: PodConfig,
     listener: std::os::unix::net::UnixListener,
     exe: PathBuf,
-    pod_init: Option<crate::pod::PodInit>,
+    pod_init: Option<crate::supervisor::pod::PodInit>,
     runtime_ns: Vec<(String, std::os::fd::OwnedFd)>,
 ) -> ! {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
@@ -261,7 +269,7 @@ impl Shim for Api {
     ) -> Result<Response<ExecSyncResponse>, Status> {
         let req = req.into_inner();
         let c = self.state.container(&req.id)?;
-        let r = crate::exec::exec_sync(&self.state, &c, req.cmd, req.timeout_ms).await?;
+        let r = crate::helpers::exec::exec_sync(&self.state, &c, req.cmd, req.timeout_ms).await?;
         Ok(Response::new(r))
     }
 
@@ -272,7 +280,7 @@ impl Shim for Api {
         let mut input = req.into_inner();
         let start = first_start(&mut input).await?;
         let c = self.state.container(&start.id)?;
-        let out = crate::exec::exec_stream(&self.state, &c, start, input).await?;
+        let out = crate::helpers::exec::exec_stream(&self.state, &c, start, input).await?;
         Ok(Response::new(Box::pin(out)))
     }
 
@@ -283,7 +291,7 @@ impl Shim for Api {
         let mut input = req.into_inner();
         let start = first_start(&mut input).await?;
         let c = self.state.container(&start.id)?;
-        let out = crate::attach::attach(c, start, input).await?;
+        let out = crate::supervisor::attach::attach(c, start, input).await?;
         Ok(Response::new(Box::pin(out)))
     }
 

@@ -13,7 +13,7 @@ use nix::unistd::{Gid, Uid};
 use oci_spec::runtime::Process;
 use skiff_shim::fsutil;
 
-use crate::seccomp::Filter;
+use crate::init::seccomp::Filter;
 
 type R<T> = Result<T, String>;
 

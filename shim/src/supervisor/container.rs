@@ -18,7 +18,7 @@ use skiff_shim::{cgroups, fsutil};
 use tokio::sync::watch;
 use tonic::Status;
 
-use crate::logs::{self, LogFile};
+use crate::supervisor::logs::{self, LogFile};
 use crate::supervisor::State;
 
 /// A started container, as the supervisor tracks it.
@@ -232,11 +232,11 @@ pub async fn start(
     let hook_stages = |stage| {
         spec.hooks
             .as_ref()
-            .is_some_and(|h| !crate::hooks::of(h, stage).is_empty())
+            .is_some_and(|h| !crate::init::hooks::of(h, stage).is_empty())
     };
     let (poststart, poststop) = (
-        hook_stages(crate::hooks::Stage::Poststart),
-        hook_stages(crate::hooks::Stage::Poststop),
+        hook_stages(crate::init::hooks::Stage::Poststart),
+        hook_stages(crate::init::hooks::Stage::Poststop),
     );
     let log = if req.log_path.is_empty() {
         None
@@ -294,7 +294,7 @@ pub async fn start(
         (child_in, ow, ew, or, Some(er))
     };
     let mut lines = match &restore {
-        Some(r) => crate::helper::spawn(
+        Some(r) => crate::supervisor::helper::spawn(
             &state.exe,
             &[
                 "restore".as_ref(),
@@ -306,7 +306,7 @@ pub async fn start(
             child_out,
             child_err,
         )?,
-        None => crate::helper::spawn_init(
+        None => crate::supervisor::helper::spawn_init(
             &state.exe,
             &bundle,
             &state.runtime_ns_fds(),
@@ -419,7 +419,7 @@ pub async fn start(
         run_hooks_logged(
             &bundle,
             &runtime_ns,
-            crate::hooks::Stage::Poststart,
+            crate::init::hooks::Stage::Poststart,
             reported,
         )
         .await;
@@ -468,7 +468,7 @@ pub async fn start(
             run_hooks_logged(
                 &c.bundle,
                 &runtime_ns,
-                crate::hooks::Stage::Poststop,
+                crate::init::hooks::Stage::Poststop,
                 reported,
             )
             .await;
@@ -484,7 +484,7 @@ pub async fn start(
 async fn run_hooks_logged(
     bundle: &Path,
     runtime_ns: &[(String, std::os::fd::RawFd)],
-    stage: crate::hooks::Stage,
+    stage: crate::init::hooks::Stage,
     pid: i32,
 ) {
     let (bundle, ns) = (bundle.to_path_buf(), runtime_ns.to_vec());
@@ -493,10 +493,10 @@ async fn run_hooks_logged(
     let spawned = std::thread::Builder::new()
         .name("hooks".into())
         .spawn(move || {
-            let ran = crate::hooks::join_runtime_ns(&ns).and_then(|()| {
+            let ran = crate::init::hooks::join_runtime_ns(&ns).and_then(|()| {
                 let spec = oci_spec::runtime::Spec::load(bundle.join("config.json"))
                     .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
-                crate::hooks::run(&spec, &bundle, stage, pid)
+                crate::init::hooks::run(&spec, &bundle, stage, pid)
             });
             let _ = tx.send(ran);
         });

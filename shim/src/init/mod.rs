@@ -9,6 +9,15 @@
 //! mount namespace, pivots into it, drops to the configured user and capabilities and execs.
 //! OCI hooks run on the way (see `hooks`): the runtime's by a runner forked first. A
 //! failure is written to the sync socket as one JSON line; a successful exec closes it.
+//!
+//! Its parts: `rootfs` (the root filesystem), `process` (the last steps before exec, shared with
+//! `exec`), `seccomp` (the filter), `hooks` (OCI hooks, with the runner forked before init joins
+//! the container's namespaces).
+
+pub mod hooks;
+pub mod process;
+pub mod rootfs;
+pub mod seccomp;
 
 use std::convert::Infallible;
 use std::fs::File;
@@ -22,8 +31,7 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use skiff_shim::api::{Rootfs, ROOTFS_FILE};
 use skiff_shim::{cgroups, fsutil};
 
-use crate::hooks::{self, Stage};
-use crate::{process, rootfs, seccomp};
+use hooks::Stage;
 
 /// The sync socket every helper inherits as fd 3.
 pub const SYNC_FD: i32 = 3;

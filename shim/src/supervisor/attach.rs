@@ -11,7 +11,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::container::{resize, Container};
+use crate::supervisor::container::{resize, Container};
 
 pub async fn attach(
     c: Arc<Container>,

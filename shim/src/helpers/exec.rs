@@ -26,8 +26,8 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::container::{pipe, Container, FdReader, FdWriter};
 use crate::init::{fork_reporting_pid, report_error, sync_socket};
+use crate::supervisor::container::{pipe, Container, FdReader, FdWriter};
 use crate::supervisor::State;
 
 /// Most output kept per stream; the rest is read and dropped.
@@ -97,7 +97,7 @@ async fn start_helper(
         "--".as_ref(),
     ];
     args.extend(cmd.iter().map(|a| std::ffi::OsStr::new(a.as_str())));
-    let mut lines = crate::helper::spawn(&state.exe, &args, stdin, stdout, stderr)?;
+    let mut lines = crate::supervisor::helper::spawn(&state.exe, &args, stdin, stdout, stderr)?;
     let mut pid = 0;
     while let Ok(Some(line)) = lines.next_line().await {
         let v: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
@@ -168,7 +168,7 @@ pub async fn exec_stream(
     let (child_in, child_out, child_err) = if start.tty {
         let p =
             nix::pty::openpty(None, None).map_err(|e| Status::internal(format!("openpty: {e}")))?;
-        crate::container::set_cloexec(&p.master);
+        crate::supervisor::container::set_cloexec(&p.master);
         if start.stdin {
             writer = Some(dup(&p.master)?);
         }
@@ -231,7 +231,7 @@ pub async fn exec_stream(
                     }
                     stdio_in::Msg::Resize(sz) => {
                         if let Some(p) = &pty {
-                            crate::container::resize(p, sz.width, sz.height);
+                            crate::supervisor::container::resize(p, sz.width, sz.height);
                         }
                     }
                     stdio_in::Msg::Start(_) => {}
@@ -354,8 +354,8 @@ fn helper(
         .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
     let mut process = spec.process().clone().ok_or("config.json has no process")?;
     // Read before joining the container's mount namespace hides the bundle.
-    let filter = crate::seccomp::read(&spec, bundle, "running")?;
-    crate::process::set_oom_score_adj(&process)?;
+    let filter = crate::init::seccomp::read(&spec, bundle, "running")?;
+    crate::init::process::set_oom_score_adj(&process)?;
     process.set_args(Some(args));
     process.set_terminal(Some(tty));
     if tty {
@@ -412,5 +412,5 @@ fn helper(
     if !tty {
         nix::unistd::setsid().map_err(|e| format!("setsid: {e}"))?;
     }
-    crate::process::exec_process(&process, filter.as_ref())
+    crate::init::process::exec_process(&process, filter.as_ref())
 }

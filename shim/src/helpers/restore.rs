@@ -20,8 +20,8 @@ use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use skiff_shim::api::{Rootfs, ROOTFS_FILE};
 use skiff_shim::fsutil;
 
+use crate::init::rootfs;
 use crate::init::{enter_cgroup, report_error, send, sync_socket};
-use crate::rootfs;
 
 /// The checkpoint's network namespace key: skiff's, then runc's (CRI-O's, containerd's).
 const NETNS_KEYS: &[&str] = &["extNetNs", "extRootNetNS"];

@@ -50,7 +50,7 @@ pub fn main(config_path: &Path) -> ! {
         flags |= CloneFlags::CLONE_NEWPID;
     }
     // Hooks of the runtime's stages run in the namespaces the pod leaves now.
-    let runtime_ns = match crate::hooks::open_runtime_ns(flags) {
+    let runtime_ns = match crate::init::hooks::open_runtime_ns(flags) {
         Ok(ns) => ns,
         Err(e) => report_and_exit(Ready::Error(e)),
     };
