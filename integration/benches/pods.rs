@@ -11,10 +11,11 @@
 
 use std::time::{Duration, Instant};
 
-use skiff_integration::containerd::{rss_kib, Containerd};
+use skiff_integration::containerd::{
+    bench_images, clean_node, pid_from_info, rss_kib, shim_of, Containerd,
+};
 use skiff_integration::cri::*;
-use skiff_integration::image::Compression;
-use skiff_integration::{ms, pct, ImageBuilder, Layer, Registry, Skiffd};
+use skiff_integration::{ms, pct, Registry, Skiffd};
 use skiff_proto::cri::*;
 
 const PODS: usize = 30;
@@ -29,18 +30,6 @@ fn main() {
     skiff_integration::bench_main(run_all());
 }
 
-fn host_network(name: &str, logs: &str) -> PodSandboxConfig {
-    let mut c = with_namespaces(
-        pod_config(name, logs),
-        NamespaceMode::Node,
-        NamespaceMode::Pod,
-        NamespaceMode::Pod,
-    );
-    // A host-network pod has the node's hostname (runc refuses one without its own UTS).
-    c.hostname = String::new();
-    c
-}
-
 /// Starts PODS pods with one `sleep` container each; returns the samples and the pod ids.
 async fn bench(
     rt: &mut Rt,
@@ -50,12 +39,12 @@ async fn bench(
 ) -> (Vec<Sample>, Vec<String>) {
     let mut samples = vec![];
     let mut pods = vec![];
-    let warm = host_network("warmup", logs);
+    let warm = host_network_pod("warmup", logs);
     let pod = run_pod(rt, &warm).await;
     run(rt, &pod, &warm, container_config("c", image, &["true"])).await;
     teardown_pods(rt, vec![pod]).await;
     for i in 0..PODS {
-        let pcfg = host_network(&format!("bench{i}"), logs);
+        let pcfg = host_network_pod(&format!("bench{i}"), logs);
         let t = Instant::now();
         let pod = run_pod(rt, &pcfg).await;
         let run_pod_t = t.elapsed();
@@ -86,25 +75,6 @@ async fn bench(
     (samples, pods)
 }
 
-fn pid_from_info(st: &PodSandboxStatusResponse) -> i32 {
-    let info: serde_json::Value =
-        serde_json::from_str(st.info.get("info").map(String::as_str).unwrap_or("{}"))
-            .unwrap_or_default();
-    info["pid"].as_i64().unwrap_or(0) as i32
-}
-
-/// containerd-shim-runc-v2 serving sandbox `id`, found by its command line.
-fn containerd_shim_of(id: &str) -> i32 {
-    for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmd = std::fs::read(e.path().join("cmdline")).unwrap_or_default();
-        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-        if cmd.contains("containerd-shim-runc-v2") && cmd.contains(id) {
-            return e.file_name().to_string_lossy().parse().unwrap_or(0);
-        }
-    }
-    0
-}
-
 fn row(name: &str, s: &[Sample]) {
     let rp: Vec<f64> = s.iter().map(|x| ms(x.run_pod)).collect();
     let cs: Vec<f64> = s.iter().map(|x| ms(x.create_start)).collect();
@@ -125,18 +95,7 @@ fn row(name: &str, s: &[Sample]) {
 
 async fn run_all() {
     let reg = Registry::start();
-    let busybox = ImageBuilder::new()
-        .layer(Layer::busybox(), Compression::Gzip)
-        .push(&reg.host, "bench/busybox", "v1")
-        .await;
-    let pause = ImageBuilder::new()
-        .layer(Layer::busybox(), Compression::Gzip)
-        .config(
-            "Entrypoint",
-            serde_json::json!(["/bin/sleep", "2147483647"]),
-        )
-        .push(&reg.host, "bench/pause", "v1")
-        .await;
+    let (busybox, pause) = bench_images(&reg.host).await;
     let logs = tempfile::tempdir().unwrap();
     let logs_s = logs.path().to_str().unwrap().to_string();
 
@@ -162,7 +121,7 @@ async fn run_all() {
         pull(&mut img, &pause.reference).await;
         let mut rt = c.runtime().await;
         let (s, pods) = bench(&mut rt, &busybox.reference, &logs_s, |id, st| {
-            rss_kib(containerd_shim_of(id)) + rss_kib(pid_from_info(st))
+            rss_kib(shim_of(id)) + rss_kib(pid_from_info(st))
         })
         .await;
         teardown_pods(&mut rt, pods).await;
@@ -185,12 +144,4 @@ async fn run_all() {
         "pod + container p50 speed-up: {:.1}x",
         p50(&containerd) / p50(&skiff)
     );
-}
-
-/// Drops the page cache (after a sync), releasing dying memory cgroups.
-fn clean_node() {
-    // SAFETY: sync has no arguments and no failure mode.
-    unsafe { libc::sync() };
-    std::fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches (run as root)");
-    std::thread::sleep(Duration::from_millis(500));
 }

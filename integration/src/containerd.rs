@@ -72,6 +72,10 @@ state = "{state}"
         RuntimeServiceClient::new(crate::skiffd::connect(&self.socket).await)
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub async fn images(&self) -> ImageServiceClient<Channel> {
         ImageServiceClient::new(crate::skiffd::connect(&self.socket).await)
     }
@@ -120,4 +124,55 @@ pub fn rss_kib(pid: i32) -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
+}
+
+/// containerd-shim-runc-v2 serving sandbox `id`, found by its command line (0 if none).
+pub fn shim_of(id: &str) -> i32 {
+    for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
+        let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+        if cmd.contains("containerd-shim-runc-v2") && cmd.contains(id) {
+            return e.file_name().to_string_lossy().parse().unwrap_or(0);
+        }
+    }
+    0
+}
+
+/// The PID a verbose PodSandboxStatus reports in its `info` (skiff: the shim; containerd: the
+/// pause process).
+pub fn pid_from_info(st: &skiff_proto::cri::PodSandboxStatusResponse) -> i32 {
+    let info: serde_json::Value =
+        serde_json::from_str(st.info.get("info").map(String::as_str).unwrap_or("{}"))
+            .unwrap_or_default();
+    info["pid"].as_i64().unwrap_or(0) as i32
+}
+
+/// Drops the page cache (after a sync), releasing memory cgroups earlier runs left dying, so
+/// each runtime is measured on the same node state.
+pub fn clean_node() {
+    // SAFETY: sync has no arguments and no failure mode.
+    unsafe { libc::sync() };
+    fs::write("/proc/sys/vm/drop_caches", "3").expect("drop caches (run as root)");
+    std::thread::sleep(Duration::from_millis(500));
+}
+
+/// The images the side-by-side benchmarks push to `registry`: busybox for the containers, and
+/// a pause look-alike (busybox sleeping) for containerd's sandboxes.
+pub async fn bench_images(
+    registry: &str,
+) -> (crate::image::PushedImage, crate::image::PushedImage) {
+    use crate::image::{Compression, ImageBuilder, Layer};
+    let busybox = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(registry, "bench/busybox", "v1")
+        .await;
+    let pause = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .config(
+            "Entrypoint",
+            serde_json::json!(["/bin/sleep", "2147483647"]),
+        )
+        .push(registry, "bench/pause", "v1")
+        .await;
+    (busybox, pause)
 }

@@ -87,6 +87,19 @@ pub fn with_namespaces(
     c
 }
 
+/// A host-network pod (host network, pod IPC and PID), as the benchmarks start them; without a
+/// hostname (runc refuses one without a UTS namespace of its own).
+pub fn host_network_pod(name: &str, logs: &str) -> PodSandboxConfig {
+    let mut c = with_namespaces(
+        pod_config(name, logs),
+        NamespaceMode::Node,
+        NamespaceMode::Pod,
+        NamespaceMode::Pod,
+    );
+    c.hostname = String::new();
+    c
+}
+
 pub fn container_config(name: &str, image: &str, cmd: &[&str]) -> ContainerConfig {
     ContainerConfig {
         metadata: Some(ContainerMetadata {

@@ -1,0 +1,194 @@
+//! Pod density, skiff against containerd 1.6 + runc in one run on one machine: a burst of N
+//! host-network pods (one busybox `sleep` container each) started by 10 parallel workers, as
+//! kubelet's pod workers start them, through the CRI socket, for N = 110 (kubelet's default
+//! `maxPods`) and 250 (large nodes). For each: the time until all N are Running, the p50 / p99
+//! of one pod + container under the burst, the daemon's RSS with all N running, the per-pod
+//! processes' memory (skiff: the pod's shim; containerd: its shim + pause), and the teardown
+//! (StopPodSandbox + RemovePodSandbox of all N, 10 workers).
+//!
+//!     apt-get install containerd runc &&
+//!     cargo build --release --workspace && cargo rustc --profile shim -p skiff-shim --bin skiff-shim -- -C target-feature=+crt-static &&
+//!     cargo bench -p skiff-integration --bench density
+
+use std::time::{Duration, Instant};
+
+use skiff_integration::containerd::{
+    bench_images, clean_node, pid_from_info, rss_kib, shim_of, Containerd,
+};
+use skiff_integration::cri::*;
+use skiff_integration::{ms, pct, Registry, Skiffd};
+use skiff_proto::cri::*;
+
+const WORKERS: usize = 10;
+
+fn main() {
+    skiff_integration::bench_main(run_all());
+}
+
+struct Burst {
+    pods: usize,
+    all_running: Duration,
+    /// pod + container, each pod.
+    each: Vec<f64>,
+    daemon_rss_kib: u64,
+    per_pod_kib: Vec<u64>,
+    teardown: Duration,
+}
+
+/// Starts `n` pods with 10 workers; waits until every container reports Running.
+async fn burst(
+    rt: &Rt,
+    daemon_pid: i32,
+    n: usize,
+    image: &str,
+    logs: &str,
+    memory: fn(&str, &PodSandboxStatusResponse) -> u64,
+) -> Burst {
+    let began = Instant::now();
+    let mut workers = vec![];
+    for w in 0..WORKERS {
+        let mut rt = rt.clone();
+        let image = image.to_string();
+        let logs = logs.to_string();
+        workers.push(tokio::spawn(async move {
+            let mut done = vec![];
+            for i in (w..n).step_by(WORKERS) {
+                let pcfg = host_network_pod(&format!("d{n}-{i}"), &logs);
+                let t = Instant::now();
+                let pod = run_pod(&mut rt, &pcfg).await;
+                let c = run(
+                    &mut rt,
+                    &pod,
+                    &pcfg,
+                    container_config("c", &image, &["sleep", "3600"]),
+                )
+                .await;
+                done.push((pod, c, ms(t.elapsed())));
+            }
+            done
+        }));
+    }
+    let mut all = vec![];
+    for w in workers {
+        all.extend(w.await.expect("worker"));
+    }
+    let mut rt = rt.clone();
+    for (_, c, _) in &all {
+        assert_eq!(
+            status(&mut rt, c).await.state,
+            ContainerState::ContainerRunning as i32
+        );
+    }
+    let all_running = began.elapsed();
+    let daemon_rss_kib = rss_kib(daemon_pid);
+    let mut per_pod_kib = vec![];
+    for (pod, _, _) in &all {
+        let st = rt
+            .pod_sandbox_status(PodSandboxStatusRequest {
+                pod_sandbox_id: pod.clone(),
+                verbose: true,
+            })
+            .await
+            .expect("PodSandboxStatus")
+            .into_inner();
+        per_pod_kib.push(memory(pod, &st));
+    }
+    let each = all.iter().map(|(_, _, t)| *t).collect();
+    let pods: Vec<String> = all.into_iter().map(|(p, _, _)| p).collect();
+    let t = Instant::now();
+    let mut workers = vec![];
+    for chunk in pods.chunks(pods.len().div_ceil(WORKERS)) {
+        let mut rt = rt.clone();
+        let chunk = chunk.to_vec();
+        workers.push(tokio::spawn(
+            async move { teardown_pods(&mut rt, chunk).await },
+        ));
+    }
+    for w in workers {
+        w.await.expect("teardown worker");
+    }
+    Burst {
+        pods: n,
+        all_running,
+        each,
+        daemon_rss_kib,
+        per_pod_kib,
+        teardown: t.elapsed(),
+    }
+}
+
+fn row(runtime: &str, b: &Burst) {
+    let mib = |k: u64| k as f64 / 1024.0;
+    let per_pod: Vec<f64> = b.per_pod_kib.iter().map(|k| mib(*k)).collect();
+    println!(
+        "| {runtime} | {} | {:.2} | {:.1} / {:.1} | {:.1} | {:.2} ({:.1} in all) | {:.2} |",
+        b.pods,
+        b.all_running.as_secs_f64(),
+        pct(b.each.clone(), 0.5),
+        pct(b.each.clone(), 0.99),
+        mib(b.daemon_rss_kib),
+        per_pod.iter().sum::<f64>() / per_pod.len().max(1) as f64,
+        per_pod.iter().sum::<f64>(),
+        b.teardown.as_secs_f64(),
+    );
+}
+
+async fn run_all() {
+    let reg = Registry::start();
+    let (busybox, pause) = bench_images(&reg.host).await;
+    let logs = tempfile::tempdir().unwrap();
+    let logs = logs.path().to_str().unwrap().to_string();
+    let mut rows = vec![];
+    for n in [110, 250] {
+        clean_node();
+        {
+            // A fresh skiffd per size, with the shim as deployed.
+            let d = Skiffd::start_with(
+                &[&reg.host],
+                Some(&skiff_integration::deployed_shim_config()),
+                &["--log-level", "warn"],
+            );
+            pull(&mut d.images().await, &busybox.reference).await;
+            let rt = d.runtime().await;
+            let b = burst(
+                &rt,
+                d.pid() as i32,
+                n,
+                &busybox.reference,
+                &logs,
+                |_, st| rss_kib(pid_from_info(st)),
+            )
+            .await;
+            rows.push(("skiff", b));
+        }
+        clean_node();
+        {
+            let c = Containerd::start(&reg.host, &pause.reference);
+            let mut img = c.images().await;
+            pull(&mut img, &busybox.reference).await;
+            pull(&mut img, &pause.reference).await;
+            let rt = c.runtime().await;
+            let b = burst(
+                &rt,
+                c.pid() as i32,
+                n,
+                &busybox.reference,
+                &logs,
+                |id, st| rss_kib(shim_of(id)) + rss_kib(pid_from_info(st)),
+            )
+            .await;
+            rows.push(("containerd 1.6 + runc", b));
+        }
+    }
+    println!();
+    println!(
+        "Bursts of host-network pods (one busybox `sleep` each) started by {WORKERS} workers through the CRI socket"
+    );
+    println!(
+        "| runtime | pods | all Running s | pod + container p50 / p99 ms | daemon RSS MiB | per-pod processes MiB | teardown s |"
+    );
+    println!("|---|---|---|---|---|---|---|");
+    for (runtime, b) in &rows {
+        row(runtime, b);
+    }
+}
