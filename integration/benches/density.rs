@@ -16,7 +16,7 @@ use skiff_integration::containerd::{
     bench_images, clean_node, pid_from_info, rss_kib, shim_of, Containerd,
 };
 use skiff_integration::cri::*;
-use skiff_integration::{ms, pct, Registry, Skiffd};
+use skiff_integration::{ms, node_busy_ms, pct, Registry, Skiffd, Tmpfs};
 use skiff_proto::cri::*;
 
 const WORKERS: usize = 10;
@@ -28,6 +28,8 @@ fn main() {
 struct Burst {
     pods: usize,
     all_running: Duration,
+    /// The machine's busy CPU time during the burst, per pod.
+    cpu_per_pod_ms: f64,
     /// pod + container, each pod.
     each: Vec<f64>,
     daemon_rss_kib: u64,
@@ -45,6 +47,7 @@ async fn burst(
     memory: fn(&str, &PodSandboxStatusResponse) -> u64,
 ) -> Burst {
     let began = Instant::now();
+    let busy = node_busy_ms();
     let mut workers = vec![];
     for w in 0..WORKERS {
         let mut rt = rt.clone();
@@ -80,6 +83,7 @@ async fn burst(
         );
     }
     let all_running = began.elapsed();
+    let cpu_per_pod_ms = (node_busy_ms() - busy) / n as f64;
     let daemon_rss_kib = rss_kib(daemon_pid);
     let mut per_pod_kib = vec![];
     for (pod, _, _) in &all {
@@ -110,6 +114,7 @@ async fn burst(
     Burst {
         pods: n,
         all_running,
+        cpu_per_pod_ms,
         each,
         daemon_rss_kib,
         per_pod_kib,
@@ -121,9 +126,10 @@ fn row(runtime: &str, b: &Burst) {
     let mib = |k: u64| k as f64 / 1024.0;
     let per_pod: Vec<f64> = b.per_pod_kib.iter().map(|k| mib(*k)).collect();
     println!(
-        "| {runtime} | {} | {:.2} | {:.1} / {:.1} | {:.1} | {:.2} ({:.1} in all) | {:.2} |",
+        "| {runtime} | {} | {:.2} | {:.1} | {:.1} / {:.1} | {:.1} | {:.2} ({:.1} in all) | {:.2} |",
         b.pods,
         b.all_running.as_secs_f64(),
+        b.cpu_per_pod_ms,
         pct(b.each.clone(), 0.5),
         pct(b.each.clone(), 0.99),
         mib(b.daemon_rss_kib),
@@ -138,15 +144,29 @@ async fn run_all() {
     let (busybox, pause) = bench_images(&reg.host).await;
     let logs = tempfile::tempdir().unwrap();
     let logs = logs.path().to_str().unwrap().to_string();
+    // Run-time state (skiffd's run root, containerd's state) on a tmpfs, as `/run` is on a
+    // node; images, records and writable layers on the disk.
+    let run = Tmpfs::mount();
     let mut rows = vec![];
-    for n in [110, 250] {
+    // SKIFF_DENSITY_SIZES=110 and SKIFF_DENSITY_SKIFF_ONLY=1 narrow a run while profiling.
+    let sizes: Vec<usize> = std::env::var("SKIFF_DENSITY_SIZES")
+        .map(|s| s.split(',').filter_map(|n| n.trim().parse().ok()).collect())
+        .unwrap_or_else(|_| vec![110, 250]);
+    let skiff_only = std::env::var_os("SKIFF_DENSITY_SKIFF_ONLY").is_some();
+    for n in sizes {
         clean_node();
         {
             // A fresh skiffd per size, with the shim as deployed.
+            let run_root = run.path().join(format!("skiff-{n}"));
             let d = Skiffd::start_with(
                 &[&reg.host],
                 Some(&skiff_integration::deployed_shim_config()),
-                &["--log-level", "warn"],
+                &[
+                    "--log-level",
+                    "warn",
+                    "--run-root",
+                    run_root.to_str().unwrap(),
+                ],
             );
             pull(&mut d.images().await, &busybox.reference).await;
             let rt = d.runtime().await;
@@ -161,9 +181,12 @@ async fn run_all() {
             .await;
             rows.push(("skiff", b));
         }
+        if skiff_only {
+            continue;
+        }
         clean_node();
         {
-            let c = Containerd::start(&reg.host, &pause.reference);
+            let c = Containerd::start_with_state(&reg.host, &pause.reference, Some(run.path()));
             let mut img = c.images().await;
             pull(&mut img, &busybox.reference).await;
             pull(&mut img, &pause.reference).await;
@@ -185,9 +208,9 @@ async fn run_all() {
         "Bursts of host-network pods (one busybox `sleep` each) started by {WORKERS} workers through the CRI socket"
     );
     println!(
-        "| runtime | pods | all Running s | pod + container p50 / p99 ms | daemon RSS MiB | per-pod processes MiB | teardown s |"
+        "| runtime | pods | all Running s | node CPU ms per pod | pod + container p50 / p99 ms | daemon RSS MiB | per-pod processes MiB | teardown s |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|");
     for (runtime, b) in &rows {
         row(runtime, b);
     }

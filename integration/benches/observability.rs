@@ -26,20 +26,10 @@ const N: usize = 200;
 
 fn main() {
     // The daemons' directories (tempfile's, under TMPDIR) on a tmpfs of the bench's own.
-    let dir = tempfile::tempdir().expect("a directory for the tmpfs");
-    let mounted = std::process::Command::new("mount")
-        .args(["-t", "tmpfs", "-o", "size=8g", "tmpfs"])
-        .arg(dir.path())
-        .status()
-        .is_ok_and(|s| s.success());
-    assert!(mounted, "mounting a tmpfs at {}", dir.path().display());
+    let tmpfs = skiff_integration::Tmpfs::mount();
     // Set before any thread starts: the runtime and the daemons start below.
-    std::env::set_var("TMPDIR", dir.path());
+    std::env::set_var("TMPDIR", tmpfs.path());
     skiff_integration::bench_main(run_all());
-    let _ = std::process::Command::new("umount")
-        .arg("-l")
-        .arg(dir.path())
-        .status();
 }
 
 /// The value of the sample `name` in a Prometheus text page.

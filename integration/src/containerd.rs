@@ -13,18 +13,36 @@ use tonic::transport::Channel;
 pub struct Containerd {
     pub dir: tempfile::TempDir,
     pub socket: PathBuf,
+    /// Its `state` directory (runtime state, `/run/containerd` on a node).
+    state: PathBuf,
     child: Child,
 }
 
 impl Containerd {
     /// Starts containerd trusting `registry` over plain HTTP, with `pause` as its sandbox image.
     pub fn start(registry: &str, pause: &str) -> Containerd {
+        Containerd::start_with_state(registry, pause, None)
+    }
+
+    /// Like [`Containerd::start`], keeping its `state` directory under `state_parent` (a
+    /// tmpfs, as `/run` is on a node).
+    pub fn start_with_state(
+        registry: &str,
+        pause: &str,
+        state_parent: Option<&Path>,
+    ) -> Containerd {
         assert!(
             Path::new("/usr/bin/containerd").exists(),
             "containerd missing: apt-get install containerd runc"
         );
         let dir = tempfile::tempdir().expect("containerd dir");
         let socket = dir.path().join("containerd.sock");
+        let state = match state_parent {
+            Some(p) => tempfile::tempdir_in(p)
+                .expect("containerd state dir")
+                .keep(),
+            None => dir.path().join("state"),
+        };
         let config = format!(
             r#"version = 2
 root = "{root}"
@@ -45,7 +63,7 @@ state = "{state}"
     conf_dir = "{cni}"
 "#,
             root = dir.path().join("root").display(),
-            state = dir.path().join("state").display(),
+            state = state.display(),
             sock = socket.display(),
             cni = dir.path().join("cni").display(),
         );
@@ -65,7 +83,12 @@ state = "{state}"
             assert!(Instant::now() < deadline, "containerd did not start");
             std::thread::sleep(Duration::from_millis(50));
         }
-        Containerd { dir, socket, child }
+        Containerd {
+            dir,
+            socket,
+            state,
+            child,
+        }
     }
 
     pub async fn runtime(&self) -> RuntimeServiceClient<Channel> {
@@ -86,7 +109,7 @@ impl Drop for Containerd {
         let _ = self.child.kill();
         let _ = self.child.wait();
         // Its shims outlive it by design; these are the benchmark's.
-        let state = self.dir.path().join("state").display().to_string();
+        let state = self.state.display().to_string();
         for e in fs::read_dir("/proc").into_iter().flatten().flatten() {
             let cmd = fs::read(e.path().join("cmdline")).unwrap_or_default();
             let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
@@ -107,7 +130,7 @@ impl Drop for Containerd {
             .unwrap_or_default()
             .lines()
             .filter_map(|l| l.split(' ').nth(4).map(str::to_string))
-            .filter(|mp| mp.starts_with(&root))
+            .filter(|mp| mp.starts_with(&root) || mp.starts_with(&state))
             .collect();
         mounts.sort_by_key(|m| std::cmp::Reverse(m.len()));
         for m in mounts {

@@ -115,3 +115,58 @@ pub fn bench_main<F: std::future::Future>(body: F) -> F::Output {
         .expect("tokio runtime")
         .block_on(body)
 }
+
+/// A tmpfs the benchmark mounts on a directory of its own, unmounted when dropped: where a
+/// node keeps its run-time state (`/run` is a tmpfs on every distribution kubelet runs on, but
+/// not on this build machine).
+pub struct Tmpfs {
+    dir: tempfile::TempDir,
+}
+
+impl Tmpfs {
+    pub fn mount() -> Tmpfs {
+        let dir = tempfile::tempdir().expect("a directory for the tmpfs");
+        let mounted = std::process::Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=8g,mode=0711", "tmpfs"])
+            .arg(dir.path())
+            .status()
+            .is_ok_and(|s| s.success());
+        assert!(mounted, "mounting a tmpfs at {}", dir.path().display());
+        Tmpfs { dir }
+    }
+
+    pub fn path(&self) -> &std::path::Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for Tmpfs {
+    fn drop(&mut self) {
+        let _ = nix::mount::umount2(self.dir.path(), nix::mount::MntFlags::MNT_DETACH);
+    }
+}
+
+/// CPU time the whole machine has spent busy so far (every state of `/proc/stat`'s `cpu` line
+/// but idle and iowait), in ms.
+pub fn node_busy_ms() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let f: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or("")
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    // user nice system idle iowait irq softirq steal guest guest_nice; guest time is in user's.
+    let busy: f64 = f
+        .iter()
+        .take(8)
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    // SAFETY: sysconf has no preconditions.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) } as f64;
+    busy * 1000.0 / hz
+}

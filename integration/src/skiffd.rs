@@ -52,6 +52,9 @@ impl Skiffd {
         let run_root = dir.path().join("run");
         let socket = run_root.join("skiff.sock");
         let log = dir.path().join("skiffd.log");
+        let run_root = flag_value(extra, "--run-root")
+            .map(PathBuf::from)
+            .unwrap_or(run_root);
         // Flags in `extra` replace the harness's own choice for the same flag.
         let root = flag_value(extra, "--root")
             .map(PathBuf::from)

@@ -3,9 +3,8 @@
 //! `pod::lifecycle` and `container::lifecycle`, since each needs the other (removing a pod removes
 //! its containers; creating a container needs its pod and image).
 
-use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use skiff_proto::shim::shim_client::ShimClient;
 use tonic::transport::Channel;
@@ -21,8 +20,8 @@ use crate::pod::lifecycle::is_our_shim;
 use crate::pod::{shim_client, PodRecord, Pods};
 
 pub struct Node {
-    /// Open connections to pod shims, by pod id.
-    shims: Mutex<HashMap<String, ShimClient<Channel>>>,
+    /// Open connections to pod shims, the most recently used.
+    shims: shim_client::Connections,
     pub cfg: Arc<Config>,
     pub images: Arc<Images>,
     pub pods: Pods,
@@ -51,28 +50,17 @@ pub struct Node {
 impl Node {
     /// A client for the pod's shim, reusing its connection.
     pub async fn shim(&self, pod: &PodRecord) -> Result<ShimClient<Channel>> {
-        if let Some(c) = self
-            .shims
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&pod.id)
-        {
-            return Ok(c.clone());
+        if let Some(c) = self.shims.get(&pod.id) {
+            return Ok(c);
         }
         let c = shim_client::connect(&pod.id, &pod.socket()).await?;
-        self.shims
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(pod.id.clone(), c.clone());
+        self.shims.keep(&pod.id, c.clone());
         Ok(c)
     }
 
     /// Forgets the connection to a pod's shim (it is stopping).
     pub fn forget_shim(&self, pod_id: &str) {
-        self.shims
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(pod_id);
+        self.shims.forget(pod_id);
     }
 
     /// A container's state, knowing whether its pod's shim still runs.
@@ -151,7 +139,7 @@ impl Node {
             }
         }
         let node = Arc::new(Node {
-            shims: Mutex::new(HashMap::new()),
+            shims: Default::default(),
             criu,
             network,
             cfg,

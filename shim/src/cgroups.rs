@@ -324,11 +324,13 @@ pub fn oom_kills(path: &str) -> u64 {
 pub fn remove(path: &str) -> io::Result<()> {
     let ds = dirs(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     for d in ds {
-        // v1: move the page cache still charged to the cgroup to its parent first. Otherwise
-        // the removed memory cgroup lingers in the kernel ("dying") for as long as those pages
-        // stay cached, and every later cgroup operation on the node slows down with their count.
+        // v1: reclaim the page cache still charged to the cgroup first. Otherwise the removed
+        // memory cgroup lingers in the kernel ("dying") for as long as those pages stay cached,
+        // and every later cgroup operation on the node slows down with their count. A reclaim
+        // costs milliseconds (the kernel walks every filesystem's shrinkers), so a cgroup with
+        // no page cache (a pod's, once its containers' are gone) skips it.
         let force_empty = d.join("memory.force_empty");
-        if force_empty.exists() {
+        if force_empty.exists() && has_page_cache(&d) {
             let _ = fs::write(&force_empty, "0");
         }
         match fs::remove_dir(&d) {
@@ -338,6 +340,18 @@ pub fn remove(path: &str) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+/// Whether v1 memory cgroup directory `d` (its dying children included) holds page cache.
+fn has_page_cache(d: &Path) -> bool {
+    fs::read_to_string(d.join("memory.stat"))
+        .ok()
+        .and_then(|st| {
+            st.lines()
+                .find_map(|l| l.strip_prefix("total_cache "))
+                .and_then(|v| v.trim().parse::<u64>().ok())
+        })
+        .is_some_and(|v| v > 0)
 }
 
 #[cfg(test)]
