@@ -1,10 +1,12 @@
 //! Pod density, skiff against containerd 1.6 + runc in one run on one machine: a burst of N
 //! host-network pods (one busybox `sleep` container each) started by 10 parallel workers, as
 //! kubelet's pod workers start them, through the CRI socket, for N = 110 (kubelet's default
-//! `maxPods`) and 250 (large nodes). For each: the time until all N are Running, the p50 / p99
-//! of one pod + container under the burst, the daemon's RSS with all N running, the per-pod
-//! processes' memory (skiff: the pod's shim; containerd: its shim + pause), and the teardown
-//! (StopPodSandbox + RemovePodSandbox of all N, 10 workers).
+//! `maxPods`) and 250 (large nodes). For each: the time until all N are Running, the node's
+//! busy CPU time (all processes, kernel included) per pod over the burst, the p50 / p99 of one
+//! pod + container under the burst, the daemon's RSS with all N running, the per-pod
+//! processes' RSS 2 s later (skiff: the pod's shim; containerd: its shim + pause), and the
+//! teardown (StopPodSandbox + RemovePodSandbox of all N, 10 workers). Run-time state (skiffd's
+//! run root, containerd's state directory) is on a tmpfs, as `/run` is on a node.
 //!
 //!     apt-get install containerd runc &&
 //!     cargo build --release --workspace && cargo rustc --profile shim -p skiff-shim --bin skiff-shim -- -C target-feature=+crt-static &&
@@ -20,6 +22,8 @@ use skiff_integration::{ms, node_busy_ms, pct, Registry, Skiffd, Tmpfs};
 use skiff_proto::cri::*;
 
 const WORKERS: usize = 10;
+/// How long after the burst the per-pod processes' memory is read.
+const SETTLE: Duration = Duration::from_secs(2);
 
 fn main() {
     skiff_integration::bench_main(run_all());
@@ -85,6 +89,9 @@ async fn burst(
     let all_running = began.elapsed();
     let cpu_per_pod_ms = (node_busy_ms() - busy) / n as f64;
     let daemon_rss_kib = rss_kib(daemon_pid);
+    // The pods' processes settled: skiff's shims give their code pages back when idle,
+    // containerd's shims run their garbage collector.
+    tokio::time::sleep(SETTLE).await;
     let mut per_pod_kib = vec![];
     for (pod, _, _) in &all {
         let st = rt

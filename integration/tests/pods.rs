@@ -466,6 +466,41 @@ async fn stopping_unknown_pods_and_containers_succeeds() {
     .expect("StopPodSandbox of a removed pod");
 }
 
+/// An idle shim gives its code pages back: half a second after its last request its resident
+/// file pages drop, and it goes on answering.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_shim_gives_its_code_pages_back() {
+    let mut e = env().await;
+    let pcfg = pod_config("idle", e.logs.path().to_str().unwrap());
+    let pod = run_pod(&mut e.rt, &pcfg).await;
+    let c = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("c", &e.image, &["sleep", "1000"]),
+    )
+    .await;
+    let shim = shim_pid(&mut e.rt, &pod).await;
+    let rss_file = || {
+        proc_status(shim, "RssFile")
+            .trim_end_matches("kB")
+            .trim()
+            .parse::<u64>()
+            .unwrap()
+    };
+    // A request runs the exec path; right after it the code it ran is resident.
+    assert_eq!(sh(&mut e.rt, &c, "echo hi").await, "hi\n");
+    let busy = rss_file();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle = rss_file();
+    assert!(
+        idle * 2 < busy,
+        "shim RssFile {busy} kB busy, {idle} kB idle"
+    );
+    assert_eq!(sh(&mut e.rt, &c, "echo again").await, "again\n");
+    teardown_pods(&mut e.rt, vec![pod]).await;
+}
+
 /// A run root far longer than a unix socket address can hold (108 bytes with the pod's
 /// directory and socket name): pods still start, their shims answer, and they go away.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

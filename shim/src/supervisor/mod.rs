@@ -2,11 +2,13 @@
 //! socket, reaps every child (it is the pod's PID 1, or a child subreaper), and records each
 //! container's exit crash-safely in its state file. Its parts: `pod` (the `pod` mode that
 //! creates the pod's namespaces and becomes this loop), `container` (starting containers and
-//! following them), `helper` (running the single-threaded helpers), `logs`, `attach`.
+//! following them), `helper` (running the single-threaded helpers), `logs`, `attach`, `idle`
+//! (giving the code pages back when idle).
 
 pub mod attach;
 pub mod container;
 pub mod helper;
+pub mod idle;
 pub mod logs;
 pub mod pod;
 
@@ -37,6 +39,8 @@ pub struct State {
     /// Exits reaped before anyone registered to wait for them, with when they were reaped.
     pub early_exits: Mutex<HashMap<i32, (WaitStatus, Instant)>>,
     pub shutdown: Notify,
+    /// A request came (see `idle`).
+    pub activity: Notify,
     /// The runtime's namespaces the pod left (see `hooks`), by name.
     pub runtime_ns: Vec<(String, std::os::fd::OwnedFd)>,
 }
@@ -132,6 +136,7 @@ pub fn run(
         waiters: Mutex::new(HashMap::new()),
         early_exits: Mutex::new(HashMap::new()),
         shutdown: Notify::new(),
+        activity: Notify::new(),
         runtime_ns,
     });
     let code = rt.block_on(serve(state, listener));
@@ -155,10 +160,21 @@ async fn serve(state: Arc<State>, listener: std::os::unix::net::UnixListener) ->
     };
     let reaper_state = state.clone();
     tokio::spawn(async move { reap(reaper_state).await });
+    let idle_state = state.clone();
+    tokio::spawn(async move { idle::trim_when_idle(&idle_state.activity).await });
+    // Set up and serving: idle until a request comes.
+    state.activity.notify_one();
     let shutdown_state = state.clone();
-    let svc = ShimServer::new(Api {
-        state: state.clone(),
-    });
+    let active_state = state.clone();
+    let svc = ShimServer::with_interceptor(
+        Api {
+            state: state.clone(),
+        },
+        move |req: Request<()>| {
+            active_state.activity.notify_one();
+            Ok(req)
+        },
+    );
     // Small windows and frames: skiffd's requests are small, and every byte of buffer is paid
     // once per pod.
     let result = tonic::transport::Server::builder()
