@@ -19,30 +19,16 @@ pub struct Containerd {
 }
 
 impl Containerd {
-    /// Starts containerd trusting `registry` over plain HTTP, with `pause` as its sandbox image.
-    pub fn start(registry: &str, pause: &str) -> Containerd {
-        Containerd::start_with_state(registry, pause, None)
-    }
-
-    /// Like [`Containerd::start`], keeping its `state` directory under `state_parent` (a
-    /// tmpfs, as `/run` is on a node).
-    pub fn start_with_state(
-        registry: &str,
-        pause: &str,
-        state_parent: Option<&Path>,
-    ) -> Containerd {
+    /// Starts containerd trusting `registry` over plain HTTP, with `pause` as its sandbox image,
+    /// in a temporary directory (its root, state, socket and config) under `parent`.
+    pub fn start_in(registry: &str, pause: &str, parent: &Path) -> Containerd {
         assert!(
             Path::new("/usr/bin/containerd").exists(),
             "containerd missing: apt-get install containerd runc"
         );
-        let dir = tempfile::tempdir().expect("containerd dir");
+        let dir = tempfile::tempdir_in(parent).expect("containerd dir");
         let socket = dir.path().join("containerd.sock");
-        let state = match state_parent {
-            Some(p) => tempfile::tempdir_in(p)
-                .expect("containerd state dir")
-                .keep(),
-            None => dir.path().join("state"),
-        };
+        let state = dir.path().join("state");
         let config = format!(
             r#"version = 2
 root = "{root}"
