@@ -11,7 +11,7 @@
 //! deleting files swing from run to run.
 //!
 //!     apt-get install containerd runc &&
-//!     cargo build --release --workspace && cargo rustc --profile shim -p skiff-shim --bin skiff-shim -- -C target-feature=+crt-static &&
+//!     cargo build --release --workspace && cargo build --profile shim -p skiff-shim --target x86_64-unknown-linux-musl &&
 //!     cargo bench -p skiff-integration --bench density
 
 use std::time::{Duration, Instant};

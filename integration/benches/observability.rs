@@ -10,7 +10,7 @@
 //! allocation after many deletions (a `perf` profile shows it as most of a pod start's CPU)
 //! makes one pod start differ from the next by more than what is measured here.
 //!
-//!     cargo build --release --workspace && cargo rustc --profile shim -p skiff-shim --bin skiff-shim -- -C target-feature=+crt-static &&
+//!     cargo build --release --workspace && cargo build --profile shim -p skiff-shim --target x86_64-unknown-linux-musl &&
 //!     cargo bench -p skiff-integration --bench observability
 
 use std::sync::atomic::{AtomicUsize, Ordering};

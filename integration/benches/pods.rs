@@ -11,7 +11,7 @@
 //! figure grew run after run (9.7, 11.2, 13.6 ms in three runs) with the disk's state, and
 //! swung 2x between runs; on the tmpfs it is 7.3 ms three times in a row.
 //!
-//!     cargo build --release --workspace && cargo rustc --profile shim -p skiff-shim --bin skiff-shim -- -C target-feature=+crt-static &&
+//!     cargo build --release --workspace && cargo build --profile shim -p skiff-shim --target x86_64-unknown-linux-musl &&
 //!     cargo bench -p skiff-integration --bench pods
 
 use std::time::{Duration, Instant};

@@ -4,7 +4,7 @@
 //! every create). p50/p95 over 30 containers each, in one pod,
 //! created round-robin.
 //!
-//!     cargo build --release --workspace && cargo rustc --profile shim -p skiff-shim --bin skiff-shim -- -C target-feature=+crt-static &&
+//!     cargo build --release --workspace && cargo build --profile shim -p skiff-shim --target x86_64-unknown-linux-musl &&
 //!     cargo bench -p skiff-integration --bench seccomp
 
 use std::time::Instant;

@@ -3,7 +3,7 @@
 //! idmapped layers, and with the `userns_rootfs = "chown"` fallback (a chowned copy of the
 //! layers per container), for the same image; p50/p95 over 20 pods each, created round-robin.
 //!
-//!     cargo build --release --workspace && cargo rustc --profile shim -p skiff-shim --bin skiff-shim -- -C target-feature=+crt-static &&
+//!     cargo build --release --workspace && cargo build --profile shim -p skiff-shim --target x86_64-unknown-linux-musl &&
 //!     cargo bench -p skiff-integration --bench userns
 
 use std::time::{Duration, Instant};

@@ -85,10 +85,10 @@ pub fn require_root() {
 /// The config line that makes skiffd run pods with the shim as it is deployed (built with the
 /// size-optimised `shim` profile), for benchmarks.
 pub fn deployed_shim_config() -> String {
-    let shim = bin_dir().join("../shim/skiff-shim");
+    let shim = bin_dir().join("../x86_64-unknown-linux-musl/shim/skiff-shim");
     assert!(
         shim.exists(),
-        "{} missing: cargo rustc --profile shim -p skiff-shim --bin skiff-shim -- -C target-feature=+crt-static",
+        "{} missing: cargo build --profile shim -p skiff-shim --target x86_64-unknown-linux-musl",
         shim.display()
     );
     format!("shim_binary = \"{}\"\n", shim.display())

@@ -19,6 +19,11 @@ struct Env {
 }
 
 async fn env() -> Env {
+    env_with(None).await
+}
+
+/// A skiffd with `config` (e.g. another shim binary) and the test image pulled.
+async fn env_with(config: Option<&str>) -> Env {
     require_root();
     let reg = Registry::start();
     let img = ImageBuilder::new()
@@ -26,7 +31,7 @@ async fn env() -> Env {
         .config("Env", serde_json::json!(["PATH=/bin", "FROM_IMAGE=yes"]))
         .push(&reg.host, "test/busybox", "v1")
         .await;
-    let d = Skiffd::start(&[&reg.host]);
+    let d = Skiffd::start_with(&[&reg.host], config, &[]);
     let mut images = d.images().await;
     pull(&mut images, &img.reference).await;
     let rt = d.runtime().await;
@@ -498,6 +503,77 @@ async fn an_idle_shim_gives_its_code_pages_back() {
         "shim RssFile {busy} kB busy, {idle} kB idle"
     );
     assert_eq!(sh(&mut e.rt, &c, "echo again").await, "again\n");
+    teardown_pods(&mut e.rt, vec![pod]).await;
+}
+
+/// Whether the ELF image `exe` asks for a program interpreter (a PT_INTERP program header).
+fn has_interpreter(exe: &[u8]) -> bool {
+    assert_eq!(&exe[..4], b"\x7fELF");
+    let u16_at = |o: usize| u16::from_le_bytes([exe[o], exe[o + 1]]) as usize;
+    let phoff = u64::from_le_bytes(exe[32..40].try_into().unwrap()) as usize;
+    let (size, count) = (u16_at(54), u16_at(56));
+    (0..count).any(|i| {
+        let at = phoff + i * size;
+        u32::from_le_bytes(exe[at..at + 4].try_into().unwrap()) == 3
+    })
+}
+
+/// The shim as deployed (`cargo build --profile shim -p skiff-shim --target
+/// x86_64-unknown-linux-musl`, which the test command builds): the pod's shim process runs
+/// that binary, statically linked (no interpreter, no shared object mapped) and without glibc,
+/// whose start-up probing of the CPU's caches costs about 1 ms of CPU per exec in a VM; pods
+/// work through it: output, exit codes, exec, the idle shim's RSS.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_deployed_shim_is_static_musl_and_runs_pods() {
+    let shim_cfg = skiff_integration::deployed_shim_config();
+    let mut e = env_with(Some(&shim_cfg)).await;
+    let pcfg = pod_config("deployed", e.logs.path().to_str().unwrap());
+    let pod = run_pod(&mut e.rt, &pcfg).await;
+    let shim = shim_pid(&mut e.rt, &pod).await;
+    let exe = std::fs::read(format!("/proc/{shim}/exe")).unwrap();
+    assert!(
+        !has_interpreter(&exe),
+        "the running shim has an interpreter"
+    );
+    assert!(
+        !exe.windows(13).any(|w| w == b"GNU C Library"),
+        "the running shim is linked with glibc"
+    );
+    let maps = std::fs::read_to_string(format!("/proc/{shim}/maps")).unwrap();
+    assert!(!maps.contains(".so"), "{maps}");
+    let id = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("exits", &e.image, &["sh", "-c", "echo out; exit 3"]),
+    )
+    .await;
+    assert_eq!(
+        wait_exited(&mut e.rt, &id, Duration::from_secs(10))
+            .await
+            .exit_code,
+        3
+    );
+    let recs = log_records(&e.logs.path().join("exits/0.log"));
+    assert!(
+        recs.contains(&("stdout".into(), "F".into(), "out".into())),
+        "{recs:?}"
+    );
+    let c = run(
+        &mut e.rt,
+        &pod,
+        &pcfg,
+        container_config("c", &e.image, &["sleep", "1000"]),
+    )
+    .await;
+    assert_eq!(sh(&mut e.rt, &c, "echo hi").await, "hi\n");
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let rss_kib: u64 = proc_status(shim, "VmRSS")
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(rss_kib < 2048, "idle deployed shim VmRSS {rss_kib} kB");
     teardown_pods(&mut e.rt, vec![pod]).await;
 }
 

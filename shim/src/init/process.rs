@@ -184,7 +184,13 @@ pub fn set_oom_score_adj(process: &Process) -> R<()> {
     Ok(())
 }
 
-fn rlimit_resource(name: &str) -> R<libc::__rlimit_resource_t> {
+/// The type setrlimit takes for a resource: an enum in glibc, an int in musl.
+#[cfg(target_env = "gnu")]
+type RlimitResource = libc::__rlimit_resource_t;
+#[cfg(not(target_env = "gnu"))]
+type RlimitResource = libc::c_int;
+
+fn rlimit_resource(name: &str) -> R<RlimitResource> {
     Ok(match name.to_ascii_uppercase().as_str() {
         "RLIMITCPU" | "RLIMIT_CPU" => libc::RLIMIT_CPU,
         "RLIMITFSIZE" | "RLIMIT_FSIZE" => libc::RLIMIT_FSIZE,

@@ -466,7 +466,7 @@ fn loopback_up() -> std::io::Result<()> {
         req.ifr_name[i] = *b as libc::c_char;
     }
     // SAFETY: SIOCGIFFLAGS reads the flags of the interface named in req into req.
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS, &mut req) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCGIFFLAGS as _, &mut req) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     // SAFETY: the union's flags member is the one SIOCGIFFLAGS filled.
@@ -474,7 +474,7 @@ fn loopback_up() -> std::io::Result<()> {
         req.ifr_ifru.ifru_flags |= (libc::IFF_UP | libc::IFF_RUNNING) as libc::c_short;
     }
     // SAFETY: SIOCSIFFLAGS reads req, a valid ifreq for "lo".
-    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS, &req) } < 0 {
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCSIFFLAGS as _, &req) } < 0 {
         return Err(std::io::Error::last_os_error());
     }
     Ok(())
