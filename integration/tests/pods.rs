@@ -64,15 +64,23 @@ async fn a_container_runs_and_exits_with_its_code_and_output() {
     assert_eq!(s.reason, "Error");
     assert!(s.started_at > 0 && s.finished_at >= s.started_at);
     let recs = log_records(&e.logs.path().join("echo/0.log"));
-    assert!(
-        recs.contains(&("stdout".into(), "F".into(), "out".into())),
-        "{recs:?}"
-    );
+    assert!(recs.contains(&stdout_line("out")), "{recs:?}");
     assert!(
         recs.contains(&("stderr".into(), "F".into(), "err".into())),
         "{recs:?}"
     );
     drop(e.d);
+}
+
+/// Creates and starts a `sleep 1000` container named `c` in `pod`.
+async fn sleeper(e: &mut Env, pod: &str, pcfg: &PodSandboxConfig) -> String {
+    let cfg = container_config("c", &e.image, &["sleep", "1000"]);
+    run(&mut e.rt, pod, pcfg, cfg).await
+}
+
+/// A whole line `text` on stdout, as `log_records` lists a CRI log's records.
+fn stdout_line(text: &str) -> (String, String, String) {
+    ("stdout".into(), "F".into(), text.into())
 }
 
 fn ns_of(pid: i32, ns: &str) -> String {
@@ -450,13 +458,7 @@ async fn stopping_unknown_pods_and_containers_succeeds() {
     // A removed pod and container stop again.
     let pcfg = pod_config("gone", e.logs.path().to_str().unwrap());
     let pod = run_pod(&mut e.rt, &pcfg).await;
-    let c = run(
-        &mut e.rt,
-        &pod,
-        &pcfg,
-        container_config("c", &e.image, &["sleep", "1000"]),
-    )
-    .await;
+    let c = sleeper(&mut e, &pod, &pcfg).await;
     teardown_pods(&mut e.rt, vec![pod.clone()]).await;
     e.rt.stop_container(StopContainerRequest {
         container_id: c,
@@ -478,13 +480,7 @@ async fn an_idle_shim_gives_its_code_pages_back() {
     let mut e = env().await;
     let pcfg = pod_config("idle", e.logs.path().to_str().unwrap());
     let pod = run_pod(&mut e.rt, &pcfg).await;
-    let c = run(
-        &mut e.rt,
-        &pod,
-        &pcfg,
-        container_config("c", &e.image, &["sleep", "1000"]),
-    )
-    .await;
+    let c = sleeper(&mut e, &pod, &pcfg).await;
     let shim = shim_pid(&mut e.rt, &pod).await;
     let rss_file = || {
         proc_status(shim, "RssFile")
@@ -555,17 +551,8 @@ async fn the_deployed_shim_is_static_musl_and_runs_pods() {
         3
     );
     let recs = log_records(&e.logs.path().join("exits/0.log"));
-    assert!(
-        recs.contains(&("stdout".into(), "F".into(), "out".into())),
-        "{recs:?}"
-    );
-    let c = run(
-        &mut e.rt,
-        &pod,
-        &pcfg,
-        container_config("c", &e.image, &["sleep", "1000"]),
-    )
-    .await;
+    assert!(recs.contains(&stdout_line("out")), "{recs:?}");
+    let c = sleeper(&mut e, &pod, &pcfg).await;
     assert_eq!(sh(&mut e.rt, &c, "echo hi").await, "hi\n");
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let rss_kib: u64 = proc_status(shim, "VmRSS")
