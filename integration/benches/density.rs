@@ -166,19 +166,7 @@ async fn run_all() {
         clean_node();
         {
             // A fresh skiffd per size, with the shim as deployed.
-            let run_root = run.path().join(format!("skiff-{n}"));
-            let d = Skiffd::start_with(
-                &[&reg.host],
-                Some(&skiff_integration::deployed_shim_config()),
-                &[
-                    "--log-level",
-                    "warn",
-                    "--run-root",
-                    run_root.to_str().unwrap(),
-                    "--root",
-                    run.path().join(format!("skiff-root-{n}")).to_str().unwrap(),
-                ],
-            );
+            let d = Skiffd::for_bench(&reg.host, &run.path().join(format!("skiff-{n}")));
             pull(&mut d.images().await, &busybox.reference).await;
             let rt = d.runtime().await;
             let b = burst(

@@ -110,24 +110,10 @@ async fn run_all() {
     let logs = tempfile::tempdir().unwrap();
     let logs_s = logs.path().to_str().unwrap().to_string();
 
-    // The shim as it is deployed: built with the size-optimised `shim` profile.
-    let shim_cfg = skiff_integration::deployed_shim_config();
     let run = Tmpfs::mount();
-    let run_root = run.path().join("skiff");
     clean_node();
     let skiff = {
-        let d = Skiffd::start_with(
-            &[&reg.host],
-            Some(&shim_cfg),
-            &[
-                "--log-level",
-                "warn",
-                "--run-root",
-                run_root.to_str().unwrap(),
-                "--root",
-                run.path().join("skiff-root").to_str().unwrap(),
-            ],
-        );
+        let d = Skiffd::for_bench(&reg.host, &run.path().join("skiff"));
         pull(&mut d.images().await, &busybox.reference).await;
         let mut rt = d.runtime().await;
         let (s, pods) = bench(&mut rt, &busybox.reference, &logs_s, |_, st| {

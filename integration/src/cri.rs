@@ -151,6 +151,20 @@ pub async fn list_pods(rt: &mut Rt) -> Vec<PodSandbox> {
         .items
 }
 
+/// Stops and removes pod `pod`; either call failing fails the test.
+pub async fn stop_and_remove_pod(rt: &mut Rt, pod: &str) {
+    rt.stop_pod_sandbox(StopPodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap();
+    rt.remove_pod_sandbox(RemovePodSandboxRequest {
+        pod_sandbox_id: pod.into(),
+    })
+    .await
+    .unwrap();
+}
+
 /// Stops and removes pods, ignoring failures (benchmarks' cleanup).
 pub async fn teardown_pods(rt: &mut Rt, pods: Vec<String>) {
     for p in pods {

@@ -39,6 +39,24 @@ impl Skiffd {
         Skiffd::start_in(None, insecure, config, extra)
     }
 
+    /// A skiffd for benchmarks: the shim as deployed, warnings only, and all its state
+    /// (`--root` in `dir/root`, `--run-root` in `dir/run`) under `dir`, e.g. a tmpfs.
+    pub fn for_bench(registry: &str, dir: &std::path::Path) -> Skiffd {
+        let (root, run) = (dir.join("root"), dir.join("run"));
+        Skiffd::start_with(
+            &[registry],
+            Some(&crate::deployed_shim_config()),
+            &[
+                "--log-level",
+                "warn",
+                "--run-root",
+                run.to_str().expect("a UTF-8 path"),
+                "--root",
+                root.to_str().expect("a UTF-8 path"),
+            ],
+        )
+    }
+
     /// Like [`Skiffd::start_with`], run inside the network namespace `netns` (an `ip netns`
     /// name) through `nsenter --net`, which leaves the mounts (and cgroups) as they are.
     pub fn start_in(

@@ -348,16 +348,7 @@ async fn fifty_pods_in_a_loop_leave_nothing_behind() {
             status(&mut rt, &c).await.state,
             ContainerState::ContainerRunning as i32
         );
-        rt.stop_pod_sandbox(StopPodSandboxRequest {
-            pod_sandbox_id: pod.clone(),
-        })
-        .await
-        .unwrap();
-        rt.remove_pod_sandbox(RemovePodSandboxRequest {
-            pod_sandbox_id: pod,
-        })
-        .await
-        .unwrap();
+        stop_and_remove_pod(&mut rt, &pod).await;
     }
     assert_eq!(footprint(&d), Vec::<String>::new());
     let fds_after = std::fs::read_dir(format!("/proc/{}/fd", d.pid()))
@@ -434,16 +425,7 @@ async fn removal_reclaims_the_page_cache_containers_left() {
     let s = wait_exited(&mut rt, &second, Duration::from_secs(10)).await;
     assert_eq!(s.exit_code, 0, "{s:?}");
     assert!(charged_page_cache(&d).unwrap() >= size);
-    rt.stop_pod_sandbox(StopPodSandboxRequest {
-        pod_sandbox_id: pod.clone(),
-    })
-    .await
-    .unwrap();
-    rt.remove_pod_sandbox(RemovePodSandboxRequest {
-        pod_sandbox_id: pod,
-    })
-    .await
-    .unwrap();
+    stop_and_remove_pod(&mut rt, &pod).await;
     let left = charged_page_cache(&d).unwrap();
     assert!(
         left < size / 4,

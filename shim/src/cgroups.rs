@@ -311,13 +311,17 @@ pub fn oom_kills(path: &str) -> u64 {
         )
     };
     let Some(file) = file else { return 0 };
+    keyed_value(&file, key).unwrap_or(0)
+}
+
+/// The value of `key` in a flat-keyed cgroup file (`key value` lines, as `memory.stat`).
+fn keyed_value(file: &Path, key: &str) -> Option<u64> {
     fs::read_to_string(file)
-        .unwrap_or_default()
+        .ok()?
         .lines()
         .filter_map(|l| l.split_once(' '))
         .find(|(k, _)| *k == key)
         .and_then(|(_, v)| v.trim().parse().ok())
-        .unwrap_or(0)
 }
 
 /// Removes cgroup `path` from every hierarchy (its processes must be gone). Absent is fine.
@@ -344,14 +348,7 @@ pub fn remove(path: &str) -> io::Result<()> {
 
 /// Whether v1 memory cgroup directory `d` (its dying children included) holds page cache.
 fn has_page_cache(d: &Path) -> bool {
-    fs::read_to_string(d.join("memory.stat"))
-        .ok()
-        .and_then(|st| {
-            st.lines()
-                .find_map(|l| l.strip_prefix("total_cache "))
-                .and_then(|v| v.trim().parse::<u64>().ok())
-        })
-        .is_some_and(|v| v > 0)
+    keyed_value(&d.join("memory.stat"), "total_cache").is_some_and(|v| v > 0)
 }
 
 #[cfg(test)]
