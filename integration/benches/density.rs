@@ -5,7 +5,8 @@
 //! busy CPU time (all processes, kernel included) per pod over the burst, the p50 / p99 of one
 //! pod + container under the burst, the daemon's RSS with all N running, the per-pod
 //! processes' RSS 2 s later (skiff: the pod's shim; containerd: its shim + pause), and the
-//! teardown (StopPodSandbox + RemovePodSandbox of all N, 10 workers). Both runtimes keep all
+//! teardown (StopPodSandbox + RemovePodSandbox of all N, 10 workers). Before each burst the
+//! page cache is dropped and one unmeasured pod warms it up again. Both runtimes keep all
 //! their state (images, records, writable layers, run-time state) on one tmpfs: this
 //! machine's disk (ext4 without a journal, with online discard) made the cost of creating and
 //! deleting files swing from run to run.
@@ -52,6 +53,8 @@ async fn burst(
     logs: &str,
     memory: fn(&str, &PodSandboxStatusResponse) -> u64,
 ) -> Burst {
+    warm_up(&mut rt.clone(), image, logs).await;
+    perf_control("enable");
     let began = Instant::now();
     let busy = node_busy_ms();
     let mut workers = vec![];
@@ -90,6 +93,7 @@ async fn burst(
     }
     let all_running = began.elapsed();
     let cpu_per_pod_ms = (node_busy_ms() - busy) / n as f64;
+    perf_control("disable");
     let daemon_rss_kib = rss_kib(daemon_pid);
     // The pods' processes settled: skiff's shims give their code pages back when idle,
     // containerd's shims run their garbage collector.
@@ -128,6 +132,15 @@ async fn burst(
         daemon_rss_kib,
         per_pod_kib,
         teardown: t.elapsed(),
+    }
+}
+
+/// With `SKIFF_PERF_CTL` naming the control FIFO of a `perf record --control fifo:PATH -D -1`,
+/// turns the profiler on and off around each burst, so a profile holds the bursts alone.
+fn perf_control(command: &str) {
+    if let Some(fifo) = std::env::var_os("SKIFF_PERF_CTL") {
+        std::fs::write(fifo, format!("{command}\n"))
+            .expect("SKIFF_PERF_CTL: write the perf control FIFO");
     }
 }
 

@@ -44,10 +44,7 @@ async fn bench(
 ) -> (Vec<Sample>, Vec<String>) {
     let mut samples = vec![];
     let mut pods = vec![];
-    let warm = host_network_pod("warmup", logs);
-    let pod = run_pod(rt, &warm).await;
-    run(rt, &pod, &warm, container_config("c", image, &["true"])).await;
-    teardown_pods(rt, vec![pod]).await;
+    warm_up(rt, image, logs).await;
     for i in 0..PODS {
         let pcfg = host_network_pod(&format!("bench{i}"), logs);
         let t = Instant::now();

@@ -179,6 +179,16 @@ pub async fn teardown_pods(rt: &mut Rt, pods: Vec<String>) {
     }
 }
 
+/// Starts and removes one host-network pod with a container running `true` from `image`, to
+/// bring what a pod start reads from disk (the daemon's code, the shim, libraries, the image's
+/// binary) back into the page cache after the benchmarks drop it.
+pub async fn warm_up(rt: &mut Rt, image: &str, logs: &str) {
+    let warm = host_network_pod("warmup", logs);
+    let pod = run_pod(rt, &warm).await;
+    run(rt, &pod, &warm, container_config("c", image, &["true"])).await;
+    teardown_pods(rt, vec![pod]).await;
+}
+
 pub async fn create(
     rt: &mut Rt,
     pod: &str,

@@ -213,6 +213,11 @@ async fn pid_namespace_modes() {
     );
     assert_eq!(ns_of(pa, "pid"), ns_of(pb, "pid"));
     assert_ne!(ns_of(pa, "pid"), ns_of(std::process::id() as i32, "pid"));
+    // The first container's process is the first the shim started in the pod: PID 2 there
+    // (init forks no further process when it is in the pod's PID namespace already).
+    let status = std::fs::read_to_string(format!("/proc/{pa}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert_eq!(nspid.split_whitespace().last(), Some("2"), "{nspid}");
     for ns in ["net", "ipc", "uts"] {
         assert_eq!(ns_of(pa, ns), ns_of(pb, ns), "{ns} shared in the pod");
         assert_ne!(

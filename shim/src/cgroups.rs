@@ -6,7 +6,7 @@
 //! hosts it is one directory in each controller hierarchy mounted under `/sys/fs/cgroup`.
 
 use std::fs;
-use std::io;
+use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
 const ROOT: &str = "/sys/fs/cgroup";
@@ -56,6 +56,11 @@ pub fn dirs(path: &str) -> Result<Vec<PathBuf>, String> {
     if is_v2() {
         return Ok(vec![Path::new(ROOT).join(rel)]);
     }
+    Ok(v1_dirs(&rel))
+}
+
+/// The directories of cgroup `rel` (clean, relative) in this v1 host's hierarchies.
+fn v1_dirs(rel: &Path) -> Vec<PathBuf> {
     let mut out = vec![];
     for c in V1_CONTROLLERS {
         let h = Path::new(ROOT).join(c);
@@ -65,19 +70,18 @@ pub fn dirs(path: &str) -> Result<Vec<PathBuf>, String> {
                 .map(|m| m.is_symlink())
                 .unwrap_or(true)
         {
-            out.push(h.join(&rel));
+            out.push(h.join(rel));
         }
     }
-    Ok(out)
+    out
 }
 
 /// Creates cgroup `path` in every hierarchy (cpuset.cpus/mems copied from the parent on v1,
 /// where a new cpuset is otherwise empty and refuses tasks). On v2 the controllers are enabled
 /// in each ancestor's `cgroup.subtree_control`, so that the new cgroup has their files.
 pub fn create(path: &str) -> io::Result<()> {
-    let ds = dirs(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let rel = clean_path(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
     if is_v2() {
-        let rel = clean_path(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
         let mut d = PathBuf::from(ROOT);
         for comp in rel.iter() {
             enable_controllers(&d)?;
@@ -90,11 +94,16 @@ pub fn create(path: &str) -> io::Result<()> {
         }
         return Ok(());
     }
+    create_v1(&v1_dirs(&rel))
+}
+
+/// Creates the directories `ds` of a v1 cgroup, one per hierarchy.
+fn create_v1(ds: &[PathBuf]) -> io::Result<()> {
     for d in ds {
         if d.starts_with(Path::new(ROOT).join("cpuset")) {
-            create_cpuset(&d)?;
+            create_cpuset(d)?;
         } else {
-            fs::create_dir_all(&d)?;
+            fs::create_dir_all(d)?;
         }
     }
     Ok(())
@@ -218,20 +227,28 @@ pub fn restrict_devices(path: &str, extra: &[String], allow_all: bool) -> io::Re
     if !d.is_dir() {
         return Ok(());
     }
-    let write = |file: &str, rule: &str| {
-        fs::write(d.join(file), rule)
+    // One rule per write(2), all through one open file.
+    let open = |file: &str| {
+        fs::OpenOptions::new()
+            .write(true)
+            .open(d.join(file))
+            .map_err(|e| io::Error::new(e.kind(), format!("{}/{file}: {e}", d.display())))
+    };
+    let write = |f: &mut fs::File, file: &str, rule: &str| {
+        f.write_all(rule.as_bytes())
             .map_err(|e| io::Error::new(e.kind(), format!("{}/{file} {rule:?}: {e}", d.display())))
     };
+    let mut allow = open("devices.allow")?;
     if allow_all {
-        return write("devices.allow", "a");
+        return write(&mut allow, "devices.allow", "a");
     }
-    write("devices.deny", "a")?;
+    write(&mut open("devices.deny")?, "devices.deny", "a")?;
     for rule in ALLOWED_DEVICES
         .iter()
         .copied()
         .chain(extra.iter().map(String::as_str))
     {
-        write("devices.allow", rule)?;
+        write(&mut allow, "devices.allow", rule)?;
     }
     Ok(())
 }
@@ -245,8 +262,9 @@ pub fn join_self_single_threaded(path: &str) -> io::Result<()> {
     if is_v2() {
         return join(path, 0);
     }
-    create(path)?;
-    let ds = dirs(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let rel = clean_path(path).map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let ds = v1_dirs(&rel);
+    create_v1(&ds)?;
     for d in ds {
         fs::write(d.join("tasks"), "0")
             .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", d.display())))?;

@@ -4,8 +4,9 @@
 //!
 //! The supervisor runs `skiff-shim exec BUNDLE PID -- ARGS…` (single-threaded, from the read-only
 //! binary). The helper joins the namespaces of the container's main process PID and its cgroup,
-//! forks (so the child is in the container's PID namespace), reports the child's PID on fd 3 and
-//! exits; the child execs the command with the container's process settings.
+//! reports on fd 3 the PID of the process that runs the command (its own; or a child's, forked
+//! to be inside a PID namespace the helper joined, the helper then exiting), and that process
+//! execs the command with the container's process settings.
 
 use std::convert::Infallible;
 use std::fs::File;
@@ -26,7 +27,7 @@ use tokio::sync::mpsc;
 use tokio_stream::wrappers::ReceiverStream;
 use tonic::Status;
 
-use crate::init::{fork_reporting_pid, report_error, sync_socket};
+use crate::init::{become_reported_process, report_error, sync_socket};
 use crate::supervisor::container::{pipe, Container, FdReader, FdWriter};
 use crate::supervisor::State;
 
@@ -405,7 +406,11 @@ fn helper(
             crate::init::become_userns_root()?;
         }
     }
-    fork_reporting_pid(sync)?;
+    // Namespaces we are in already were left out above: a PID namespace here is another.
+    let entered_pid_ns = nss
+        .iter()
+        .any(|(_, flag, _)| *flag == CloneFlags::CLONE_NEWPID);
+    become_reported_process(sync, entered_pid_ns)?;
     std::env::set_current_dir("/").map_err(|e| format!("chdir /: {e}"))?;
     // Its own session and process group, so that a timeout kills what it started too (with a
     // terminal, exec_process makes the session and takes the pty as its terminal).

@@ -4,9 +4,10 @@
 //! fork and exec here is ordinary code.
 //!
 //! Order: join the cgroup → join the pod's pinned namespaces (and create the container's own) →
-//! fork (so the child is inside a joined or new PID namespace) → the parent reports the child's
-//! PID on the sync socket (fd 3) and exits → the child sets up its root filesystem in its own
-//! mount namespace, pivots into it, drops to the configured user and capabilities and execs.
+//! report the container process's PID on the sync socket (fd 3): our own, or, when a PID
+//! namespace other than ours was joined or created, a child's, forked to be inside it, the
+//! parent exiting → that process sets up its root filesystem in its own mount namespace, pivots
+//! into it, drops to the configured user and capabilities and execs.
 //! OCI hooks run on the way (see `hooks`): the runtime's by a runner forked first. A
 //! failure is written to the sync socket as one JSON line; a successful exec closes it.
 //!
@@ -55,10 +56,35 @@ pub fn send(sync: &mut File, msg: serde_json::Value) -> std::io::Result<()> {
     sync.write_all(line.as_bytes())
 }
 
+/// Makes the process that goes on to exec, and reports its PID in the supervisor's namespace
+/// on the sync socket. A PID namespace joined or created (`entered_pid_ns`, one other than
+/// ours) holds only the children of the process that entered it, so then we fork: the parent
+/// reports the child's PID and exits, and this returns in the child. Otherwise (the pod's PID
+/// namespace, which the supervisor is PID 1 of, or the node's) this process, a child of the
+/// supervisor and in its PID namespace, goes on itself and reports its own PID, sparing a fork
+/// and an exit on every container start and exec.
+pub fn become_reported_process(sync: &mut File, entered_pid_ns: bool) -> Result<(), String> {
+    if !entered_pid_ns {
+        return send(sync, serde_json::json!({ "pid": std::process::id() }))
+            .map_err(|e| format!("reporting the pid: {e}"));
+    }
+    fork_reporting_pid(sync)
+}
+
+/// Whether namespace file `f` is the namespace at `path` (`/proc/self/ns/pid`, …).
+pub fn same_namespace(f: &File, path: &str) -> Result<bool, String> {
+    use std::os::unix::fs::MetadataExt;
+    let a = f
+        .metadata()
+        .map_err(|e| format!("fstat of a namespace: {e}"))?;
+    let b = std::fs::metadata(path).map_err(|e| format!("{path}: {e}"))?;
+    Ok((a.dev(), a.ino()) == (b.dev(), b.ino()))
+}
+
 /// Forks (so the child lands in the PID namespace just joined or created); the parent reports
 /// the child's PID (in the supervisor's namespace) on the sync socket and exits. Returns in the
 /// child.
-pub fn fork_reporting_pid(sync: &mut File) -> Result<(), String> {
+fn fork_reporting_pid(sync: &mut File) -> Result<(), String> {
     // SAFETY: helpers are single-threaded, so the child may run any code after fork.
     match unsafe { fork() } {
         Ok(ForkResult::Parent { child }) => {
@@ -328,6 +354,12 @@ fn run(
             None => new |= flag,
         }
     }
+    let mut entered_pid_ns = new.contains(CloneFlags::CLONE_NEWPID);
+    for (f, flag, _) in &joins {
+        if *flag == CloneFlags::CLONE_NEWPID && !same_namespace(f, "/proc/self/ns/pid")? {
+            entered_pid_ns = true;
+        }
+    }
     // A user namespace first: the others may belong to it.
     joins.sort_by_key(|(_, f, _)| *f != CloneFlags::CLONE_NEWUSER);
     for (f, flag, path) in &joins {
@@ -338,7 +370,7 @@ fn run(
     }
     unshare(new).map_err(|e| format!("creating the container's namespaces: {e}"))?;
 
-    fork_reporting_pid(sync)?;
+    become_reported_process(sync, entered_pid_ns)?;
     let host_pid = report_host_pid(sync)?;
     if let Some(r) = runner {
         r.run_for(host_pid)?;
