@@ -5,7 +5,10 @@
 //! frame and re-encodes every header block (HEADERS and its CONTINUATIONs) with an invalid
 //! `:authority` replaced by `localhost`. Header blocks are re-encoded always, not only when one is
 //! changed: HPACK's dynamic table is per connection, so h2 must see one consistent encoder
-//! (ours), whose peer decoder here tracks the client's. What skiffd writes is passed through.
+//! (ours), whose peer decoder here tracks the client's. A connection whose first header block
+//! has a valid `:authority` (kubelet, crictl and every grpc-go client send `localhost`) is passed
+//! through untouched from there on: a gRPC channel sends one authority on all its calls, so
+//! nothing is decoded for it again. What skiffd writes is passed through.
 
 use std::io;
 use std::pin::Pin;
@@ -50,6 +53,10 @@ struct Rewriter {
     encoder: fluke_hpack::Encoder<'static>,
     preface_done: bool,
     block: Option<Block>,
+    /// Whether the first header block was seen, and then whether it needed no change, which
+    /// makes the rest of the connection pass through as it comes.
+    first_seen: bool,
+    passthrough: bool,
 }
 
 impl Rewriter {
@@ -61,6 +68,8 @@ impl Rewriter {
             encoder: fluke_hpack::Encoder::new(),
             preface_done: false,
             block: None,
+            first_seen: false,
+            passthrough: false,
         }
     }
 
@@ -78,6 +87,11 @@ impl Rewriter {
             self.preface_done = true;
         }
         while input.len() - at >= FRAME_HEADER {
+            if self.passthrough {
+                out.extend_from_slice(&input[at..]);
+                at = input.len();
+                break;
+            }
             let h = &input[at..at + FRAME_HEADER];
             let len = usize::from(h[0]) << 16 | usize::from(h[1]) << 8 | usize::from(h[2]);
             if input.len() - at - FRAME_HEADER < len {
@@ -160,7 +174,9 @@ impl Rewriter {
         Ok(())
     }
 
-    /// Decodes the finished block, fixes `:authority`, and writes it out re-encoded.
+    /// Decodes the finished block, fixes `:authority`, and writes it out re-encoded; the
+    /// connection's first block, when it needs no fix, as it came (and the connection passes
+    /// through from then on).
     fn finish(&mut self, out: &mut Vec<u8>) -> io::Result<()> {
         let Some(b) = self.block.take() else {
             return Ok(());
@@ -169,36 +185,52 @@ impl Rewriter {
             .decoder
             .decode(&b.fragment)
             .map_err(|e| bad(&format!("HPACK: {e:?}")))?;
+        let mut fixed = false;
         for (name, value) in &mut headers {
             if name == b":authority" && Authority::try_from(value.as_slice()).is_err() {
                 *value = LOCALHOST.to_vec();
+                fixed = true;
+            }
+        }
+        if !self.first_seen {
+            self.first_seen = true;
+            if !fixed {
+                self.passthrough = true;
+                write_block(out, &b, &b.fragment);
+                return Ok(());
             }
         }
         let block = self
             .encoder
             .encode(headers.iter().map(|(n, v)| (n.as_slice(), v.as_slice())));
-        let mut first = Vec::with_capacity(5 + block.len().min(MAX_PAYLOAD));
-        if let Some(p) = b.priority {
-            first.extend_from_slice(&p);
-        }
-        let room = MAX_PAYLOAD - first.len();
-        let (head, mut rest) = block.split_at(block.len().min(room));
-        first.extend_from_slice(head);
-        let mut flags = if b.end_stream { END_STREAM } else { 0 };
-        if b.priority.is_some() {
-            flags |= PRIORITY;
-        }
-        if rest.is_empty() {
-            flags |= END_HEADERS;
-        }
-        frame(out, HEADERS, flags, b.stream, &first);
-        while !rest.is_empty() {
-            let (chunk, tail) = rest.split_at(rest.len().min(MAX_PAYLOAD));
-            rest = tail;
-            let flags = if rest.is_empty() { END_HEADERS } else { 0 };
-            frame(out, CONTINUATION, flags, b.stream, chunk);
-        }
+        write_block(out, &b, &block);
         Ok(())
+    }
+}
+
+/// Writes header block `block` (HPACK bytes) as `b`'s HEADERS frame and as many CONTINUATIONs
+/// as it takes, without padding.
+fn write_block(out: &mut Vec<u8>, b: &Block, block: &[u8]) {
+    let mut first = Vec::with_capacity(5 + block.len().min(MAX_PAYLOAD));
+    if let Some(p) = b.priority {
+        first.extend_from_slice(&p);
+    }
+    let room = MAX_PAYLOAD - first.len();
+    let (head, mut rest) = block.split_at(block.len().min(room));
+    first.extend_from_slice(head);
+    let mut flags = if b.end_stream { END_STREAM } else { 0 };
+    if b.priority.is_some() {
+        flags |= PRIORITY;
+    }
+    if rest.is_empty() {
+        flags |= END_HEADERS;
+    }
+    frame(out, HEADERS, flags, b.stream, &first);
+    while !rest.is_empty() {
+        let (chunk, tail) = rest.split_at(rest.len().min(MAX_PAYLOAD));
+        rest = tail;
+        let flags = if rest.is_empty() { END_HEADERS } else { 0 };
+        frame(out, CONTINUATION, flags, b.stream, chunk);
     }
 }
 
@@ -250,6 +282,9 @@ impl AsyncRead for Conn {
     ) -> Poll<io::Result<()>> {
         let me = self.get_mut();
         loop {
+            if me.rewriter.passthrough && me.output.is_empty() {
+                return Pin::new(&mut me.io).poll_read(cx, buf);
+            }
             if me.served < me.output.len() {
                 let n = buf.remaining().min(me.output.len() - me.served);
                 buf.put_slice(&me.output[me.served..me.served + n]);
@@ -413,6 +448,39 @@ mod tests {
             &out[PREFACE.len()..PREFACE.len() + 9],
             &[0, 0, 0, 4, 0, 0, 0, 0, 0]
         );
+    }
+
+    #[test]
+    fn a_connection_whose_first_authority_is_valid_passes_through_as_sent() {
+        let mut enc = fluke_hpack::Encoder::new();
+        let mut input = PREFACE.to_vec();
+        frame(&mut input, 0x4, 0, 0, &[]);
+        let req = |path: &'static [u8]| -> Vec<(&'static [u8], &'static [u8])> {
+            vec![
+                (b":method", b"POST"),
+                (b":scheme", b"http"),
+                (b":path", path),
+                (b":authority", b"localhost"),
+                (b"content-type", b"application/grpc"),
+            ]
+        };
+        let b1 = encode_block(&mut enc, &req(b"/runtime.v1.RuntimeService/Version"));
+        frame(&mut input, HEADERS, END_HEADERS, 1, &b1);
+        frame(&mut input, 0x0, END_STREAM, 1, b"\0\0\0\0\0");
+        // The second block refers to the client's dynamic table: h2 must get it as sent.
+        let b2 = encode_block(&mut enc, &req(b"/runtime.v1.RuntimeService/Status"));
+        frame(&mut input, HEADERS, END_HEADERS | END_STREAM, 3, &b2);
+        let mut rw = Rewriter::new();
+        let (mut pending, mut out) = (vec![], vec![]);
+        for byte in &input {
+            pending.push(*byte);
+            rw.process(&mut pending, &mut out).unwrap();
+        }
+        assert!(rw.passthrough);
+        assert!(pending.is_empty());
+        assert_eq!(out, input);
+        let got = blocks(&out);
+        assert_eq!(got[1].2[2].1, b"/runtime.v1.RuntimeService/Status");
     }
 
     #[test]
