@@ -299,6 +299,18 @@ pub async fn sh(rt: &mut Rt, id: &str, script: &str) -> String {
     String::from_utf8_lossy(&r.stdout).into_owned()
 }
 
+/// Waits (up to 5 s) until container `id` has written `ready` to /tmp/ready: what a test's
+/// script does once its signal traps are set.
+pub async fn wait_ready_file(rt: &mut Rt, id: &str) {
+    for _ in 0..100 {
+        if sh(rt, id, "cat /tmp/ready 2>/dev/null; true").await == "ready\n" {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("container {id} did not write /tmp/ready within 5 s");
+}
+
 /// The content of each record of a CRI log file: (stream, tag, content).
 pub fn log_records(path: &std::path::Path) -> Vec<(String, String, String)> {
     std::fs::read_to_string(path)

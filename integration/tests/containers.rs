@@ -255,11 +255,11 @@ async fn stop_sends_the_stop_signal_then_kills_after_the_timeout() {
         &[
             "sh",
             "-c",
-            "trap '' USR1 TERM; echo ready; while true; do sleep 0.1; done",
+            "trap '' USR1 TERM; echo ready > /tmp/ready; while true; do sleep 0.1; done",
         ],
     );
     let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_ready_file(&mut e.rt, &id).await;
     let t = Instant::now();
     e.rt.stop_container(StopContainerRequest {
         container_id: id.clone(),
@@ -291,11 +291,11 @@ async fn stop_sends_the_stop_signal_then_kills_after_the_timeout() {
         &[
             "sh",
             "-c",
-            "trap 'exit 42' USR1; while true; do sleep 0.1; done",
+            "trap 'exit 42' USR1; echo ready > /tmp/ready; while true; do sleep 0.1; done",
         ],
     );
     let id = run(&mut e.rt, &e.pod.clone(), &e.pcfg.clone(), c).await;
-    tokio::time::sleep(Duration::from_millis(200)).await;
+    wait_ready_file(&mut e.rt, &id).await;
     let t = Instant::now();
     e.rt.stop_container(StopContainerRequest {
         container_id: id.clone(),
@@ -491,11 +491,12 @@ async fn a_huge_stop_timeout_waits_and_answers() {
             &[
                 "sh",
                 "-c",
-                "trap 'exit 0' USR1; while true; do sleep 0.1; done",
+                "trap 'exit 0' USR1; echo ready > /tmp/ready; while true; do sleep 0.1; done",
             ],
         ),
     )
     .await;
+    wait_ready_file(&mut e.rt, &id).await;
     let t = Instant::now();
     e.rt.stop_container(StopContainerRequest {
         container_id: id.clone(),

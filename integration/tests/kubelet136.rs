@@ -45,12 +45,7 @@ async fn stop_signal_from_the_request_overrides_the_image() {
         c.stop_signal = asked as i32;
         let id = run(&mut rt, &pod, &pcfg, c).await;
         assert_eq!(status(&mut rt, &id).await.stop_signal, reported as i32);
-        for _ in 0..100 {
-            if sh(&mut rt, &id, "cat /tmp/ready 2>/dev/null").await == "ready\n" {
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
-        }
+        wait_ready_file(&mut rt, &id).await;
         rt.stop_container(StopContainerRequest {
             container_id: id.clone(),
             timeout: 20,

@@ -8,6 +8,7 @@
 use std::fs;
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 const ROOT: &str = "/sys/fs/cgroup";
 /// v1 hierarchies a container is placed in (those mounted on the host).
@@ -26,11 +27,15 @@ const V1_CONTROLLERS: &[&str] = &[
     "perf_event",
 ];
 
-/// Whether this host mounts the unified (v2) hierarchy at /sys/fs/cgroup.
+/// Whether this host mounts the unified (v2) hierarchy at /sys/fs/cgroup. Read once per
+/// process: a node's cgroup layout is set at boot.
 pub fn is_v2() -> bool {
-    nix::sys::statfs::statfs(ROOT)
-        .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
-        .unwrap_or(false)
+    static V2: OnceLock<bool> = OnceLock::new();
+    *V2.get_or_init(|| {
+        nix::sys::statfs::statfs(ROOT)
+            .map(|s| s.filesystem_type() == nix::sys::statfs::CGROUP2_SUPER_MAGIC)
+            .unwrap_or(false)
+    })
 }
 
 /// Checks a cgroup path is absolute-or-relative without `..` or empty components, and makes it
@@ -61,19 +66,25 @@ pub fn dirs(path: &str) -> Result<Vec<PathBuf>, String> {
 
 /// The directories of cgroup `rel` (clean, relative) in this v1 host's hierarchies.
 fn v1_dirs(rel: &Path) -> Vec<PathBuf> {
-    let mut out = vec![];
-    for c in V1_CONTROLLERS {
-        let h = Path::new(ROOT).join(c);
-        // cpu and cpuacct are often one hierarchy with two names linking to it.
-        if h.is_dir()
-            && !fs::symlink_metadata(&h)
-                .map(|m| m.is_symlink())
-                .unwrap_or(true)
-        {
-            out.push(h.join(rel));
-        }
-    }
-    out
+    v1_hierarchies().iter().map(|h| h.join(rel)).collect()
+}
+
+/// The roots of the v1 hierarchies mounted on this host, looked up once per process.
+fn v1_hierarchies() -> &'static [PathBuf] {
+    static ROOTS: OnceLock<Vec<PathBuf>> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        V1_CONTROLLERS
+            .iter()
+            .map(|c| Path::new(ROOT).join(c))
+            // cpu and cpuacct are often one hierarchy with two names linking to it.
+            .filter(|h| {
+                h.is_dir()
+                    && !fs::symlink_metadata(h)
+                        .map(|m| m.is_symlink())
+                        .unwrap_or(true)
+            })
+            .collect()
+    })
 }
 
 /// Creates cgroup `path` in every hierarchy (cpuset.cpus/mems copied from the parent on v1,
