@@ -388,21 +388,40 @@ mod tests {
         out
     }
 
+    /// A gRPC request's header list.
+    fn request(
+        path: &'static [u8],
+        authority: &'static [u8],
+    ) -> Vec<(&'static [u8], &'static [u8])> {
+        vec![
+            (b":method", b"POST"),
+            (b":scheme", b"http"),
+            (b":path", path),
+            (b":authority", authority),
+            (b"content-type", b"application/grpc"),
+        ]
+    }
+
+    /// Feeds `input` to a new rewriter a byte at a time, as a slow socket would; returns the
+    /// rewriter and all it wrote, checking nothing was left pending.
+    fn byte_by_byte(input: &[u8]) -> (Rewriter, Vec<u8>) {
+        let mut rw = Rewriter::new();
+        let (mut pending, mut out) = (vec![], vec![]);
+        for byte in input {
+            pending.push(*byte);
+            rw.process(&mut pending, &mut out).unwrap();
+        }
+        assert!(pending.is_empty());
+        (rw, out)
+    }
+
     #[test]
     fn invalid_authorities_become_localhost_and_the_rest_stays() {
         let mut enc = fluke_hpack::Encoder::new();
         let mut input = PREFACE.to_vec();
         // A SETTINGS frame passes as it is.
         frame(&mut input, 0x4, 0, 0, &[]);
-        let req = |auth: &'static [u8]| -> Vec<(&'static [u8], &'static [u8])> {
-            vec![
-                (b":method", b"POST"),
-                (b":scheme", b"http"),
-                (b":path", b"/runtime.v1.RuntimeService/Version"),
-                (b":authority", auth),
-                (b"content-type", b"application/grpc"),
-            ]
-        };
+        let req = |auth| request(b"/runtime.v1.RuntimeService/Version", auth);
         // grpcio's percent-encoded path, padded and with priority, split over a CONTINUATION.
         let b1 = encode_block(&mut enc, &req(b"%2Frun%2Fskiff%2Fskiff.sock"));
         let (a, b) = b1.split_at(10);
@@ -418,14 +437,7 @@ mod tests {
         let b3 = encode_block(&mut enc, &req(b"localhost:1234"));
         frame(&mut input, HEADERS, END_HEADERS | END_STREAM, 5, &b3);
 
-        // Fed a byte at a time, as a slow socket would.
-        let mut rw = Rewriter::new();
-        let (mut pending, mut out) = (vec![], vec![]);
-        for byte in &input {
-            pending.push(*byte);
-            rw.process(&mut pending, &mut out).unwrap();
-        }
-        assert!(pending.is_empty());
+        let (_, out) = byte_by_byte(&input);
         let got = blocks(&out);
         let auth = |i: usize| {
             got[i]
@@ -455,29 +467,15 @@ mod tests {
         let mut enc = fluke_hpack::Encoder::new();
         let mut input = PREFACE.to_vec();
         frame(&mut input, 0x4, 0, 0, &[]);
-        let req = |path: &'static [u8]| -> Vec<(&'static [u8], &'static [u8])> {
-            vec![
-                (b":method", b"POST"),
-                (b":scheme", b"http"),
-                (b":path", path),
-                (b":authority", b"localhost"),
-                (b"content-type", b"application/grpc"),
-            ]
-        };
+        let req = |path| request(path, b"localhost");
         let b1 = encode_block(&mut enc, &req(b"/runtime.v1.RuntimeService/Version"));
         frame(&mut input, HEADERS, END_HEADERS, 1, &b1);
         frame(&mut input, 0x0, END_STREAM, 1, b"\0\0\0\0\0");
         // The second block refers to the client's dynamic table: h2 must get it as sent.
         let b2 = encode_block(&mut enc, &req(b"/runtime.v1.RuntimeService/Status"));
         frame(&mut input, HEADERS, END_HEADERS | END_STREAM, 3, &b2);
-        let mut rw = Rewriter::new();
-        let (mut pending, mut out) = (vec![], vec![]);
-        for byte in &input {
-            pending.push(*byte);
-            rw.process(&mut pending, &mut out).unwrap();
-        }
+        let (rw, out) = byte_by_byte(&input);
         assert!(rw.passthrough);
-        assert!(pending.is_empty());
         assert_eq!(out, input);
         let got = blocks(&out);
         assert_eq!(got[1].2[2].1, b"/runtime.v1.RuntimeService/Status");
