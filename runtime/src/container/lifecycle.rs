@@ -368,6 +368,7 @@ impl Node {
             groups: resolved.groups.clone(),
             mounts: mount_records,
             started: false,
+            starting: false,
             restore: restore.is_some(),
         };
         let made = (|| -> Result<()> {
@@ -498,13 +499,13 @@ impl Node {
         let mut shim = self.shim(&pod).await?;
         // Claims the start (a concurrent second StartContainer fails here), then records it on
         // disk while the shim starts the container.
-        let rec = self.containers.mark_started(&found.id)?;
-        let containers = &self.containers;
-        if rec.restore {
+        if found.restore {
             self.criu.as_ref().map_err(|why| {
-                Error::FailedPrecondition(format!("restoring container {}: {why}", rec.id))
+                Error::FailedPrecondition(format!("restoring container {}: {why}", found.id))
             })?;
         }
+        let rec = self.containers.mark_started(&found.id)?;
+        let containers = &self.containers;
         let start = StartContainerRequest {
             id: rec.id.clone(),
             bundle: rec.bundle.display().to_string(),
@@ -528,6 +529,7 @@ impl Node {
         let (r, saved) = tokio::join!(started, async {
             tokio::task::block_in_place(|| containers.save(&rec))
         });
+        containers.start_answered(&rec.id);
         saved?;
         let pid = r
             .map_err(|s| {

@@ -71,6 +71,10 @@ pub struct ContainerRecord {
     /// Set once StartContainer succeeded: a container whose run state vanished with a reboot is
     /// then known to have run.
     pub started: bool,
+    /// In memory only: StartContainer claimed the start and its shim has not answered yet, so a
+    /// missing run state means "not recorded yet", not "lost".
+    #[serde(skip)]
+    pub starting: bool,
     /// Created from a checkpoint archive: StartContainer restores it with CRIU from
     /// [`ContainerRecord::checkpoint_images`].
     #[serde(default)]
@@ -125,7 +129,7 @@ impl ContainerRecord {
                 }
                 s
             }
-            Ok(None) if self.started => ContainerState {
+            Ok(None) if self.started && !self.starting => ContainerState {
                 exited: true,
                 exit_code: 255,
                 reason: "Unknown".into(),
@@ -281,7 +285,15 @@ impl Containers {
             )));
         }
         r.started = true;
+        r.starting = true;
         Ok(r.clone())
+    }
+
+    /// Ends the start [`Containers::mark_started`] claimed (its shim answered, either way).
+    pub fn start_answered(&self, id: &str) {
+        if let Some(r) = self.lock().get_mut(id) {
+            r.starting = false;
+        }
     }
 
     /// Removes the record (first, so a crash leaves no record pointing at half-removed data)
