@@ -110,10 +110,22 @@ Anonymous:          1024 kB
                 .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
                 .unwrap()
         }
-        let before = rss_file_kib();
-        drop_code_pages();
-        let after = rss_file_kib();
-        assert!(after < before, "RssFile {before} -> {after} kB");
+        // Other tests run on other threads of this process and fault code back in meanwhile:
+        // the drop must show in one of a few tries.
+        let mut seen = vec![];
+        for _ in 0..10 {
+            let before = rss_file_kib();
+            drop_code_pages();
+            let after = rss_file_kib();
+            seen.push((before, after));
+            if after < before {
+                break;
+            }
+        }
+        assert!(
+            seen.iter().any(|(before, after)| after < before),
+            "RssFile before -> after, kB: {seen:?}"
+        );
         // Still running: the code maps back.
         assert_eq!(format!("{}", 6 * 7), "42");
     }
