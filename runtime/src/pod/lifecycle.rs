@@ -746,7 +746,8 @@ fn shim_processes(pod_id: &str) -> Vec<i32> {
 /// Detaches every mount stacked at `p` (absent or unmounted is fine).
 pub fn unmount_all(p: &Path) {
     for _ in 0..8 {
-        if umount2(p, MntFlags::MNT_DETACH).is_err() {
+        // Not through a symbolic link (the shim links some namespaces into the pod directory).
+        if umount2(p, MntFlags::MNT_DETACH | MntFlags::UMOUNT_NOFOLLOW).is_err() {
             break;
         }
     }

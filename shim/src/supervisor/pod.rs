@@ -1,10 +1,11 @@
-//! `skiff-shim pod POD.json`: creates the pod's namespaces and pins them, then becomes the pod's
-//! supervisor.
+//! `skiff-shim pod POD.json`: creates the pod's namespaces and makes them reachable by path,
+//! then becomes the pod's supervisor.
 //!
 //! skiffd runs this (single-threaded at that point) and waits for it to exit: the process
 //! unshares the namespaces the pod owns and forks. The child lives in them (PID 1 of the pod's PID
-//! namespace when there is one), sets them up, pins them by bind-mounting `/proc/self/ns/*` onto
-//! files in the pod directory, and reports back; the parent prints the child's host PID (or the
+//! namespace when there is one), sets them up, makes them reachable under the pod directory
+//! (the network and user namespaces pinned by bind mounts, which outlive us; the others as
+//! symbolic links to our own `/proc/<pid>/ns/*`), and reports back; the parent prints the child's host PID (or the
 //! error) on stdout and exits, leaving the child detached in its own session.
 
 use std::fs::{self, File, OpenOptions};
@@ -274,7 +275,7 @@ fn detach_stdout() {
     }
 }
 
-/// Sets the pod's namespaces up and pins them; returns the bound shim API socket, the
+/// Sets the pod's namespaces up and makes them reachable by path; returns the bound shim API socket, the
 /// read-only binary helpers run from, and the pod's PID 1 when it is not the supervisor
 /// (see [`pod_init`]).
 type Setup = (std::os::unix::net::UnixListener, PathBuf, Option<PodInit>);
@@ -300,6 +301,11 @@ fn setup(cfg: &PodConfig) -> Result<Setup, String> {
         ("uts", cfg.uts == NsMode::Pod),
         ("pid", cfg.pid == PidMode::Pod),
     ];
+    // Our host PID: /proc here is the node's, whatever our own PID namespace.
+    let host_pid = fs::read_link("/proc/self")
+        .map_err(|e| format!("reading /proc/self: {e}"))?
+        .display()
+        .to_string();
     let mut pod_init = None;
     for (name, own) in owned {
         if !own {
@@ -309,8 +315,11 @@ fn setup(cfg: &PodConfig) -> Result<Setup, String> {
             let init = start_pod_init(cfg)?;
             pin(&format!("/proc/{}/ns/pid", init.reaper), &cfg.ns_path(name))?;
             pod_init = Some(init);
-        } else {
+        } else if name == "net" {
+            // CNI DEL and port forwarding reach it by path, also once we are gone.
             pin(&format!("/proc/self/ns/{name}"), &cfg.ns_path(name))?;
+        } else {
+            link(&format!("/proc/{host_pid}/ns/{name}"), &cfg.ns_path(name))?;
         }
     }
     let sock = cfg.socket();
@@ -449,6 +458,16 @@ fn pin(ns: &str, target: &Path) -> Result<(), String> {
         None::<&str>,
     )
     .map_err(|e| format!("pinning {ns} at {}: {e}", target.display()))
+}
+
+/// Points `target` at namespace file `ns` of this process, for namespaces only our own children
+/// join (IPC, UTS, the PID namespace we are PID 1 of): they live exactly as long as we do, so a
+/// symbolic link does what a bind mount would, without adding a mount to the node's table that
+/// every container's new mount namespace would copy.
+fn link(ns: &str, target: &Path) -> Result<(), String> {
+    let _ = fs::remove_file(target);
+    std::os::unix::fs::symlink(ns, target)
+        .map_err(|e| format!("linking {} to {ns}: {e}", target.display()))
 }
 
 /// `ip link set lo up`, with the SIOCSIFFLAGS ioctl.
