@@ -497,13 +497,14 @@ impl Node {
         let pod = self.ready_pod(&found.pod_id)?;
         let cfg = found.config();
         let mut shim = self.shim(&pod).await?;
-        // Claims the start (a concurrent second StartContainer fails here), then records it on
-        // disk while the shim starts the container.
+        // A restore needs CRIU on this node.
         if found.restore {
             self.criu.as_ref().map_err(|why| {
                 Error::FailedPrecondition(format!("restoring container {}: {why}", found.id))
             })?;
         }
+        // Claims the start (a concurrent second StartContainer fails here), then records it on
+        // disk while the shim starts the container.
         let rec = self.containers.mark_started(&found.id)?;
         let containers = &self.containers;
         let start = StartContainerRequest {
