@@ -5,8 +5,9 @@
 //! unshares the namespaces the pod owns and forks. The child lives in them (PID 1 of the pod's PID
 //! namespace when there is one), sets them up, makes them reachable under the pod directory
 //! (the network and user namespaces pinned by bind mounts, which outlive us; the others as
-//! symbolic links to our own `/proc/<pid>/ns/*`), and reports back; the parent prints the child's host PID (or the
-//! error) on stdout and exits, leaving the child detached in its own session.
+//! symbolic links to our own `/proc/<pid>/ns/*`), and reports back; the parent prints the
+//! child's host PID (or the error) on stdout and exits, leaving the child detached in its own
+//! session.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -275,9 +276,9 @@ fn detach_stdout() {
     }
 }
 
-/// Sets the pod's namespaces up and makes them reachable by path; returns the bound shim API socket, the
-/// read-only binary helpers run from, and the pod's PID 1 when it is not the supervisor
-/// (see [`pod_init`]).
+/// Sets the pod's namespaces up and makes them reachable by path; returns the bound shim API
+/// socket, the read-only binary helpers run from, and the pod's PID 1 when it is not the
+/// supervisor (see [`pod_init`]).
 type Setup = (std::os::unix::net::UnixListener, PathBuf, Option<PodInit>);
 
 fn setup(cfg: &PodConfig) -> Result<Setup, String> {
