@@ -493,3 +493,73 @@ async fn a_pod_whose_shim_died_is_not_ready_and_removes_cleanly() {
     assert!(gone, "the orphaned container process was killed");
     assert_eq!(footprint(&d), Vec::<String>::new());
 }
+
+/// Creations run side by side, and a name is still given once: of 8 RunPodSandbox calls for
+/// one pod name at once, and of 8 CreateContainer calls for one container name at once,
+/// exactly one succeeds and the others are told which pod or container holds the name;
+/// containers of different names are all made. The footprint is empty after removal.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_creations_never_give_a_name_twice() {
+    let (_reg, d, image, logs) = setup().await;
+    let rt = d.runtime().await;
+    let pcfg = pod_config("twin-pod", logs.path().to_str().unwrap());
+    // Each call on a connection of its own, so that skiffd serves them on any of its threads.
+    let pods = futures_util::future::join_all((0..8).map(|_| {
+        let (d, pcfg) = (&d, pcfg.clone());
+        async move {
+            let mut rt = d.runtime().await;
+            rt.run_pod_sandbox(RunPodSandboxRequest {
+                config: Some(pcfg),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map(|r| r.into_inner().pod_sandbox_id)
+        }
+    }))
+    .await;
+    let made: Vec<&String> = pods.iter().flatten().collect();
+    assert_eq!(made.len(), 1, "{pods:?}");
+    let pod = made[0].clone();
+    for e in pods.iter().filter_map(|r| r.as_ref().err()) {
+        assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+        assert!(e.message().contains(&pod), "{}", e.message());
+    }
+
+    let attempt = |name: &str| {
+        let (d, pod, pcfg) = (&d, pod.clone(), pcfg.clone());
+        let cfg = container_config(name, &image, &["sleep", "3600"]);
+        async move { create(&mut d.runtime().await, &pod, &pcfg, cfg).await }
+    };
+    // Rounds, for the calls to meet inside skiffd: it has as many threads as the node cores.
+    for round in 0..4 {
+        let name = format!("twin{round}");
+        let twins = futures_util::future::join_all((0..8).map(|_| attempt(&name))).await;
+        let made: Vec<&String> = twins.iter().flatten().collect();
+        assert_eq!(made.len(), 1, "{name}: {twins:?}");
+        for e in twins.iter().filter_map(|r| r.as_ref().err()) {
+            assert_eq!(e.code(), tonic::Code::AlreadyExists, "{e:?}");
+            assert!(e.message().contains(made[0].as_str()), "{}", e.message());
+        }
+    }
+    let names = ["n0", "n1", "n2", "n3", "n4", "n5"];
+    for r in futures_util::future::join_all(names.iter().map(|n| attempt(n))).await {
+        r.expect("CreateContainer of a name of its own");
+    }
+    let mut rt = rt.clone();
+    let mut listed: Vec<String> = rt
+        .list_containers(ListContainersRequest::default())
+        .await
+        .unwrap()
+        .into_inner()
+        .containers
+        .into_iter()
+        .map(|c| c.metadata.unwrap().name)
+        .collect();
+    listed.sort();
+    assert_eq!(
+        listed,
+        ["n0", "n1", "n2", "n3", "n4", "n5", "twin0", "twin1", "twin2", "twin3"]
+    );
+    stop_and_remove_pod(&mut rt, &pod).await;
+    assert_eq!(footprint(&d), Vec::<String>::new());
+}

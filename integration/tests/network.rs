@@ -349,3 +349,88 @@ async fn a_loopback_only_network_gives_no_pod_ip() {
     assert!(out.contains("127.0.0.1/8"), "{out}");
     teardown_pods(&mut rt, vec![pod]).await;
 }
+
+/// A CNI plugin that configures nothing and notes how many ADDs it saw running at once: each
+/// ADD waits (up to 5 s) until another is in flight, then writes the count it saw.
+const COUNTING_PLUGIN: &str = r#"#!/bin/sh
+d='DIR'
+case "$CNI_COMMAND" in
+VERSION) echo '{"cniVersion":"1.0.0","supportedVersions":["1.0.0"]}' ;;
+ADD)
+  cat > /dev/null
+  touch "$d/in.$$"
+  i=0
+  while [ "$(ls "$d" | grep -c '^in\.')" -lt 2 ] && [ $i -lt 50 ]; do
+    sleep 0.1; i=$((i+1))
+  done
+  ls "$d" | grep -c '^in\.' > "$d/seen.$$"
+  sleep 0.5
+  rm -f "$d/in.$$"
+  echo '{"cniVersion":"1.0.0"}' ;;
+*) cat > /dev/null ;;
+esac
+"#;
+
+/// Pods are created side by side: one pod's CNI ADD (which takes its time on real networks)
+/// does not hold up another's RunPodSandbox. The plugin itself sees two ADDs at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cni_adds_of_two_pods_run_at_once() {
+    require_root();
+    let conf = tempfile::tempdir().unwrap();
+    let bins = tempfile::tempdir().unwrap();
+    let seen = tempfile::tempdir().unwrap();
+    let plugin = bins.path().join("counting");
+    std::fs::write(
+        &plugin,
+        COUNTING_PLUGIN.replace("DIR", &seen.path().display().to_string()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&plugin, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(
+        conf.path().join("10-counting.conf"),
+        r#"{"cniVersion": "1.0.0", "name": "skiff-test-counting", "type": "counting"}"#,
+    )
+    .unwrap();
+    let config = format!(
+        "cni_conf_dir = \"{}\"\ncni_bin_dirs = [\"{}\"]\n",
+        conf.path().display(),
+        bins.path().display()
+    );
+    let d = Skiffd::start_with(&[], Some(&config), &[]);
+    let rt = d.runtime().await;
+    let logs = tempfile::tempdir().unwrap();
+    let logdir = logs.path().to_str().unwrap();
+    let (a_cfg, b_cfg) = (pod_config("adds-a", logdir), pod_config("adds-b", logdir));
+    let t = Instant::now();
+    let (a, b) = tokio::join!(
+        async {
+            let mut rt = rt.clone();
+            run_pod(&mut rt, &a_cfg).await
+        },
+        async {
+            let mut rt = rt.clone();
+            run_pod(&mut rt, &b_cfg).await
+        }
+    );
+    let took = t.elapsed();
+    let counts: Vec<String> = std::fs::read_dir(seen.path())
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().starts_with("seen."))
+        .map(|e| {
+            std::fs::read_to_string(e.path())
+                .unwrap()
+                .trim()
+                .to_string()
+        })
+        .collect();
+    assert_eq!(
+        counts,
+        ["2", "2"],
+        "ADDs in flight as each saw it ({took:?} for both pods)"
+    );
+    eprintln!("two pods whose CNI ADDs wait for each other: {took:?}");
+    let mut rt = rt.clone();
+    teardown_pods(&mut rt, vec![a, b]).await;
+    assert!(list_pods(&mut rt).await.is_empty());
+}

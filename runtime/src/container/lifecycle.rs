@@ -291,19 +291,12 @@ impl Node {
             super::resources::to_oci(r)?;
         }
 
-        let _creating = self.containers.create_lock.lock().await;
-        if let Some(other) = self.containers.of_pod(&pod.id).into_iter().find(|c| {
-            c.config()
-                .metadata
-                .as_ref()
-                .is_some_and(|m| m.name == meta.name && m.attempt == meta.attempt)
-        }) {
-            return Err(Error::AlreadyExists(format!(
-                "container name {} (attempt {}) is reserved for container {} in pod {}",
-                meta.name, meta.attempt, other.id, pod.id
-            )));
-        }
         let id = hex::encode(rand::random::<[u8; 32]>());
+        // The name is this creation's until its record is saved or it fails; other creations
+        // go on meanwhile.
+        let _name = self
+            .containers
+            .reserve(&pod.id, &meta.name, meta.attempt, &id)?;
         let bundle = self.cfg.run_root.join("containers").join(&id);
         let data_dir = self.containers.data_dir(&id);
         let cgroup = format!("{}/{}", pod.cgroup.trim_end_matches('/'), &id);

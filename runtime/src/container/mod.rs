@@ -185,8 +185,29 @@ fn process_alive(pid: i32, started_at_ns: i64) -> bool {
 pub struct Containers {
     dir: PathBuf,
     map: Mutex<BTreeMap<String, ContainerRecord>>,
-    /// Serialises creation so name reservation and insertion are one step.
-    pub create_lock: tokio::sync::Mutex<()>,
+    /// Names of containers being created, (pod id, name, attempt) → container id: reserved
+    /// from the name check until the record is in `map` or the creation failed, so that
+    /// creations run side by side and a name is still never given twice.
+    reserved: Mutex<BTreeMap<(String, String, u32), String>>,
+}
+
+/// A container name held for one creation ([`Containers::reserve`]); dropping it frees the
+/// name, which by then the saved record holds, or nothing does.
+pub struct NameReservation<'a> {
+    containers: &'a Containers,
+    key: (String, String, u32),
+}
+
+impl Drop for NameReservation<'_> {
+    fn drop(&mut self) {
+        lock_reserved(&self.containers.reserved).remove(&self.key);
+    }
+}
+
+fn lock_reserved(
+    m: &Mutex<BTreeMap<(String, String, u32), String>>,
+) -> MutexGuard<'_, BTreeMap<(String, String, u32), String>> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Containers {
@@ -218,7 +239,7 @@ impl Containers {
         Ok(Containers {
             dir,
             map: Mutex::new(map),
-            create_lock: tokio::sync::Mutex::new(()),
+            reserved: Mutex::new(BTreeMap::new()),
         })
     }
 
@@ -313,6 +334,42 @@ impl Containers {
 
     pub fn list(&self) -> Vec<ContainerRecord> {
         self.lock().values().cloned().collect()
+    }
+
+    /// Reserves container name `name`, attempt `attempt`, in pod `pod_id` for the container
+    /// `id` being created: AlreadyExists when a record or another creation holds it.
+    pub fn reserve(
+        &self,
+        pod_id: &str,
+        name: &str,
+        attempt: u32,
+        id: &str,
+    ) -> Result<NameReservation<'_>> {
+        let key = (pod_id.to_string(), name.to_string(), attempt);
+        let mut reserved = lock_reserved(&self.reserved);
+        let holder = reserved.get(&key).cloned().or_else(|| {
+            self.lock()
+                .values()
+                .find(|r| {
+                    r.pod_id == pod_id
+                        && r.config()
+                            .metadata
+                            .as_ref()
+                            .is_some_and(|m| m.name == name && m.attempt == attempt)
+                })
+                .map(|r| r.id.clone())
+        });
+        if let Some(other) = holder {
+            return Err(Error::AlreadyExists(format!(
+                "container name {name} (attempt {attempt}) is reserved for container {other} \
+                 in pod {pod_id}"
+            )));
+        }
+        reserved.insert(key.clone(), id.to_string());
+        Ok(NameReservation {
+            containers: self,
+            key,
+        })
     }
 
     pub fn of_pod(&self, pod_id: &str) -> Vec<ContainerRecord> {

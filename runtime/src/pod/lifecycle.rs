@@ -366,7 +366,7 @@ impl Node {
             )));
         }
 
-        let _creating = self.pods.create_lock.lock().await;
+        let creating = self.pods.create_lock.lock().await;
         if let Some(other) = self.pods.list().into_iter().find(|p| {
             p.config().metadata.as_ref().is_some_and(|m| {
                 m.name == meta.name
@@ -394,6 +394,9 @@ impl Node {
         // Not fsynced: after a power loss the run root and every pod process are gone anyway,
         // and a Creating record, there or not, is undone at the next start.
         self.pods.save_volatile(&rec)?;
+        // The visible Creating record holds the name now: other pods' creations (CNI ADDs,
+        // records, all but the shim's launch) go on beside this one's.
+        drop(creating);
         let pod_cfg = PodConfig {
             id: id.clone(),
             dir: rec.run_dir.clone(),
@@ -520,6 +523,9 @@ impl Node {
             pid_file: &pid_file,
         };
         let launcher = &self.launcher;
+        // One launch at a time: each holds a thread while the shim starts, and starts take CPU,
+        // not waiting, so pods' launches side by side only pile up threads.
+        let _launching = self.pods.launch_lock.lock().await;
         tokio::task::block_in_place(|| launcher.launch(&spec))
     }
 

@@ -73,8 +73,13 @@ impl PodRecord {
 pub struct Pods {
     dir: PathBuf,
     map: Mutex<BTreeMap<String, PodRecord>>,
-    /// Serialises creation so name reservation and insertion are one step.
+    /// Held while a new pod's name is checked and its Creating record made visible, so that
+    /// a name is never given twice.
     pub create_lock: tokio::sync::Mutex<()>,
+    /// Serialises UpdatePodSandboxResources calls (each reads, changes and saves a record).
+    pub update_lock: tokio::sync::Mutex<()>,
+    /// Serialises shim launches (`run_pod`).
+    pub launch_lock: tokio::sync::Mutex<()>,
 }
 
 impl Pods {
@@ -102,6 +107,8 @@ impl Pods {
             dir,
             map: Mutex::new(map),
             create_lock: tokio::sync::Mutex::new(()),
+            update_lock: tokio::sync::Mutex::new(()),
+            launch_lock: tokio::sync::Mutex::new(()),
         })
     }
 

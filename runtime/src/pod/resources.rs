@@ -112,7 +112,7 @@ impl Node {
         resources: Option<LinuxContainerResources>,
         overhead: Option<LinuxContainerResources>,
     ) -> Result<()> {
-        let _updating = self.pods.create_lock.lock().await;
+        let _updating = self.pods.update_lock.lock().await;
         let mut rec = self.pods.find(id)?;
         if rec.state != PodState::Ready {
             return Err(Error::FailedPrecondition(format!(
