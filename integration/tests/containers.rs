@@ -1155,6 +1155,26 @@ async fn resources_land_in_the_cgroup_and_update_live() {
     assert_eq!(s.state, ContainerState::ContainerRunning as i32);
     let r = s.resources.unwrap().linux.unwrap();
     assert_eq!(r.memory_limit_in_bytes, 128 << 20);
+    // The status shows what the cgroup holds, read from each controller's own files: a
+    // change made behind skiff's back shows, the recorded request does not.
+    let cpu_dir = std::path::Path::new("/sys/fs/cgroup/cpu").join(cg.trim_start_matches('/'));
+    std::fs::write(cpu_dir.join("cpu.shares"), "300").unwrap();
+    std::fs::write(cpu_dir.join("cpu.cfs_quota_us"), "25000").unwrap();
+    let r = status(&mut e.rt, &id)
+        .await
+        .resources
+        .unwrap()
+        .linux
+        .unwrap();
+    assert_eq!(
+        (
+            r.cpu_shares,
+            r.cpu_quota,
+            r.cpu_period,
+            r.memory_limit_in_bytes
+        ),
+        (300, 25000, 100000, 128 << 20)
+    );
 
     // Absurd values are refused by field, at create and at update; nothing is created.
     let before =

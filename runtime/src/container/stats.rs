@@ -178,7 +178,17 @@ pub fn cgroup_usage(
 pub(crate) struct CgroupFiles<'a>(pub(crate) &'a [std::path::PathBuf]);
 
 impl CgroupFiles<'_> {
+    /// File `name` of the cgroup. Among v1 hierarchies, a controller's file (`memory.stat`,
+    /// `cpu.shares`) is looked for only in the hierarchy of that controller (`memory`,
+    /// `cpu,cpuacct`): a file it lacks (v2's `cpu.max`) costs one failed open, not one per
+    /// hierarchy. Other files (`cgroup.procs`) come from the first directory that has them.
     pub(crate) fn read(&self, name: &str) -> Option<String> {
+        let controller = name.split('.').next().unwrap_or("");
+        if self.0.len() > 1 {
+            if let Some(d) = self.0.iter().find(|d| hierarchy_of(d, controller)) {
+                return std::fs::read_to_string(d.join(name)).ok();
+            }
+        }
         self.0
             .iter()
             .find_map(|d| std::fs::read_to_string(d.join(name)).ok())
@@ -198,6 +208,19 @@ impl CgroupFiles<'_> {
     fn psi(&self, name: &str) -> Option<PsiStats> {
         parse_psi(&self.read(name)?)
     }
+}
+
+/// Whether `dir`, a cgroup's directory in a v1 hierarchy (`/sys/fs/cgroup/cpu,cpuacct/…`), is
+/// in the hierarchy of `controller`.
+fn hierarchy_of(dir: &std::path::Path, controller: &str) -> bool {
+    dir.strip_prefix("/sys/fs/cgroup")
+        .ok()
+        .and_then(|rel| rel.components().next())
+        .is_some_and(|h| {
+            h.as_os_str()
+                .to_str()
+                .is_some_and(|h| h.split(',').any(|c| c == controller))
+        })
 }
 
 /// `some avg10=0.12 avg60=0.05 avg300=0.01 total=12345` (and a `full` line); totals are in
@@ -237,6 +260,23 @@ fn parse_keyed(text: &str) -> HashMap<String, u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_controllers_file_is_looked_for_in_its_own_hierarchy() {
+        let p = std::path::Path::new;
+        assert!(hierarchy_of(p("/sys/fs/cgroup/cpu,cpuacct/skiff/c"), "cpu"));
+        assert!(hierarchy_of(
+            p("/sys/fs/cgroup/cpu,cpuacct/skiff/c"),
+            "cpuacct"
+        ));
+        assert!(!hierarchy_of(
+            p("/sys/fs/cgroup/cpu,cpuacct/skiff/c"),
+            "cpuset"
+        ));
+        assert!(hierarchy_of(p("/sys/fs/cgroup/memory/skiff/c"), "memory"));
+        assert!(!hierarchy_of(p("/sys/fs/cgroup/memory/skiff/c"), "cgroup"));
+        assert!(!hierarchy_of(p("/tmp/memory/c"), "memory"));
+    }
 
     #[test]
     fn nano_cores_from_two_samples() {
