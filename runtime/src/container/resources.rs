@@ -204,7 +204,7 @@ pub fn read_back(
     let f = crate::container::stats::CgroupFiles(&dirs);
     let mut r = configured.cloned().unwrap_or_default();
     let configured_shares = r.cpu_shares;
-    if let Some(max) = f.read("cpu.max") {
+    if let Some(max) = cgroups::is_v2().then(|| f.read("cpu.max")).flatten() {
         // v2: "QUOTA PERIOD" or "max PERIOD".
         let mut it = max.split_whitespace();
         let (quota, period) = (it.next().unwrap_or(""), it.next().unwrap_or(""));
@@ -257,8 +257,12 @@ pub fn read_back(
         ("cpuset.cpus", &mut r.cpuset_cpus),
         ("cpuset.mems", &mut r.cpuset_mems),
     ] {
+        // Only a configured cpuset is read back (an empty one stays empty).
+        if field.is_empty() {
+            continue;
+        }
         if let Some(v) = f.read(file).map(|v| v.trim().to_string()) {
-            if !v.is_empty() && !field.is_empty() {
+            if !v.is_empty() {
                 *field = v;
             }
         }
