@@ -10,7 +10,8 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::OnceLock;
 
-const ROOT: &str = "/sys/fs/cgroup";
+/// Where the node mounts its cgroup hierarchies (v1) or its one cgroup2 tree.
+pub const ROOT: &str = "/sys/fs/cgroup";
 /// v1 hierarchies a container is placed in (those mounted on the host).
 const V1_CONTROLLERS: &[&str] = &[
     "memory",

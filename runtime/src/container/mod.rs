@@ -200,14 +200,10 @@ pub struct NameReservation<'a> {
 
 impl Drop for NameReservation<'_> {
     fn drop(&mut self) {
-        lock_reserved(&self.containers.reserved).remove(&self.key);
+        (self.containers.reserved.lock())
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&self.key);
     }
-}
-
-fn lock_reserved(
-    m: &Mutex<BTreeMap<(String, String, u32), String>>,
-) -> MutexGuard<'_, BTreeMap<(String, String, u32), String>> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Containers {
@@ -346,7 +342,7 @@ impl Containers {
         id: &str,
     ) -> Result<NameReservation<'_>> {
         let key = (pod_id.to_string(), name.to_string(), attempt);
-        let mut reserved = lock_reserved(&self.reserved);
+        let mut reserved = self.reserved.lock().unwrap_or_else(|p| p.into_inner());
         let holder = reserved.get(&key).cloned().or_else(|| {
             self.lock()
                 .values()

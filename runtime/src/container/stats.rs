@@ -213,7 +213,7 @@ impl CgroupFiles<'_> {
 /// Whether `dir`, a cgroup's directory in a v1 hierarchy (`/sys/fs/cgroup/cpu,cpuacct/…`), is
 /// in the hierarchy of `controller`.
 fn hierarchy_of(dir: &std::path::Path, controller: &str) -> bool {
-    dir.strip_prefix("/sys/fs/cgroup")
+    dir.strip_prefix(skiff_shim::cgroups::ROOT)
         .ok()
         .and_then(|rel| rel.components().next())
         .is_some_and(|h| {
