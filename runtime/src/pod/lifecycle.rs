@@ -367,7 +367,7 @@ impl Node {
         }
 
         let creating = self.pods.create_lock.lock().await;
-        if let Some(other) = self.pods.list().into_iter().find(|p| {
+        if let Some(other) = self.pods.find_id(|p| {
             p.config().metadata.as_ref().is_some_and(|m| {
                 m.name == meta.name
                     && m.namespace == meta.namespace
@@ -376,8 +376,8 @@ impl Node {
             })
         }) {
             return Err(Error::AlreadyExists(format!(
-                "pod sandbox name {}_{}_{}_{} is reserved for pod sandbox {}",
-                meta.name, meta.namespace, meta.uid, meta.attempt, other.id
+                "pod sandbox name {}_{}_{}_{} is reserved for pod sandbox {other}",
+                meta.name, meta.namespace, meta.uid, meta.attempt
             )));
         }
         let mut rec = PodRecord {

@@ -158,6 +158,14 @@ impl Pods {
     pub fn list(&self) -> Vec<PodRecord> {
         self.lock().values().cloned().collect()
     }
+
+    /// The id of a pod whose record `matches`, looked through in place (no record copied).
+    pub fn find_id(&self, matches: impl Fn(&PodRecord) -> bool) -> Option<String> {
+        self.lock()
+            .values()
+            .find(|p| matches(p))
+            .map(|p| p.id.clone())
+    }
 }
 
 /// Shared pod state for the CRI layer.
