@@ -5,11 +5,12 @@
 //! busy CPU time (all processes, kernel included) per pod over the burst, the p50 / p99 of one
 //! pod + container under the burst, the daemon's RSS with all N running, the per-pod
 //! processes' RSS 2 s later (skiff: the pod's shim; containerd: its shim + pause), and the
-//! teardown (StopPodSandbox + RemovePodSandbox of all N, 10 workers). Before each burst the
-//! page cache is dropped and one unmeasured pod warms it up again. Both runtimes keep all
-//! their state (images, records, writable layers, run-time state) on one tmpfs: this
-//! machine's disk (ext4 without a journal, with online discard) made the cost of creating and
-//! deleting files swing from run to run.
+//! teardown (StopPodSandbox + RemovePodSandbox of all N, 10 workers). The pods have their own
+//! IPC and PID namespaces; with `SKIFF_BENCH_PID=container` no PID namespace of their own, as
+//! kubelet makes pods by default. Before each burst the page cache is dropped and one
+//! unmeasured pod warms it up again. Both runtimes keep all their state (images, records,
+//! writable layers, run-time state) on one tmpfs: this machine's disk (ext4 without a journal,
+//! with online discard) made the cost of creating and deleting files swing from run to run.
 //!
 //!     apt-get install containerd runc &&
 //!     cargo build --release --workspace && cargo build --profile shim -p skiff-shim --target x86_64-unknown-linux-musl &&
@@ -65,7 +66,7 @@ async fn burst(
         workers.push(tokio::spawn(async move {
             let mut done = vec![];
             for i in (w..n).step_by(WORKERS) {
-                let pcfg = host_network_pod(&format!("d{n}-{i}"), &logs);
+                let pcfg = bench_pod(&format!("d{n}-{i}"), &logs);
                 let t = Instant::now();
                 let pod = run_pod(&mut rt, &pcfg).await;
                 let c = run(
@@ -217,7 +218,8 @@ async fn run_all() {
     }
     println!();
     println!(
-        "Bursts of host-network pods (one busybox `sleep` each) started by {WORKERS} workers through the CRI socket"
+        "Bursts of {} (one busybox `sleep` each) started by {WORKERS} workers through the CRI socket",
+        bench_pods()
     );
     println!(
         "| runtime | pods | all Running s | node CPU ms per pod | pod + container p50 / p99 ms | daemon RSS MiB | per-pod processes MiB | teardown s |"

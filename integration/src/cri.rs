@@ -100,6 +100,36 @@ pub fn host_network_pod(name: &str, logs: &str) -> PodSandboxConfig {
     c
 }
 
+/// The pod the benchmarks start: a [`host_network_pod`]; with `SKIFF_BENCH_PID=container` in
+/// the environment, one without a PID namespace of its own, as kubelet makes pods by default.
+pub fn bench_pod(name: &str, logs: &str) -> PodSandboxConfig {
+    let c = host_network_pod(name, logs);
+    if bench_pods_have_a_pid_namespace() {
+        return c;
+    }
+    with_namespaces(
+        c,
+        NamespaceMode::Node,
+        NamespaceMode::Container,
+        NamespaceMode::Pod,
+    )
+}
+
+/// Whether [`bench_pod`]s have a PID namespace of their own (the default), as the benchmarks'
+/// headings say.
+pub fn bench_pods_have_a_pid_namespace() -> bool {
+    std::env::var("SKIFF_BENCH_PID").as_deref() != Ok("container")
+}
+
+/// What the benchmarks' pods are, for their headings.
+pub fn bench_pods() -> &'static str {
+    if bench_pods_have_a_pid_namespace() {
+        "host-network pods"
+    } else {
+        "host-network pods without a PID namespace of their own (kubelet's default)"
+    }
+}
+
 pub fn container_config(name: &str, image: &str, cmd: &[&str]) -> ContainerConfig {
     ContainerConfig {
         metadata: Some(ContainerMetadata {
@@ -179,11 +209,11 @@ pub async fn teardown_pods(rt: &mut Rt, pods: Vec<String>) {
     }
 }
 
-/// Starts and removes one host-network pod with a container running `true` from `image`, to
+/// Starts and removes one [`bench_pod`] with a container running `true` from `image`, to
 /// bring what a pod start reads from disk (the daemon's code, the shim, libraries, the image's
 /// binary) back into the page cache after the benchmarks drop it.
 pub async fn warm_up(rt: &mut Rt, image: &str, logs: &str) {
-    let warm = host_network_pod("warmup", logs);
+    let warm = bench_pod("warmup", logs);
     let pod = run_pod(rt, &warm).await;
     run(rt, &pod, &warm, container_config("c", image, &["true"])).await;
     teardown_pods(rt, vec![pod]).await;

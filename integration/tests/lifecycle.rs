@@ -327,6 +327,137 @@ async fn pods_survive_kill9_of_skiffd_and_exits_while_down_are_reported() {
     assert_eq!(footprint(&d), Vec::<String>::new());
 }
 
+/// A field of `/proc/<pid>/status` (`PPid`, …), or of `/proc/<pid>/stat` after the command
+/// (`sid` is the session); None once the process is gone.
+fn proc_field(pid: i32, field: &str) -> Option<String> {
+    if field == "sid" {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        let after = stat.rsplit_once(") ")?.1;
+        return after.split(' ').nth(3).map(str::to_string);
+    }
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()?
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{field}:")))
+        .map(|v| v.trim().to_string())
+}
+
+/// A pod as kubelet makes it by default (no PID namespace of its own) is supervised by the
+/// shim's first process: skiffd's child, in a session of its own, reaped by skiffd when the pod
+/// goes (no zombie left), and living on through `kill -9` of skiffd; when it fails to set the
+/// pod up, its error comes back and nothing is left. A pod with its own PID namespace has a
+/// forked supervisor, detached from skiffd as well.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_default_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
+    let (_reg, mut d, image, logs) = setup().await;
+    let logs = logs.path().to_str().unwrap().to_string();
+    let mut rt = d.runtime().await;
+    let skiffd = d.pid().to_string();
+    let skiffd_sid = proc_field(d.pid() as i32, "sid").unwrap();
+    let kubelet_default = |name: &str| {
+        with_namespaces(
+            pod_config(name, &logs),
+            NamespaceMode::Pod,
+            NamespaceMode::Container,
+            NamespaceMode::Pod,
+        )
+    };
+
+    // Its own PID namespace: PID 1 there is a forked supervisor, not skiffd's child.
+    let pid_pod = run_pod(&mut rt, &pod_config("pidns", &logs)).await;
+    let shim = shim_pid(&mut rt, &pid_pod).await;
+    assert_ne!(proc_field(shim, "PPid").unwrap(), skiffd);
+    assert_ne!(proc_field(shim, "sid").unwrap(), skiffd_sid);
+    stop_and_remove_pod(&mut rt, &pid_pod).await;
+
+    // A pod its shim fails to set up: the error comes back, and no process is left.
+    let mut bad = kubelet_default("badsysctl");
+    bad.linux.as_mut().unwrap().sysctls =
+        [("net.ipv4.no_such_sysctl".to_string(), "1".to_string())].into();
+    let err = run_pod_err(&mut rt, bad).await;
+    assert!(
+        err.message().contains("net.ipv4.no_such_sysctl"),
+        "{}",
+        err.message()
+    );
+    assert_eq!(footprint(&d), Vec::<String>::new());
+    let zombies = || {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|p| {
+                proc_field(*p, "PPid").as_deref() == Some(skiffd.as_str())
+                    && proc_field(*p, "State").is_some_and(|s| s.starts_with('Z'))
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut left = zombies();
+    for _ in 0..100 {
+        if left.is_empty() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = zombies();
+    }
+    assert_eq!(left, Vec::<i32>::new(), "zombie children of skiffd");
+
+    // Removed while skiffd runs: skiffd reaps its shim.
+    let cfg = kubelet_default("reaped");
+    let pod = run_pod(&mut rt, &cfg).await;
+    let shim = shim_pid(&mut rt, &pod).await;
+    assert_eq!(proc_field(shim, "PPid").unwrap(), skiffd);
+    assert_eq!(proc_field(shim, "sid").unwrap(), shim.to_string());
+    run(
+        &mut rt,
+        &pod,
+        &cfg,
+        container_config("c", &image, &["sleep", "3600"]),
+    )
+    .await;
+    stop_and_remove_pod(&mut rt, &pod).await;
+    let mut left = proc_field(shim, "State");
+    for _ in 0..100 {
+        if left.is_none() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        left = proc_field(shim, "State");
+    }
+    assert_eq!(left, None, "the shim's process is gone, not left a zombie");
+
+    // kill -9 of skiffd: the pod lives on and is served again after the restart.
+    let cfg = kubelet_default("survivor");
+    let pod = run_pod(&mut rt, &cfg).await;
+    let shim = shim_pid(&mut rt, &pod).await;
+    assert_eq!(proc_field(shim, "PPid").unwrap(), skiffd);
+    let c = run(
+        &mut rt,
+        &pod,
+        &cfg,
+        container_config("c", &image, &["sleep", "3600"]),
+    )
+    .await;
+    d.kill9();
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let state = proc_field(shim, "State").unwrap_or_default();
+    assert!(state.starts_with('S'), "the shim runs on: {state}");
+    d.restart();
+    let mut rt = d.runtime().await;
+    assert_eq!(
+        list_pods(&mut rt).await[0].state,
+        PodSandboxState::SandboxReady as i32
+    );
+    assert_eq!(
+        status(&mut rt, &c).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    assert_eq!(sh(&mut rt, &c, "echo hi").await, "hi\n");
+    stop_and_remove_pod(&mut rt, &pod).await;
+    let gone = proc_field(shim, "State").is_none_or(|s| s.starts_with('Z'));
+    assert!(gone, "the shim stopped with its pod");
+    assert_eq!(footprint(&d), Vec::<String>::new());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn fifty_pods_in_a_loop_leave_nothing_behind() {
     let (_reg, d, image, logs) = setup().await;

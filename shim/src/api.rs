@@ -91,6 +91,13 @@ pub struct PodConfig {
     /// recorded: skiffd watches the directory (container events) and removes what it has read.
     #[serde(default)]
     pub exits_dir: Option<PathBuf>,
+    /// Whether the first process may become the supervisor itself, instead of forking it and
+    /// exiting: set by a launcher that waits only for the report (skiffd's own, which then
+    /// reaps the process), not for the first process to exit (systemd's `Type=forking`). A pod
+    /// with a PID namespace of its own forks whatever this says: its supervisor is the
+    /// namespace's first process.
+    #[serde(default)]
+    pub stay: bool,
 }
 
 impl PodConfig {

@@ -6,8 +6,10 @@
 //! no container can write to it through `/proc/<pid>/exe` (CVE-2019-5736).
 
 use std::fs;
+use std::io::Read;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Stdio;
+use std::time::Duration;
 
 use nix::mount::{mount, umount2, MntFlags, MsFlags};
 use skiff_shim::api::Ready;
@@ -39,9 +41,16 @@ pub trait Launcher: Send + Sync {
     fn unit(&self, _pod_id: &str) -> Option<String> {
         None
     }
+    /// Whether the shim's first process may stay on as the pod's supervisor (the pod config's
+    /// `stay`): the launcher then waits for its report only, and reaps it when it exits.
+    fn lets_shim_stay(&self) -> bool {
+        false
+    }
 }
 
-/// Runs the shim as a process of its own session, detached from skiffd.
+/// Runs the shim as a process of its own session, detached from skiffd's: a child of skiffd
+/// that the runtime reaps when it exits, and that lives on (then a child of the node's init)
+/// when skiffd stops. Must run inside the Tokio runtime.
 pub struct Detached {
     pub binary: PathBuf,
 }
@@ -54,28 +63,54 @@ impl Launcher for Detached {
             .append(true)
             .open(log)
             .ctx(|| format!("opening {}", log.display()))?;
-        let out = Command::new(&self.binary)
+        // Dropped unwaited, the child is reaped by the runtime once it exits: at once when
+        // the first process forks the supervisor (a pod with its own PID namespace), else
+        // when the supervisor ends.
+        let mut child = tokio::process::Command::new(&self.binary)
             .arg("pod")
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(logf))
-            .output()
+            .spawn()
             .ctx(|| format!("starting {}", self.binary.display()))?;
-        let text = String::from_utf8_lossy(&out.stdout);
+        // The report is one line; the shim closes its stdout after it (or exits).
+        let mut text = String::new();
+        if let Some(out) = child.stdout.take() {
+            let out = out
+                .into_owned_fd()
+                .ctx(|| format!("reading the report of {}", self.binary.display()))?;
+            let _ = fs::File::from(out).read_to_string(&mut text);
+        }
         let line = text.lines().next().unwrap_or("");
         match serde_json::from_str::<Ready>(line) {
             Ok(Ready::Pid(pid)) => Ok(pid),
             Ok(Ready::Error(e)) => Err(Error::FailedPrecondition(format!(
                 "pod sandbox {pod_id}: {e}"
             ))),
-            Err(_) => Err(Error::Internal(format!(
-                "pod sandbox {pod_id}: the shim exited ({}) without reporting: {}; see {}",
-                out.status,
-                line.trim(),
-                log.display()
-            ))),
+            Err(_) => {
+                let status = tokio::runtime::Handle::current().block_on(async {
+                    match tokio::time::timeout(Duration::from_secs(5), child.wait()).await {
+                        Ok(Ok(st)) => st.to_string(),
+                        Ok(Err(e)) => format!("waiting for it: {e}"),
+                        Err(_) => {
+                            let _ = child.start_kill();
+                            "killed: still running".to_string()
+                        }
+                    }
+                });
+                Err(Error::Internal(format!(
+                    "pod sandbox {pod_id}: the shim ({status}) closed its output without \
+                     reporting: {}; see {}",
+                    line.trim(),
+                    log.display()
+                )))
+            }
         }
+    }
+
+    fn lets_shim_stay(&self) -> bool {
+        true
     }
 }
 

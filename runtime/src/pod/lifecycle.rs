@@ -411,6 +411,7 @@ impl Node {
             cgroup_leaf: placement.shim_leaf.clone(),
             pid_file: unit.as_ref().map(|_| rec.run_dir.join("shim.pid")),
             exits_dir: Some(crate::container::exits::dir(&self.cfg.run_root)),
+            stay: self.launcher.lets_shim_stay(),
         };
         let made = match self
             .make_pod(&rec, &pod_cfg, &config, &placement.slice)

@@ -1,9 +1,10 @@
 //! Gives the shim's code pages back once it is idle. A pod's shim runs through a lot of its
-//! binary while it sets the pod up and starts containers, then mostly sleeps; the code it ran
-//! stays mapped and counts in its resident memory (about 2 MiB of 3). Half a second after the
-//! last request, the supervisor unmaps its own executable code with `MADV_DONTNEED`: the pages
-//! stay in the page cache, shared with every other shim, and the next request maps back, with
-//! minor faults, the little it runs.
+//! binary while it sets the pod up and starts containers, then mostly sleeps; the code it ran,
+//! the constants it read and the relocation table its start-up code read once stay mapped and
+//! count in its resident memory (about 2 MiB of 3). Half a second after the last request, the
+//! supervisor unmaps these read-only file pages of its binary with `MADV_DONTNEED`: they stay in
+//! the page cache, shared with every other shim, and the next request maps back, with minor
+//! faults, the little it uses.
 
 use std::time::Duration;
 
@@ -12,7 +13,8 @@ use tokio::sync::Notify;
 /// Quiet time after a request before the code pages go.
 pub const QUIET: Duration = Duration::from_millis(500);
 
-/// Waits for activity, then for [`QUIET`] without any, then drops the code pages; forever.
+/// Waits for activity, then for [`QUIET`] without any, then drops the read-only file pages;
+/// forever.
 pub async fn trim_when_idle(activity: &Notify) {
     loop {
         activity.notified().await;
@@ -26,8 +28,9 @@ pub async fn trim_when_idle(activity: &Notify) {
     }
 }
 
-/// Unmaps the pages of this binary's executable mappings that are plain file pages. A mapping
-/// holding private copies (a debugger's breakpoints) is left alone: dropping those would lose
+/// Unmaps the pages of this binary's read-only mappings (code, constants, relocations) that are
+/// plain file pages. A mapping holding private copies (a debugger's breakpoints; the constants
+/// the start-up code relocated, made read-only after) is left alone: dropping those would lose
 /// them.
 pub fn drop_code_pages() {
     let Ok(exe) = std::fs::read_link("/proc/self/exe") else {
@@ -40,16 +43,17 @@ pub fn drop_code_pages() {
         let Some(len) = end.checked_sub(start) else {
             continue;
         };
-        // SAFETY: [start, end) is a read-only, executable, private mapping of this binary with
-        // no private (anonymous) pages, as /proc/self/smaps shows it; MADV_DONTNEED only drops
-        // the page table entries, and the same file pages map back on the next access.
+        // SAFETY: [start, end) is a read-only private mapping of this binary with no private
+        // (anonymous) pages, as /proc/self/smaps shows it; MADV_DONTNEED only drops the page
+        // table entries, and the same file pages map back on the next access.
         unsafe {
             libc::madvise(start as *mut libc::c_void, len, libc::MADV_DONTNEED);
         }
     }
 }
 
-/// The `r-xp` mappings of `exe` in `smaps` without anonymous pages, as (start, end).
+/// The read-only (`r-xp`, `r--p`) mappings of `exe` in `smaps` without anonymous pages, as
+/// (start, end).
 fn code_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
     let mut out = vec![];
     let mut current: Option<(usize, usize)> = None;
@@ -60,7 +64,7 @@ fn code_mappings(smaps: &str, exe: &str) -> Vec<(usize, usize)> {
             if let (Ok(a), Ok(b)) = (usize::from_str_radix(a, 16), usize::from_str_radix(b, 16)) {
                 let perms = fields.next().unwrap_or("");
                 let path = line.split_whitespace().nth(5).unwrap_or("");
-                current = (perms == "r-xp" && path == exe).then_some((a, b));
+                current = ((perms == "r-xp" || perms == "r--p") && path == exe).then_some((a, b));
                 continue;
             }
         }
@@ -79,7 +83,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_clean_code_of_the_binary() {
+    fn only_clean_read_only_pages_of_the_binary() {
         let smaps = "\
 55d000000000-55d000100000 r--p 00000000 08:01 12 /bin/skiff-shim
 Rss:                 100 kB
@@ -89,6 +93,10 @@ Rss:                2000 kB
 Anonymous:             0 kB
 55d000400000-55d000500000 r-xp 00400000 08:01 12 /bin/skiff-shim
 Anonymous:             4 kB
+55d000500000-55d000600000 r--p 00500000 08:01 12 /bin/skiff-shim
+Anonymous:            16 kB
+55d000600000-55d000601000 rw-p 00600000 08:01 12 /bin/skiff-shim
+Anonymous:             0 kB
 7f0000000000-7f0000100000 r-xp 00000000 08:01 13 /lib/libc.so.6
 Anonymous:             0 kB
 7f0000200000-7f0000300000 rw-p 00000000 00:00 0
@@ -96,7 +104,10 @@ Anonymous:          1024 kB
 ";
         assert_eq!(
             code_mappings(smaps, "/bin/skiff-shim"),
-            vec![(0x55d000100000, 0x55d000400000)]
+            vec![
+                (0x55d000000000, 0x55d000100000),
+                (0x55d000100000, 0x55d000400000)
+            ]
         );
     }
 

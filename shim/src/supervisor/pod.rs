@@ -1,13 +1,14 @@
 //! `skiff-shim pod POD.json`: creates the pod's namespaces and makes them reachable by path,
 //! then becomes the pod's supervisor.
 //!
-//! skiffd runs this (single-threaded at that point) and waits for it to exit: the process
-//! unshares the namespaces the pod owns and forks. The child lives in them (PID 1 of the pod's PID
-//! namespace when there is one), sets them up, makes them reachable under the pod directory
-//! (the network and user namespaces pinned by bind mounts, which outlive us; the others as
-//! symbolic links to our own `/proc/<pid>/ns/*`), and reports back; the parent prints the
-//! child's host PID (or the error) on stdout and exits, leaving the child detached in its own
-//! session.
+//! skiffd runs this (single-threaded at that point) and reads its report on stdout: the process
+//! leaves skiffd's session and unshares the namespaces the pod owns. Then the supervisor sets
+//! them up, makes them reachable under the pod directory (the network and user namespaces pinned
+//! by bind mounts, which outlive us; the others as symbolic links to our own `/proc/<pid>/ns/*`),
+//! and reports its host PID (or the error). The supervisor is this process itself when the pod
+//! config allows it to stay (`stay`, skiffd's own launcher) and the pod makes no PID namespace;
+//! otherwise a child forked here, PID 1 of the pod's PID namespace when there is one, and this
+//! process prints the child's report and exits (as systemd's `Type=forking` expects).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -64,6 +65,16 @@ pub fn main(config_path: &Path) -> ! {
     if let Err(e) = made {
         report_and_exit(Ready::Error(e));
     }
+    if cfg.stay && !flags.contains(CloneFlags::CLONE_NEWPID) {
+        match setup(&cfg) {
+            Ok((listener, exe, pod_init)) => {
+                report(&cfg, Ready::Pid(std::process::id() as i32));
+                detach_stdout();
+                supervisor::run(cfg, listener, exe, pod_init, runtime_ns)
+            }
+            Err(e) => report_and_exit(Ready::Error(e)),
+        }
+    }
     let (r, w) = match pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => report_and_exit(Ready::Error(format!("pipe: {e}"))),
@@ -76,14 +87,8 @@ pub fn main(config_path: &Path) -> ! {
             let mut msg = String::new();
             let _ = File::from(r).read_to_string(&mut msg);
             if msg.trim() == "ok" {
-                if let Some(f) = &cfg.pid_file {
-                    if let Err(e) =
-                        fsutil::write_atomic_volatile(f, child.as_raw().to_string().as_bytes())
-                    {
-                        report_and_exit(Ready::Error(format!("writing {}: {e}", f.display())));
-                    }
-                }
-                report_and_exit(Ready::Pid(child.as_raw()))
+                report(&cfg, Ready::Pid(child.as_raw()));
+                std::process::exit(0)
             }
             let err = if msg.is_empty() {
                 "the pod supervisor died while setting up the pod".to_string()
@@ -257,15 +262,29 @@ fn mount_shm_from_userns(cfg: &PodConfig) -> Result<(), String> {
     idmap::attach(&tree, &target).map_err(|e| format!("mounting the pod's /dev/shm: {e}"))
 }
 
-fn report_and_exit(r: Ready) -> ! {
-    let ok = matches!(r, Ready::Pid(_));
-    let line = serde_json::to_string(&r).unwrap_or_else(|_| "{\"error\":\"encoding\"}".into());
-    println!("{line}");
-    let _ = std::io::stdout().flush();
-    std::process::exit(if ok { 0 } else { 1 })
+/// Reports the supervisor's PID on stdout, after writing it to the pod's PID file when it has
+/// one; a PID file that cannot be written ends this process with that error instead.
+fn report(cfg: &PodConfig, r: Ready) {
+    if let (Ready::Pid(pid), Some(f)) = (&r, &cfg.pid_file) {
+        if let Err(e) = fsutil::write_atomic_volatile(f, pid.to_string().as_bytes()) {
+            report_and_exit(Ready::Error(format!("writing {}: {e}", f.display())));
+        }
+    }
+    print_line(&r);
 }
 
-/// skiffd reads our stdout to its end: the long-lived child must not hold it open.
+fn print_line(r: &Ready) {
+    let line = serde_json::to_string(r).unwrap_or_else(|_| "{\"error\":\"encoding\"}".into());
+    println!("{line}");
+    let _ = std::io::stdout().flush();
+}
+
+fn report_and_exit(r: Ready) -> ! {
+    print_line(&r);
+    std::process::exit(if matches!(r, Ready::Pid(_)) { 0 } else { 1 })
+}
+
+/// skiffd reads our stdout to its end: the long-lived supervisor must not hold it open.
 fn detach_stdout() {
     if let Ok(null) = OpenOptions::new().read(true).write(true).open("/dev/null") {
         // SAFETY: dup2 onto fds 0 and 1 of this process; `null` stays valid during the call.
