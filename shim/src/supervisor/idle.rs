@@ -1,16 +1,16 @@
-//! Gives the shim's code pages back once it is idle. A pod's shim runs through a lot of its
-//! binary while it sets the pod up and starts containers, then mostly sleeps; the code it ran,
-//! the constants it read and the relocation table its start-up code read once stay mapped and
-//! count in its resident memory (about 2 MiB of 3). Half a second after the last request, the
-//! supervisor unmaps these read-only file pages of its binary with `MADV_DONTNEED`: they stay in
-//! the page cache, shared with every other shim, and the next request maps back, with minor
-//! faults, the little it uses.
+//! Gives the read-only pages of the shim's binary back once it is idle. A pod's shim runs
+//! through a lot of its binary while it sets the pod up and starts containers, then mostly
+//! sleeps; the code it ran, the constants it read and the relocation table its start-up code
+//! read once stay mapped and count in its resident memory (about 2 MiB of 3). Half a second
+//! after the last request, the supervisor unmaps these read-only file pages of its binary with
+//! `MADV_DONTNEED`: they stay in the page cache, shared with every other shim, and the next
+//! request maps back, with minor faults, the little it uses.
 
 use std::time::Duration;
 
 use tokio::sync::Notify;
 
-/// Quiet time after a request before the code pages go.
+/// Quiet time after a request before the read-only pages go.
 pub const QUIET: Duration = Duration::from_millis(500);
 
 /// Waits for activity, then for [`QUIET`] without any, then drops the read-only file pages;

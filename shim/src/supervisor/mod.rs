@@ -3,7 +3,7 @@
 //! container's exit crash-safely in its state file. Its parts: `pod` (the `pod` mode that
 //! creates the pod's namespaces and becomes this loop), `container` (starting containers and
 //! following them), `helper` (running the single-threaded helpers), `logs`, `attach`, `idle`
-//! (giving the code pages back when idle).
+//! (giving its binary's read-only pages back when idle).
 
 pub mod attach;
 pub mod container;
