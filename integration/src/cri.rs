@@ -412,12 +412,16 @@ pub async fn container_pid(rt: &mut Rt, id: &str) -> i32 {
 
 /// A field of /proc/<pid>/status (`CapEff`, `Uid`, `Groups` …), as the kernel reports it.
 pub fn proc_status(pid: i32, key: &str) -> String {
+    try_proc_status(pid, key).unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
+}
+
+/// [`proc_status`], or None when the process is gone (or has no such field).
+pub fn try_proc_status(pid: i32, key: &str) -> Option<String> {
     std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .unwrap_or_else(|e| panic!("/proc/{pid}/status: {e}"))
+        .ok()?
         .lines()
         .find_map(|l| {
             l.strip_prefix(&format!("{key}:"))
                 .map(|v| v.trim().to_string())
         })
-        .unwrap_or_else(|| panic!("{key} in /proc/{pid}/status"))
 }

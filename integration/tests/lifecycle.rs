@@ -327,19 +327,24 @@ async fn pods_survive_kill9_of_skiffd_and_exits_while_down_are_reported() {
     assert_eq!(footprint(&d), Vec::<String>::new());
 }
 
-/// A field of `/proc/<pid>/status` (`PPid`, …), or of `/proc/<pid>/stat` after the command
-/// (`sid` is the session); None once the process is gone.
-fn proc_field(pid: i32, field: &str) -> Option<String> {
-    if field == "sid" {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-        let after = stat.rsplit_once(") ")?.1;
-        return after.split(' ').nth(3).map(str::to_string);
+/// The session of process `pid` (`/proc/<pid>/stat`), None once it is gone.
+fn session_of(pid: i32) -> Option<String> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let after = stat.rsplit_once(") ")?.1;
+    after.split(' ').nth(3).map(str::to_string)
+}
+
+/// `read()` until `done` holds of it, for up to 2 s; its last value.
+async fn settled<T>(read: impl Fn() -> T, done: impl Fn(&T) -> bool) -> T {
+    let mut v = read();
+    for _ in 0..100 {
+        if done(&v) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        v = read();
     }
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()?
-        .lines()
-        .find_map(|l| l.strip_prefix(&format!("{field}:")))
-        .map(|v| v.trim().to_string())
+    v
 }
 
 /// A pod as kubelet makes it by default (no PID namespace of its own) is supervised by the
@@ -353,7 +358,7 @@ async fn a_default_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
     let logs = logs.path().to_str().unwrap().to_string();
     let mut rt = d.runtime().await;
     let skiffd = d.pid().to_string();
-    let skiffd_sid = proc_field(d.pid() as i32, "sid").unwrap();
+    let skiffd_sid = session_of(d.pid() as i32).unwrap();
     let kubelet_default = |name: &str| {
         with_namespaces(
             pod_config(name, &logs),
@@ -366,8 +371,8 @@ async fn a_default_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
     // Its own PID namespace: PID 1 there is a forked supervisor, not skiffd's child.
     let pid_pod = run_pod(&mut rt, &pod_config("pidns", &logs)).await;
     let shim = shim_pid(&mut rt, &pid_pod).await;
-    assert_ne!(proc_field(shim, "PPid").unwrap(), skiffd);
-    assert_ne!(proc_field(shim, "sid").unwrap(), skiffd_sid);
+    assert_ne!(proc_status(shim, "PPid"), skiffd);
+    assert_ne!(session_of(shim).unwrap(), skiffd_sid);
     stop_and_remove_pod(&mut rt, &pid_pod).await;
 
     // A pod its shim fails to set up: the error comes back, and no process is left.
@@ -386,27 +391,20 @@ async fn a_default_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
             .unwrap()
             .filter_map(|e| e.ok()?.file_name().to_str()?.parse::<i32>().ok())
             .filter(|p| {
-                proc_field(*p, "PPid").as_deref() == Some(skiffd.as_str())
-                    && proc_field(*p, "State").is_some_and(|s| s.starts_with('Z'))
+                try_proc_status(*p, "PPid").as_deref() == Some(skiffd.as_str())
+                    && try_proc_status(*p, "State").is_some_and(|s| s.starts_with('Z'))
             })
             .collect::<Vec<_>>()
     };
-    let mut left = zombies();
-    for _ in 0..100 {
-        if left.is_empty() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        left = zombies();
-    }
+    let left = settled(zombies, |z| z.is_empty()).await;
     assert_eq!(left, Vec::<i32>::new(), "zombie children of skiffd");
 
     // Removed while skiffd runs: skiffd reaps its shim.
     let cfg = kubelet_default("reaped");
     let pod = run_pod(&mut rt, &cfg).await;
     let shim = shim_pid(&mut rt, &pod).await;
-    assert_eq!(proc_field(shim, "PPid").unwrap(), skiffd);
-    assert_eq!(proc_field(shim, "sid").unwrap(), shim.to_string());
+    assert_eq!(proc_status(shim, "PPid"), skiffd);
+    assert_eq!(session_of(shim).unwrap(), shim.to_string());
     run(
         &mut rt,
         &pod,
@@ -415,21 +413,14 @@ async fn a_default_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
     )
     .await;
     stop_and_remove_pod(&mut rt, &pod).await;
-    let mut left = proc_field(shim, "State");
-    for _ in 0..100 {
-        if left.is_none() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-        left = proc_field(shim, "State");
-    }
+    let left = settled(|| try_proc_status(shim, "State"), Option::is_none).await;
     assert_eq!(left, None, "the shim's process is gone, not left a zombie");
 
     // kill -9 of skiffd: the pod lives on and is served again after the restart.
     let cfg = kubelet_default("survivor");
     let pod = run_pod(&mut rt, &cfg).await;
     let shim = shim_pid(&mut rt, &pod).await;
-    assert_eq!(proc_field(shim, "PPid").unwrap(), skiffd);
+    assert_eq!(proc_status(shim, "PPid"), skiffd);
     let c = run(
         &mut rt,
         &pod,
@@ -439,7 +430,7 @@ async fn a_default_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
     .await;
     d.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let state = proc_field(shim, "State").unwrap_or_default();
+    let state = try_proc_status(shim, "State").unwrap_or_default();
     assert!(state.starts_with('S'), "the shim runs on: {state}");
     d.restart();
     let mut rt = d.runtime().await;
@@ -453,7 +444,7 @@ async fn a_default_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
     );
     assert_eq!(sh(&mut rt, &c, "echo hi").await, "hi\n");
     stop_and_remove_pod(&mut rt, &pod).await;
-    let gone = proc_field(shim, "State").is_none_or(|s| s.starts_with('Z'));
+    let gone = try_proc_status(shim, "State").is_none_or(|s| s.starts_with('Z'));
     assert!(gone, "the shim stopped with its pod");
     assert_eq!(footprint(&d), Vec::<String>::new());
 }
