@@ -1001,7 +1001,8 @@ async fn cdi_hooks_run_at_their_stages() {
             "hookName": stage, "path": "/bin/sh",
             "args": ["sh", "-c", format!(
                 "cat > {0}/{stage}.json; readlink /proc/self/ns/mnt > {0}/{stage}.mnt; \
-                 readlink /proc/self/ns/net > {0}/{stage}.net; echo $HOOK_ENV > {0}/{stage}.env",
+                 readlink /proc/self/ns/net > {0}/{stage}.net; \
+                 readlink /proc/self/ns/pid > {0}/{stage}.pid; echo $HOOK_ENV > {0}/{stage}.env",
                 out.display()
             )],
             "env": ["PATH=/usr/bin:/bin", format!("HOOK_ENV={stage}")]
@@ -1039,7 +1040,14 @@ async fn cdi_hooks_run_at_their_stages() {
     pull(&mut d.images().await, &img.reference).await;
     let mut rt = d.runtime().await;
     let logs = tempfile::tempdir().unwrap();
-    let pcfg = pod_config("hooks", logs.path().to_str().unwrap());
+    // Each container with a PID namespace of its own (kubelet's default): the runtime's hooks
+    // still run in the runtime's.
+    let pcfg = with_namespaces(
+        pod_config("hooks", logs.path().to_str().unwrap()),
+        NamespaceMode::Pod,
+        NamespaceMode::Container,
+        NamespaceMode::Pod,
+    );
     let pod = run_pod(&mut rt, &pcfg).await;
     let device = |name: &str| CdiDevice {
         name: format!("skiff.test/hooks={name}"),
@@ -1058,13 +1066,15 @@ async fn cdi_hooks_run_at_their_stages() {
     let host_net = std::fs::read_link("/proc/self/ns/net").unwrap();
     let ctr_mnt = std::fs::read_link(format!("/proc/{pid}/ns/mnt")).unwrap();
     let ctr_net = std::fs::read_link(format!("/proc/{pid}/ns/net")).unwrap();
+    let host_pid = std::fs::read_link("/proc/self/ns/pid").unwrap();
+    let ctr_pid = std::fs::read_link(format!("/proc/{pid}/ns/pid")).unwrap();
     let ns =
         |stage: &str, kind: &str| std::path::PathBuf::from(read(&format!("{stage}.{kind}")).trim());
-    for (stage, status, mnt, net) in [
-        ("prestart", "creating", &host_mnt, &host_net),
-        ("createRuntime", "creating", &host_mnt, &host_net),
-        ("createContainer", "creating", &ctr_mnt, &ctr_net),
-        ("poststart", "running", &host_mnt, &host_net),
+    for (stage, status, mnt, net, pidns) in [
+        ("prestart", "creating", &host_mnt, &host_net, &host_pid),
+        ("createRuntime", "creating", &host_mnt, &host_net, &host_pid),
+        ("createContainer", "creating", &ctr_mnt, &ctr_net, &ctr_pid),
+        ("poststart", "running", &host_mnt, &host_net, &host_pid),
     ] {
         let st = state(stage);
         assert_eq!(st["status"], status, "{stage}: {st}");
@@ -1079,6 +1089,11 @@ async fn cdi_hooks_run_at_their_stages() {
             &ns(stage, "net"),
             net,
             "{stage} ran in the wrong network namespace"
+        );
+        assert_eq!(
+            &ns(stage, "pid"),
+            pidns,
+            "{stage} ran in the wrong PID namespace"
         );
         assert_eq!(read(&format!("{stage}.env")), format!("{stage}\n"));
     }

@@ -215,8 +215,7 @@ async fn pid_namespace_modes() {
     assert_ne!(ns_of(pa, "pid"), ns_of(std::process::id() as i32, "pid"));
     // The first container's process is the first the shim started in the pod: PID 2 there
     // (init forks no further process when it is in the pod's PID namespace already).
-    let status = std::fs::read_to_string(format!("/proc/{pa}/status")).unwrap();
-    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    let nspid = proc_status(pa, "NSpid");
     assert_eq!(nspid.split_whitespace().last(), Some("2"), "{nspid}");
     for ns in ["net", "ipc", "uts"] {
         assert_eq!(ns_of(pa, ns), ns_of(pb, ns), "{ns} shared in the pod");
@@ -281,6 +280,36 @@ async fn pid_namespace_modes() {
         container_pid(&mut e.rt, &b).await,
     );
     assert_ne!(ns_of(pa, "pid"), ns_of(pb, "pid"));
+    // The PID the runtime reports is the container's process, PID 1 there, a child of the
+    // pod's shim; its exit reaches ContainerStatus.
+    for (p, cmd) in [(pa, "sleep 1003"), (pb, "sleep 1004")] {
+        let cmdline = |p: i32| {
+            std::fs::read_to_string(format!("/proc/{p}/cmdline"))
+                .unwrap_or_default()
+                .replace('\0', " ")
+        };
+        assert!(cmdline(p).contains(cmd), "{p}: {}", cmdline(p));
+        assert!(
+            proc_status(p, "NSpid").ends_with("\t1"),
+            "{}",
+            proc_status(p, "NSpid")
+        );
+        let parent: i32 = proc_status(p, "PPid").trim().parse().unwrap();
+        assert!(
+            cmdline(parent).contains("skiff-shim pod "),
+            "{parent}: {}",
+            cmdline(parent)
+        );
+    }
+    e.rt.stop_container(StopContainerRequest {
+        container_id: a.clone(),
+        timeout: 0,
+    })
+    .await
+    .unwrap();
+    let st = status(&mut e.rt, &a).await;
+    assert_eq!(st.state, ContainerState::ContainerExited as i32);
+    assert_eq!(st.exit_code, 137, "{st:?}");
 
     // NODE: host PID, network, IPC namespaces.
     let pcfg = with_namespaces(

@@ -580,3 +580,36 @@ async fn proc_mount_default_and_unmasked() {
     );
     teardown_pods(&mut e.rt, vec![pod]).await;
 }
+
+/// kubelet's default for a pod with a user namespace: each container has a PID namespace of its
+/// own, belonging to the pod's user namespace, so the container's root mounts its /proc.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_container_pid_namespace_belongs_to_the_pods_user_namespace() {
+    let mut e = env().await;
+    let mut pcfg = userns_pod(&e, "pidctr", mapping(600_000), mapping(600_000));
+    if let Some(ns) = pcfg
+        .linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+    {
+        ns.pid = NamespaceMode::Container as i32;
+    }
+    let pod = run_pod(&mut e.rt, &pcfg).await;
+    let id = sleeper(&mut e, &pod, &pcfg, "c", vec![]).await;
+    let pid = container_pid(&mut e.rt, &id).await;
+    assert!(
+        proc_status(pid, "NSpid").ends_with("\t1"),
+        "{}",
+        proc_status(pid, "NSpid")
+    );
+    let uid_map = std::fs::read_to_string(format!("/proc/{pid}/uid_map")).unwrap();
+    assert_eq!(
+        uid_map.split_whitespace().collect::<Vec<_>>(),
+        ["0", "600000", &LEN.to_string()]
+    );
+    let (code, out) = try_sh(&mut e, &id, "tr '\\0' ' ' < /proc/1/cmdline").await;
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("sleep 3600"), "{out}");
+    teardown_pods(&mut e.rt, vec![pod]).await;
+}

@@ -33,7 +33,7 @@ fn main() {
                         .unwrap_or_else(|| usage())
                 })
                 .collect();
-            init::main(Path::new(&args[2]), ns)
+            init::main(Path::new(&args[2]), false, ns)
         }
         Some("restore") if args.len() == 5 => helpers::restore::main(
             Path::new(&args[2]),

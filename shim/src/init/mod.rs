@@ -6,8 +6,10 @@
 //! Order: join the cgroup → join the pod's pinned namespaces (and create the container's own) →
 //! report the container process's PID on the sync socket (fd 3): our own, or, when a PID
 //! namespace other than ours was joined or created, a child's, forked to be inside it, the
-//! parent exiting → that process sets up its root filesystem in its own mount namespace, pivots
-//! into it, drops to the configured user and capabilities and execs.
+//! parent exiting (a forked init the supervisor started as PID 1 of the container's new PID
+//! namespace reports none: the supervisor has it) → that process sets up its root filesystem
+//! in its own mount namespace, pivots into it, drops to the configured user and capabilities
+//! and execs.
 //! OCI hooks run on the way (see `hooks`): the runtime's by a runner forked first. A
 //! failure is written to the sync socket as one JSON line; a successful exec closes it.
 //!
@@ -207,7 +209,13 @@ fn userns_maps(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
 }
 
 /// `runtime_ns`: the runtime's namespaces as inherited descriptors, for hooks.
-pub fn main(bundle: &Path, runtime_ns: Vec<(String, std::os::fd::RawFd)>) -> ! {
+/// `born_in_pid_ns`: the supervisor made this process PID 1 of the container's new PID
+/// namespace (see `supervisor::helper::spawn_init`), and knows its PID.
+pub fn main(
+    bundle: &Path,
+    born_in_pid_ns: bool,
+    runtime_ns: Vec<(String, std::os::fd::RawFd)>,
+) -> ! {
     // Until the exec, this process lives in the pod's namespaces: keep it out of reach of
     // ptrace and /proc from there (the exec of the container's binary resets this).
     // SAFETY: prctl with integer arguments.
@@ -221,7 +229,7 @@ pub fn main(bundle: &Path, runtime_ns: Vec<(String, std::os::fd::RawFd)>) -> ! {
             libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
     }
-    let err = match run(bundle, &runtime_ns, &mut sync) {
+    let err = match run(bundle, born_in_pid_ns, &runtime_ns, &mut sync) {
         Ok(never) => match never {},
         Err(e) => e,
     };
@@ -287,6 +295,7 @@ pub fn enter_cgroup(linux: &oci_spec::runtime::Linux) -> Result<(), String> {
 
 fn run(
     bundle: &Path,
+    born_in_pid_ns: bool,
     runtime_ns: &[(String, std::os::fd::RawFd)],
     sync: &mut File,
 ) -> Result<Infallible, String> {
@@ -368,9 +377,18 @@ fn run(
             become_userns_root()?;
         }
     }
+    if born_in_pid_ns {
+        // Created with this process (the supervisor checked the spec asks for it).
+        if !new.contains(CloneFlags::CLONE_NEWPID) {
+            return Err("started in a new PID namespace the spec does not ask for".into());
+        }
+        new.remove(CloneFlags::CLONE_NEWPID);
+    }
     unshare(new).map_err(|e| format!("creating the container's namespaces: {e}"))?;
 
-    become_reported_process(sync, entered_pid_ns)?;
+    if !born_in_pid_ns {
+        become_reported_process(sync, entered_pid_ns)?;
+    }
     let host_pid = report_host_pid(sync)?;
     if let Some(r) = runner {
         r.run_for(host_pid)?;

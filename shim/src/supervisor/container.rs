@@ -18,6 +18,7 @@ use skiff_shim::{cgroups, fsutil};
 use tokio::sync::watch;
 use tonic::Status;
 
+use crate::init::hooks::Stage;
 use crate::supervisor::logs::{self, LogFile};
 use crate::supervisor::State;
 
@@ -189,6 +190,25 @@ struct BundleSpec {
 #[serde(rename_all = "camelCase")]
 struct BundleLinux {
     cgroups_path: Option<String>,
+    namespaces: Option<Vec<BundleNamespace>>,
+}
+
+#[derive(serde::Deserialize)]
+struct BundleNamespace {
+    #[serde(rename = "type")]
+    typ: String,
+    path: Option<serde::de::IgnoredAny>,
+}
+
+impl BundleLinux {
+    /// Whether init may be started as PID 1 of a new PID namespace the supervisor creates (see
+    /// `helper::spawn_init`): the spec asks for a PID namespace of the container's own, and
+    /// joins no user namespace (a PID namespace belongs to the user namespace it is created
+    /// in, and the container's root mounts its /proc as the pod's user namespace's root).
+    fn init_may_be_born_in_pid_ns(&self) -> bool {
+        let ns = self.namespaces.as_deref().unwrap_or(&[]);
+        ns.iter().any(|n| n.typ == "pid" && n.path.is_none()) && !ns.iter().any(|n| n.typ == "user")
+    }
 }
 
 /// A CRIU checkpoint to restore a container from, instead of running its spec's process.
@@ -228,16 +248,20 @@ pub async fn start(
     if spec.process.is_none() {
         return Err(Status::invalid_argument("config.json has no process"));
     }
-    let cgroup = spec.linux.and_then(|l| l.cgroups_path);
     let hook_stages = |stage| {
         spec.hooks
             .as_ref()
             .is_some_and(|h| !crate::init::hooks::of(h, stage).is_empty())
     };
-    let (poststart, poststop) = (
-        hook_stages(crate::init::hooks::Stage::Poststart),
-        hook_stages(crate::init::hooks::Stage::Poststop),
-    );
+    let (poststart, poststop) = (hook_stages(Stage::Poststart), hook_stages(Stage::Poststop));
+    // The runtime's hooks run from a process init forks first, in the runtime's PID namespace.
+    let born_in_pid_ns = spec
+        .linux
+        .as_ref()
+        .is_some_and(BundleLinux::init_may_be_born_in_pid_ns)
+        && !hook_stages(Stage::Prestart)
+        && !hook_stages(Stage::CreateRuntime);
+    let cgroup = spec.linux.and_then(|l| l.cgroups_path);
     let log = if req.log_path.is_empty() {
         None
     } else {
@@ -293,7 +317,7 @@ pub async fn start(
         let (er, ew) = pipe()?;
         (child_in, ow, ew, or, Some(er))
     };
-    let mut lines = match &restore {
+    let (mut lines, forked_pid) = match &restore {
         Some(r) => crate::supervisor::helper::spawn(
             &state.exe,
             &[
@@ -305,17 +329,20 @@ pub async fn start(
             child_in,
             child_out,
             child_err,
-        )?,
+        )
+        .map(|lines| (lines, None))?,
         None => crate::supervisor::helper::spawn_init(
             &state.exe,
             &bundle,
+            born_in_pid_ns,
             &state.runtime_ns_fds(),
             child_in,
             child_out,
             child_err,
         )?,
     };
-    let mut pid = 0;
+    // Init born in the container's PID namespace does not know its PID here; its parent does.
+    let mut pid = forked_pid.unwrap_or(0);
     let mut host_pid = 0;
     let mut failure = None;
     loop {
@@ -416,13 +443,7 @@ pub async fn start(
     let runtime_ns = state.runtime_ns_fds();
     let exits_dir = state.cfg.exits_dir.clone();
     if poststart {
-        run_hooks_logged(
-            &bundle,
-            &runtime_ns,
-            crate::init::hooks::Stage::Poststart,
-            reported,
-        )
-        .await;
+        run_hooks_logged(&bundle, &runtime_ns, Stage::Poststart, reported).await;
     }
     tokio::spawn(async move {
         let status = exit_rx.await.ok();
@@ -465,13 +486,7 @@ pub async fn start(
             }
         }
         if poststop {
-            run_hooks_logged(
-                &c.bundle,
-                &runtime_ns,
-                crate::init::hooks::Stage::Poststop,
-                reported,
-            )
-            .await;
+            run_hooks_logged(&c.bundle, &runtime_ns, Stage::Poststop, reported).await;
         }
         let _ = exited_tx.send(true);
     });
@@ -484,7 +499,7 @@ pub async fn start(
 async fn run_hooks_logged(
     bundle: &Path,
     runtime_ns: &[(String, std::os::fd::RawFd)],
-    stage: crate::init::hooks::Stage,
+    stage: Stage,
     pid: i32,
 ) {
     let (bundle, ns) = (bundle.to_path_buf(), runtime_ns.to_vec());

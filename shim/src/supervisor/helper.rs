@@ -91,14 +91,21 @@ fn single_threaded() -> bool {
 /// Starts container init for `bundle`: forked from this (single-threaded) supervisor, or
 /// exec'd from `exe` when the supervisor has threads.
 /// The runtime's namespaces (`runtime_ns`, for hooks) go along as descriptors.
+///
+/// With `new_pid_ns` (the container has a PID namespace of its own, and no user namespace or
+/// runtime hooks), a forked init is born as PID 1 of that namespace: the supervisor creates it
+/// for its next child (`unshare`), forks, and returns to its own for the ones after (`setns`).
+/// Init then neither creates it nor forks to enter it, and its PID here, which it cannot see,
+/// is returned with the sync socket. Otherwise the PID comes over the sync socket.
 pub fn spawn_init(
     exe: &Path,
     bundle: &Path,
+    new_pid_ns: bool,
     runtime_ns: &[(String, RawFd)],
     stdin: OwnedFd,
     stdout: OwnedFd,
     stderr: OwnedFd,
-) -> Result<SyncLines, Status> {
+) -> Result<(SyncLines, Option<i32>), Status> {
     if !single_threaded() {
         let ns_args: Vec<std::ffi::OsString> = runtime_ns
             .iter()
@@ -107,13 +114,37 @@ pub fn spawn_init(
         let mut args: Vec<&std::ffi::OsStr> = vec!["init".as_ref(), bundle.as_os_str()];
         args.extend(ns_args.iter().map(|a| a.as_os_str()));
         let fds: Vec<RawFd> = runtime_ns.iter().map(|(_, fd)| *fd).collect();
-        return spawn_with(exe, &args, stdin, stdout, stderr, &fds);
+        return spawn_with(exe, &args, stdin, stdout, stderr, &fds).map(|lines| (lines, None));
     }
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
         .map_err(|e| Status::internal(format!("socketpair: {e}")))?;
+    let own_pid_ns = if new_pid_ns {
+        let own = std::fs::File::open("/proc/self/ns/pid")
+            .map_err(|e| Status::internal(format!("/proc/self/ns/pid: {e}")))?;
+        nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID).map_err(|e| {
+            Status::internal(format!("creating the container's PID namespace: {e}"))
+        })?;
+        Some(own)
+    } else {
+        None
+    };
     // SAFETY: the process is single-threaded (checked just above, and nothing in the current-
     // thread runtime starts a thread between the check and here), so the child may run any code.
-    match unsafe { nix::unistd::fork() } {
+    let forked = unsafe { nix::unistd::fork() };
+    if let (Some(own), Ok(nix::unistd::ForkResult::Parent { .. }) | Err(_)) = (&own_pid_ns, &forked)
+    {
+        // Back to our own PID namespace for the children after this one (a supervisor allowed
+        // to create the namespace is allowed to return). Should it fail, this start fails.
+        if let Err(e) = nix::sched::setns(own, nix::sched::CloneFlags::CLONE_NEWPID) {
+            if let Ok(nix::unistd::ForkResult::Parent { child }) = forked {
+                let _ = nix::sys::signal::kill(child, nix::sys::signal::Signal::SIGKILL);
+            }
+            return Err(Status::internal(format!(
+                "returning to the supervisor's PID namespace: {e}"
+            )));
+        }
+    }
+    let child = match forked {
         Ok(nix::unistd::ForkResult::Child) => {
             // SAFETY: plain descriptor and signal syscalls on descriptors this process owns.
             unsafe {
@@ -128,15 +159,16 @@ pub fn spawn_init(
                 libc::sigemptyset(&mut none);
                 libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             }
-            crate::init::main(bundle, runtime_ns.to_vec())
+            drop(own_pid_ns);
+            crate::init::main(bundle, new_pid_ns, runtime_ns.to_vec())
         }
-        Ok(nix::unistd::ForkResult::Parent { .. }) => {}
+        Ok(nix::unistd::ForkResult::Parent { child }) => child.as_raw(),
         Err(e) => return Err(Status::internal(format!("fork: {e}"))),
-    }
+    };
     drop((theirs, stdin, stdout, stderr));
     ours.set_nonblocking(true)
         .map_err(|e| Status::internal(format!("sync socket: {e}")))?;
     let ours =
         UnixStream::from_std(ours).map_err(|e| Status::internal(format!("sync socket: {e}")))?;
-    Ok(BufReader::new(ours).lines())
+    Ok((BufReader::new(ours).lines(), new_pid_ns.then_some(child)))
 }
