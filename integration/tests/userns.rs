@@ -83,6 +83,15 @@ fn userns_pod(e: &Env, name: &str, uids: Vec<IdMapping>, gids: Vec<IdMapping>) -
     c
 }
 
+/// The namespace options of a [`userns_pod`].
+fn namespace_options(c: &mut PodSandboxConfig) -> &mut NamespaceOption {
+    c.linux
+        .as_mut()
+        .and_then(|l| l.security_context.as_mut())
+        .and_then(|s| s.namespace_options.as_mut())
+        .expect("a userns_pod has namespace options")
+}
+
 async fn sleeper(
     e: &mut Env,
     pod: &str,
@@ -449,14 +458,7 @@ async fn bad_mappings_are_refused() {
     }
     // A user namespace cannot go with the host's network.
     let mut cfg = userns_pod(&e, "hostnet", mapping(500_000), mapping(500_000));
-    if let Some(ns) = cfg
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-    {
-        ns.network = NamespaceMode::Node as i32;
-    }
+    namespace_options(&mut cfg).network = NamespaceMode::Node as i32;
     let err = run_pod_err(&mut e.rt, cfg).await;
     assert_eq!(err.code(), tonic::Code::InvalidArgument);
     assert!(err.message().contains("network"), "{}", err.message());
@@ -587,14 +589,7 @@ async fn proc_mount_default_and_unmasked() {
 async fn a_container_pid_namespace_belongs_to_the_pods_user_namespace() {
     let mut e = env().await;
     let mut pcfg = userns_pod(&e, "pidctr", mapping(600_000), mapping(600_000));
-    if let Some(ns) = pcfg
-        .linux
-        .as_mut()
-        .and_then(|l| l.security_context.as_mut())
-        .and_then(|s| s.namespace_options.as_mut())
-    {
-        ns.pid = NamespaceMode::Container as i32;
-    }
+    namespace_options(&mut pcfg).pid = NamespaceMode::Container as i32;
     let pod = run_pod(&mut e.rt, &pcfg).await;
     let id = sleeper(&mut e, &pod, &pcfg, "c", vec![]).await;
     let pid = container_pid(&mut e.rt, &id).await;
