@@ -347,18 +347,17 @@ async fn settled<T>(read: impl Fn() -> T, done: impl Fn(&T) -> bool) -> T {
     v
 }
 
-/// A pod as kubelet makes it by default (no PID namespace of its own) is supervised by the
-/// shim's first process: skiffd's child, in a session of its own, reaped by skiffd when the pod
-/// goes (no zombie left), and living on through `kill -9` of skiffd; when it fails to set the
-/// pod up, its error comes back and nothing is left. A pod with its own PID namespace has a
-/// forked supervisor, detached from skiffd as well.
+/// A pod's shim is supervised by the shim's first process, as kubelet makes pods by default (no
+/// PID namespace of their own) and with a PID namespace (the first process born its PID 1):
+/// skiffd's child, in a session of its own, reaped by skiffd when the pod goes (no zombie left),
+/// and living on through `kill -9` of skiffd; when it fails to set the pod up, its error comes
+/// back and nothing is left.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_default_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
+async fn a_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
     let (_reg, mut d, image, logs) = setup().await;
     let logs = logs.path().to_str().unwrap().to_string();
     let mut rt = d.runtime().await;
     let skiffd = d.pid().to_string();
-    let skiffd_sid = session_of(d.pid() as i32).unwrap();
     let kubelet_default = |name: &str| {
         with_namespaces(
             pod_config(name, &logs),
@@ -367,13 +366,7 @@ async fn a_default_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
             NamespaceMode::Pod,
         )
     };
-
-    // Its own PID namespace: PID 1 there is a forked supervisor, not skiffd's child.
-    let pid_pod = run_pod(&mut rt, &pod_config("pidns", &logs)).await;
-    let shim = shim_pid(&mut rt, &pid_pod).await;
-    assert_ne!(proc_status(shim, "PPid"), skiffd);
-    assert_ne!(session_of(shim).unwrap(), skiffd_sid);
-    stop_and_remove_pod(&mut rt, &pid_pod).await;
+    let with_pid_ns = |name: &str| pod_config(name, &logs);
 
     // A pod its shim fails to set up: the error comes back, and no process is left.
     let mut bad = kubelet_default("badsysctl");
@@ -400,52 +393,68 @@ async fn a_default_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
     assert_eq!(left, Vec::<i32>::new(), "zombie children of skiffd");
 
     // Removed while skiffd runs: skiffd reaps its shim.
-    let cfg = kubelet_default("reaped");
-    let pod = run_pod(&mut rt, &cfg).await;
-    let shim = shim_pid(&mut rt, &pod).await;
-    assert_eq!(proc_status(shim, "PPid"), skiffd);
-    assert_eq!(session_of(shim).unwrap(), shim.to_string());
-    run(
-        &mut rt,
-        &pod,
-        &cfg,
-        container_config("c", &image, &["sleep", "3600"]),
-    )
-    .await;
-    stop_and_remove_pod(&mut rt, &pod).await;
-    let left = settled(|| try_proc_status(shim, "State"), Option::is_none).await;
-    assert_eq!(left, None, "the shim's process is gone, not left a zombie");
+    for (cfg, nspid) in [
+        (kubelet_default("reaped"), None),
+        (with_pid_ns("reaped-pidns"), Some(1)),
+    ] {
+        let pod = run_pod(&mut rt, &cfg).await;
+        let shim = shim_pid(&mut rt, &pod).await;
+        assert_eq!(proc_status(shim, "PPid"), skiffd);
+        assert_eq!(session_of(shim).unwrap(), shim.to_string());
+        if let Some(n) = nspid {
+            let ns = proc_status(shim, "NSpid");
+            assert_eq!(ns.split_whitespace().nth(1), Some(&*n.to_string()), "{ns}");
+        }
+        run(
+            &mut rt,
+            &pod,
+            &cfg,
+            container_config("c", &image, &["sleep", "3600"]),
+        )
+        .await;
+        stop_and_remove_pod(&mut rt, &pod).await;
+        let left = settled(|| try_proc_status(shim, "State"), Option::is_none).await;
+        assert_eq!(left, None, "the shim's process is gone, not left a zombie");
+    }
 
-    // kill -9 of skiffd: the pod lives on and is served again after the restart.
-    let cfg = kubelet_default("survivor");
-    let pod = run_pod(&mut rt, &cfg).await;
-    let shim = shim_pid(&mut rt, &pod).await;
-    assert_eq!(proc_status(shim, "PPid"), skiffd);
-    let c = run(
-        &mut rt,
-        &pod,
-        &cfg,
-        container_config("c", &image, &["sleep", "3600"]),
-    )
-    .await;
+    // kill -9 of skiffd: the pods live on and are served again after the restart.
+    let mut survivors = vec![];
+    for cfg in [kubelet_default("survivor"), with_pid_ns("survivor-pidns")] {
+        let pod = run_pod(&mut rt, &cfg).await;
+        let shim = shim_pid(&mut rt, &pod).await;
+        assert_eq!(proc_status(shim, "PPid"), skiffd);
+        let c = run(
+            &mut rt,
+            &pod,
+            &cfg,
+            container_config("c", &image, &["sleep", "3600"]),
+        )
+        .await;
+        survivors.push((pod, shim, c));
+    }
     d.kill9();
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let state = try_proc_status(shim, "State").unwrap_or_default();
-    assert!(state.starts_with('S'), "the shim runs on: {state}");
+    for (_, shim, _) in &survivors {
+        let state = try_proc_status(*shim, "State").unwrap_or_default();
+        assert!(state.starts_with('S'), "the shim runs on: {state}");
+    }
     d.restart();
     let mut rt = d.runtime().await;
-    assert_eq!(
-        list_pods(&mut rt).await[0].state,
-        PodSandboxState::SandboxReady as i32
-    );
-    assert_eq!(
-        status(&mut rt, &c).await.state,
-        ContainerState::ContainerRunning as i32
-    );
-    assert_eq!(sh(&mut rt, &c, "echo hi").await, "hi\n");
-    stop_and_remove_pod(&mut rt, &pod).await;
-    let gone = try_proc_status(shim, "State").is_none_or(|s| s.starts_with('Z'));
-    assert!(gone, "the shim stopped with its pod");
+    let pods = list_pods(&mut rt).await;
+    assert_eq!(pods.len(), 2, "{pods:?}");
+    assert!(pods
+        .iter()
+        .all(|p| p.state == PodSandboxState::SandboxReady as i32));
+    for (pod, shim, c) in survivors {
+        assert_eq!(
+            status(&mut rt, &c).await.state,
+            ContainerState::ContainerRunning as i32
+        );
+        assert_eq!(sh(&mut rt, &c, "echo hi").await, "hi\n");
+        stop_and_remove_pod(&mut rt, &pod).await;
+        let gone = try_proc_status(shim, "State").is_none_or(|s| s.starts_with('Z'));
+        assert!(gone, "the shim stopped with its pod");
+    }
     assert_eq!(footprint(&d), Vec::<String>::new());
 }
 

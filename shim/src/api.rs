@@ -94,10 +94,15 @@ pub struct PodConfig {
     /// Whether the first process may become the supervisor itself, instead of forking it and
     /// exiting: set by a launcher that waits only for the report (skiffd's own, which then
     /// reaps the process), not for the first process to exit (systemd's `Type=forking`). A pod
-    /// with a PID namespace of its own forks whatever this says: its supervisor is the
-    /// namespace's first process.
+    /// with a PID namespace of its own forks whatever this says, its supervisor being the
+    /// namespace's first process, unless the first process was born there (`born_in_pid_ns`).
     #[serde(default)]
     pub stay: bool,
+    /// Whether the launcher started the first process as PID 1 of the pod's new PID namespace
+    /// (skiffd's own launcher, for a pod with a PID namespace and no user namespace): the
+    /// process then creates no PID namespace and, with `stay`, is the supervisor.
+    #[serde(default)]
+    pub born_in_pid_ns: bool,
 }
 
 impl PodConfig {

@@ -27,6 +27,9 @@ pub struct LaunchSpec<'a> {
     pub slice: &'a str,
     /// Where the shim writes its supervisor's PID (the unit's PIDFile).
     pub pid_file: &'a Path,
+    /// Start the shim as PID 1 of a new PID namespace, the pod's (only a launcher that
+    /// [`Launcher::makes_pid_ns`] is asked to).
+    pub new_pid_ns: bool,
 }
 
 /// Starts pod shims.
@@ -44,6 +47,11 @@ pub trait Launcher: Send + Sync {
     /// Whether the shim's first process may stay on as the pod's supervisor (the pod config's
     /// `stay`): the launcher then waits for its report only, and reaps it when it exits.
     fn lets_shim_stay(&self) -> bool {
+        false
+    }
+    /// Whether the launcher can start the shim as PID 1 of the pod's new PID namespace
+    /// ([`LaunchSpec::new_pid_ns`]), sparing the shim a fork of its supervisor.
+    fn makes_pid_ns(&self) -> bool {
         false
     }
 }
@@ -64,16 +72,21 @@ impl Launcher for Detached {
             .open(log)
             .ctx(|| format!("opening {}", log.display()))?;
         // Dropped unwaited, the child is reaped by the runtime once it exits: at once when
-        // the first process forks the supervisor (a pod with its own PID namespace), else
-        // when the supervisor ends.
-        let mut child = tokio::process::Command::new(&self.binary)
-            .arg("pod")
+        // the first process forks the supervisor (a pod with its own user and PID namespaces),
+        // else when the supervisor ends.
+        let mut cmd = tokio::process::Command::new(&self.binary);
+        cmd.arg("pod")
             .arg(config)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(logf))
-            .spawn()
-            .ctx(|| format!("starting {}", self.binary.display()))?;
+            .stderr(Stdio::from(logf));
+        let mut child = if spec.new_pid_ns {
+            spawn_in_new_pid_ns(&mut cmd)
+                .ctx(|| format!("starting {} in a new PID namespace", self.binary.display()))?
+        } else {
+            cmd.spawn()
+                .ctx(|| format!("starting {}", self.binary.display()))?
+        };
         // The report is one line; the shim closes its stdout after it (or exits).
         let mut text = String::new();
         if let Some(out) = child.stdout.take() {
@@ -112,6 +125,29 @@ impl Launcher for Detached {
     fn lets_shim_stay(&self) -> bool {
         true
     }
+
+    fn makes_pid_ns(&self) -> bool {
+        true
+    }
+}
+
+/// Spawns `cmd` as PID 1 of a new PID namespace: from a thread of its own whose children go
+/// into a new one (`unshare` changes only the calling thread's namespace for children), which
+/// ends with the spawn, so no thread of skiffd stays pointed at the pod's namespace.
+fn spawn_in_new_pid_ns(
+    cmd: &mut tokio::process::Command,
+) -> std::io::Result<tokio::process::Child> {
+    let runtime = tokio::runtime::Handle::current();
+    std::thread::scope(|s| {
+        s.spawn(|| {
+            // The child registers with the runtime's process driver.
+            let _entered = runtime.enter();
+            nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWPID)?;
+            cmd.spawn()
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("the spawning thread panicked")))
+    })
 }
 
 /// Finds the shim binary: the configured path, else `skiff-shim` beside skiffd.

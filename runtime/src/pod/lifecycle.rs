@@ -412,6 +412,11 @@ impl Node {
             pid_file: unit.as_ref().map(|_| rec.run_dir.join("shim.pid")),
             exits_dir: Some(crate::container::exits::dir(&self.cfg.run_root)),
             stay: self.launcher.lets_shim_stay(),
+            // A PID namespace belongs to the user namespace it is made in: a pod's user
+            // namespace comes first, from inside the shim.
+            born_in_pid_ns: self.launcher.makes_pid_ns()
+                && ns.pid == PidMode::Pod
+                && ns.userns.is_none(),
         };
         let made = match self
             .make_pod(&rec, &pod_cfg, &config, &placement.slice)
@@ -522,6 +527,7 @@ impl Node {
             log: &log,
             slice,
             pid_file: &pid_file,
+            new_pid_ns: pod.born_in_pid_ns,
         };
         let launcher = &self.launcher;
         // One launch at a time: each holds a thread until its shim reports, and in the density

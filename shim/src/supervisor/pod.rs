@@ -6,9 +6,10 @@
 //! them up, makes them reachable under the pod directory (the network and user namespaces pinned
 //! by bind mounts, which outlive us; the others as symbolic links to our own `/proc/<pid>/ns/*`),
 //! and reports its host PID (or the error). The supervisor is this process itself when the pod
-//! config allows it to stay (`stay`, skiffd's own launcher) and the pod makes no PID namespace;
-//! otherwise a child forked here, PID 1 of the pod's PID namespace when there is one, and this
-//! process prints the child's report and exits (as systemd's `Type=forking` expects).
+//! config allows it to stay (`stay`, skiffd's own launcher) and the pod makes no PID namespace
+//! or this process was born as its PID 1 (`born_in_pid_ns`); otherwise a child forked here, PID
+//! 1 of the pod's PID namespace when there is one, and this process prints the child's report
+//! and exits (as systemd's `Type=forking` expects).
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{Read, Write};
@@ -49,7 +50,18 @@ pub fn main(config_path: &Path) -> ! {
     if cfg.uts == NsMode::Pod {
         flags |= CloneFlags::CLONE_NEWUTS;
     }
-    if cfg.pid == PidMode::Pod {
+    if cfg.born_in_pid_ns {
+        // The launcher made the pod's PID namespace with this process, its PID 1, which must
+        // stay: the namespace ends with it.
+        if cfg.pid != PidMode::Pod || cfg.userns.is_some() || !cfg.stay || std::process::id() != 1 {
+            report_and_exit(Ready::Error(format!(
+                "pod config {}: born_in_pid_ns needs pid Pod, no user namespace and stay, \
+                 and the shim to be PID 1 (it is {})",
+                config_path.display(),
+                std::process::id()
+            )));
+        }
+    } else if cfg.pid == PidMode::Pod {
         flags |= CloneFlags::CLONE_NEWPID;
     }
     // Hooks of the runtime's stages run in the namespaces the pod leaves now.
@@ -66,9 +78,9 @@ pub fn main(config_path: &Path) -> ! {
         report_and_exit(Ready::Error(e));
     }
     if cfg.stay && !flags.contains(CloneFlags::CLONE_NEWPID) {
-        match setup(&cfg) {
-            Ok((listener, exe, pod_init)) => {
-                report(&cfg, Ready::Pid(std::process::id() as i32));
+        match setup(&cfg).and_then(|s| Ok((s, host_pid()?))) {
+            Ok(((listener, exe, pod_init), pid)) => {
+                report(&cfg, Ready::Pid(pid));
                 detach_stdout();
                 supervisor::run(cfg, listener, exe, pod_init, runtime_ns)
             }
@@ -295,6 +307,15 @@ fn detach_stdout() {
     }
 }
 
+/// This process's PID as the node sees it (its own PID namespace may be the pod's): /proc here
+/// is the node's.
+fn host_pid() -> Result<i32, String> {
+    let me = fs::read_link("/proc/self").map_err(|e| format!("reading /proc/self: {e}"))?;
+    me.to_str()
+        .and_then(|p| p.parse().ok())
+        .ok_or_else(|| format!("/proc/self is {}", me.display()))
+}
+
 /// Sets the pod's namespaces up and makes them reachable by path; returns the bound shim API
 /// socket, the read-only binary helpers run from, and the pod's PID 1 when it is not the
 /// supervisor (see [`pod_init`]).
@@ -321,11 +342,7 @@ fn setup(cfg: &PodConfig) -> Result<Setup, String> {
         ("uts", cfg.uts == NsMode::Pod),
         ("pid", cfg.pid == PidMode::Pod),
     ];
-    // Our host PID: /proc here is the node's, whatever our own PID namespace.
-    let host_pid = fs::read_link("/proc/self")
-        .map_err(|e| format!("reading /proc/self: {e}"))?
-        .display()
-        .to_string();
+    let host_pid = host_pid()?;
     let mut pod_init = None;
     for (name, own) in owned {
         if !own {
