@@ -393,18 +393,22 @@ async fn a_pods_shim_is_skiffds_child_reaped_and_survives_kill9() {
     assert_eq!(left, Vec::<i32>::new(), "zombie children of skiffd");
 
     // Removed while skiffd runs: skiffd reaps its shim.
-    for (cfg, nspid) in [
-        (kubelet_default("reaped"), None),
-        (with_pid_ns("reaped-pidns"), Some(1)),
+    for (cfg, pid_ns) in [
+        (kubelet_default("reaped"), false),
+        (with_pid_ns("reaped-pidns"), true),
     ] {
         let pod = run_pod(&mut rt, &cfg).await;
         let shim = shim_pid(&mut rt, &pod).await;
         assert_eq!(proc_status(shim, "PPid"), skiffd);
         assert_eq!(session_of(shim).unwrap(), shim.to_string());
-        if let Some(n) = nspid {
-            let ns = proc_status(shim, "NSpid");
-            assert_eq!(ns.split_whitespace().nth(1), Some(&*n.to_string()), "{ns}");
-        }
+        // PID 1 of the pod's PID namespace when it has one.
+        let ns = proc_status(shim, "NSpid");
+        assert_eq!(
+            ns.split_whitespace().count(),
+            if pid_ns { 2 } else { 1 },
+            "{ns}"
+        );
+        assert!(!pid_ns || ns.ends_with("\t1"), "{ns}");
         run(
             &mut rt,
             &pod,
