@@ -1,7 +1,8 @@
 //! Pod start benchmark, skiff against containerd 1.6 + runc, in one run on one machine:
 //! RunPodSandbox, CreateContainer+StartContainer, and the memory each pod costs (skiff: the
 //! pod's shim; containerd: its shim plus the pause process, read 2 s after the last pod
-//! started), p50/p95 over 30 host-network pods. The pods have their own IPC and PID namespaces;
+//! started), p50/p95 over 30 host-network pods; then, one pod after another, how long
+//! StopContainer (no grace period) + StopPodSandbox + RemovePodSandbox take. The pods have their own IPC and PID namespaces;
 //! with `SKIFF_BENCH_PID=container` no PID namespace of their own, as kubelet makes pods by
 //! default.
 //!
@@ -31,19 +32,21 @@ struct Sample {
     run_pod: Duration,
     create_start: Duration,
     rss_kib: u64,
+    /// StopContainer + StopPodSandbox + RemovePodSandbox.
+    stop_remove: Duration,
 }
 
 fn main() {
     skiff_integration::bench_main(run_all());
 }
 
-/// Starts PODS pods with one `sleep` container each; returns the samples and the pod ids.
+/// Starts PODS pods with one `sleep` container each, then stops and removes them.
 async fn bench(
     rt: &mut Rt,
     image: &str,
     logs: &str,
     memory: impl Fn(&str, &PodSandboxStatusResponse) -> u64,
-) -> (Vec<Sample>, Vec<String>) {
+) -> Vec<Sample> {
     let mut samples = vec![];
     let mut pods = vec![];
     warm_up(rt, image, logs).await;
@@ -53,7 +56,7 @@ async fn bench(
         let pod = run_pod(rt, &pcfg).await;
         let run_pod_t = t.elapsed();
         let t = Instant::now();
-        run(
+        let c = run(
             rt,
             &pod,
             &pcfg,
@@ -65,13 +68,14 @@ async fn bench(
             run_pod: run_pod_t,
             create_start: cs,
             rss_kib: 0,
+            stop_remove: Duration::ZERO,
         });
-        pods.push(pod);
+        pods.push((pod, c));
     }
     // The pods' processes settled: skiff's shims give their code pages back when idle,
     // containerd's shims run their garbage collector.
     tokio::time::sleep(Duration::from_secs(2)).await;
-    for (s, pod) in samples.iter_mut().zip(&pods) {
+    for (s, (pod, _)) in samples.iter_mut().zip(&pods) {
         let st = rt
             .pod_sandbox_status(PodSandboxStatusRequest {
                 pod_sandbox_id: pod.clone(),
@@ -82,7 +86,19 @@ async fn bench(
             .into_inner();
         s.rss_kib = memory(pod, &st);
     }
-    (samples, pods)
+    // As kubelet deletes a pod: its containers stopped, then the sandbox; removed here at once.
+    for (s, (pod, c)) in samples.iter_mut().zip(pods) {
+        let t = Instant::now();
+        rt.stop_container(StopContainerRequest {
+            container_id: c,
+            timeout: 0,
+        })
+        .await
+        .expect("StopContainer");
+        teardown_pods(rt, vec![pod]).await;
+        s.stop_remove = t.elapsed();
+    }
+    samples
 }
 
 fn row(name: &str, s: &[Sample]) {
@@ -90,8 +106,9 @@ fn row(name: &str, s: &[Sample]) {
     let cs: Vec<f64> = s.iter().map(|x| ms(x.create_start)).collect();
     let tot: Vec<f64> = s.iter().map(|x| ms(x.run_pod + x.create_start)).collect();
     let mem: Vec<f64> = s.iter().map(|x| x.rss_kib as f64 / 1024.0).collect();
+    let stop: Vec<f64> = s.iter().map(|x| ms(x.stop_remove)).collect();
     println!(
-        "| {name} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} / {:.2} |",
+        "| {name} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} | {:.2} / {:.2} | {:.1} / {:.1} |",
         pct(rp.clone(), 0.5),
         pct(rp, 0.95),
         pct(cs.clone(), 0.5),
@@ -100,6 +117,8 @@ fn row(name: &str, s: &[Sample]) {
         pct(tot, 0.95),
         pct(mem.clone(), 0.5),
         pct(mem, 0.95),
+        pct(stop.clone(), 0.5),
+        pct(stop, 0.95),
     );
 }
 
@@ -115,12 +134,10 @@ async fn run_all() {
         let d = Skiffd::for_bench(&reg.host, &run.path().join("skiff"));
         pull(&mut d.images().await, &busybox.reference).await;
         let mut rt = d.runtime().await;
-        let (s, pods) = bench(&mut rt, &busybox.reference, &logs_s, |_, st| {
+        bench(&mut rt, &busybox.reference, &logs_s, |_, st| {
             rss_kib(pid_from_info(st))
         })
-        .await;
-        teardown_pods(&mut rt, pods).await;
-        s
+        .await
     };
     clean_node();
     let containerd = {
@@ -129,20 +146,18 @@ async fn run_all() {
         pull(&mut img, &busybox.reference).await;
         pull(&mut img, &pause.reference).await;
         let mut rt = c.runtime().await;
-        let (s, pods) = bench(&mut rt, &busybox.reference, &logs_s, |id, st| {
+        bench(&mut rt, &busybox.reference, &logs_s, |id, st| {
             rss_kib(shim_of(id)) + rss_kib(pid_from_info(st))
         })
-        .await;
-        teardown_pods(&mut rt, pods).await;
-        s
+        .await
     };
     println!();
     println!(
         "{PODS} {}, one busybox `sleep` container each, started one after another; p50 / p95",
         bench_pods()
     );
-    println!("| runtime | RunPodSandbox ms | Create+StartContainer ms | pod + container ms | memory per pod MiB |");
-    println!("|---|---|---|---|---|");
+    println!("| runtime | RunPodSandbox ms | Create+StartContainer ms | pod + container ms | memory per pod MiB | stop + remove ms |");
+    println!("|---|---|---|---|---|---|");
     row("skiff (skiff-shim)", &skiff);
     row("containerd 1.6 + runc (shim + pause)", &containerd);
     let p50 = |s: &[Sample]| {

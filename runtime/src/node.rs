@@ -19,6 +19,10 @@ use crate::pod::launch::{self, Detached, Launcher};
 use crate::pod::lifecycle::is_our_shim;
 use crate::pod::{shim_client, PodRecord, Pods};
 
+/// Exit notices a slow waiter may fall behind by before it is told it lagged (and reads the
+/// state again).
+const EXITS_BACKLOG: usize = 256;
+
 pub struct Node {
     /// Open connections to pod shims, the most recently used.
     shims: shim_client::Connections,
@@ -45,6 +49,9 @@ pub struct Node {
     pub events: crate::events::Hub,
     /// The read-only mount of the shim binary pods run from.
     pub shim: PathBuf,
+    /// The id of each container whose exit a shim noted, as skiffd handles the notice: what
+    /// a stop waits for.
+    pub exits: tokio::sync::broadcast::Sender<String>,
 }
 
 impl Node {
@@ -154,6 +161,7 @@ impl Node {
             launcher,
             shim,
             events: Default::default(),
+            exits: tokio::sync::broadcast::channel(EXITS_BACKLOG).0,
         });
         node.recover_pods().await;
         node.containers.remove_orphan_bundles(&node.cfg.run_root);

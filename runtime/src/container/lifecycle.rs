@@ -772,17 +772,37 @@ async fn wait_exit(node: &Node, rec: &ContainerRecord, limit: Duration) -> bool 
     // A limit past what an Instant can hold (kubelet does not bound the grace period) waits
     // without a deadline.
     let deadline = Instant::now().checked_add(limit);
+    // Subscribed before the state is read: an exit noted from then on wakes the wait.
+    let mut noted = node.exits.subscribe();
     loop {
         let st: ContainerState = node.container_state(rec);
         if st.exited {
             return true;
         }
-        if deadline.is_some_and(|d| Instant::now() >= d) {
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
             return false;
         }
-        tokio::time::sleep(Duration::from_millis(25)).await;
+        let nap = deadline.map_or(EXIT_RECHECK, |d| (d - now).min(EXIT_RECHECK));
+        // Woken by this container's exit notice (or a lag in them); the state is read again
+        // after `EXIT_RECHECK` all the same, should a notice never come.
+        let _ = tokio::time::timeout(nap, async {
+            loop {
+                match noted.recv().await {
+                    Ok(id) if id != rec.id => continue,
+                    Err(tokio::sync::broadcast::error::RecvError::Closed) => {
+                        std::future::pending::<()>().await
+                    }
+                    _ => return,
+                }
+            }
+        })
+        .await;
     }
 }
+
+/// How long a stop waits on exit notices before it reads the container's state again anyway.
+const EXIT_RECHECK: Duration = Duration::from_millis(100);
 
 #[cfg(test)]
 mod tests {

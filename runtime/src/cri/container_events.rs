@@ -133,6 +133,8 @@ pub fn start(node: Arc<Node>) -> Result<()> {
                 node.events.note(&rec.pod_id, &id, stopped);
             }
             exits::done(&node.cfg.run_root, &id);
+            // Stops waiting for this exit go on (none waiting is no error).
+            let _ = node.exits.send(id);
         }
     });
     Ok(())

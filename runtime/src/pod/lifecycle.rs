@@ -581,9 +581,13 @@ impl Node {
         Ok(())
     }
 
-    /// Asks the shim to kill what is left and exit; kills it if it does not answer.
+    /// Asks the shim to kill what is left and exit; kills it if it has not exited 2 s later.
     async fn stop_shim(&self, rec: &PodRecord) {
         self.forget_shim(&rec.id);
+        // Opened first: the descriptor names this shim even once its PID is free again.
+        let shim = (rec.shim_pid > 0)
+            .then(|| shim_pidfd(rec.shim_pid, &rec.id))
+            .flatten();
         let asked = async {
             let mut c = shim_client::connect(&rec.id, &rec.socket()).await?;
             c.shutdown(ShutdownRequest {})
@@ -596,20 +600,13 @@ impl Node {
         {
             tracing::warn!(pod = %rec.id, error = %e, "shim did not shut down; killing it");
         }
-        if rec.shim_pid > 0 && is_our_shim(rec.shim_pid, &rec.id) {
-            for _ in 0..100 {
-                if !is_our_shim(rec.shim_pid, &rec.id) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
-            kill_shim(rec.shim_pid, &rec.id);
-            for _ in 0..250 {
-                if !is_our_shim(rec.shim_pid, &rec.id) {
-                    return;
-                }
-                tokio::time::sleep(Duration::from_millis(20)).await;
-            }
+        let Some(shim) = shim else { return };
+        if exits_within(&shim, Duration::from_secs(2)).await {
+            return;
+        }
+        signal_pidfd(&shim, libc::SIGKILL);
+        if !exits_within(&shim, Duration::from_secs(5)).await {
+            tracing::error!(pod = %rec.id, pid = rec.shim_pid, "shim does not exit after SIGKILL");
         }
     }
 
@@ -696,30 +693,52 @@ pub fn is_our_shim(pid: i32, pod_id: &str) -> bool {
 /// names the process that was checked, or one that is itself this pod's shim). Whether the
 /// signal was sent.
 fn kill_shim(pid: i32, pod_id: &str) -> bool {
+    shim_pidfd(pid, pod_id).is_some_and(|fd| signal_pidfd(&fd, libc::SIGKILL))
+}
+
+/// A pidfd of `pid` if it is pod `pod_id`'s running shim, checked after the pidfd was opened
+/// (so the descriptor names the process that was checked).
+fn shim_pidfd(pid: i32, pod_id: &str) -> Option<OwnedFd> {
     // SAFETY: pidfd_open takes a PID and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
-    let Ok(fd) = i32::try_from(fd) else {
-        return false;
-    };
-    if fd < 0 {
-        return false;
-    }
+    let fd = i32::try_from(fd).ok().filter(|fd| *fd >= 0)?;
     // SAFETY: pidfd_open returned a fresh descriptor that nothing else owns.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    if !is_our_shim(pid, pod_id) {
-        return false;
-    }
+    is_our_shim(pid, pod_id).then_some(fd)
+}
+
+/// Sends `signal` to the process of pidfd `fd`; whether it was sent.
+fn signal_pidfd(fd: &OwnedFd, signal: i32) -> bool {
     // SAFETY: a valid pidfd, a signal number, no siginfo, no flags.
     let r = unsafe {
         libc::syscall(
             libc::SYS_pidfd_send_signal,
             fd.as_raw_fd(),
-            libc::SIGKILL,
+            signal,
             std::ptr::null::<libc::siginfo_t>(),
             0,
         )
     };
     r == 0
+}
+
+/// Whether the process of pidfd `fd` exits (turns zombie or is gone) within `limit`: the pidfd
+/// turns readable then, so this waits without polling.
+async fn exits_within(fd: &OwnedFd, limit: Duration) -> bool {
+    let Ok(dup) = fd.try_clone() else {
+        return false;
+    };
+    // SAFETY: the AsyncFd owns `dup`, which stays open until the AsyncFd (deregistering it
+    // first) is dropped.
+    let registered = unsafe {
+        tokio::io::unix::AsyncFd::register_with_interest(dup, tokio::io::Interest::READABLE)
+    };
+    let Ok(readable) = registered else {
+        return false;
+    };
+    tokio::time::timeout(limit, readable.readable())
+        .await
+        .is_ok_and(|r| r.is_ok())
 }
 
 /// The pod config path a `skiff-shim pod CONFIG` process runs with.
@@ -796,6 +815,55 @@ mod tests {
         let status = child.wait().unwrap();
         use std::os::unix::process::ExitStatusExt;
         assert_eq!(status.signal(), Some(libc::SIGKILL));
+    }
+
+    #[tokio::test]
+    async fn a_shims_exit_is_seen_through_its_pidfd() {
+        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        let id = "c".repeat(64);
+        let config = format!("/run/x/pods/{id}/{POD_CONFIG}");
+        // A process whose command line is the pod's shim's (`sh` reading the script `pod`),
+        // blocked, with no child, until its FIFO is opened for writing.
+        let spawn = || {
+            let dir = tempfile::tempdir().unwrap();
+            let fifo = dir.path().join("fifo");
+            nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
+            std::fs::write(
+                dir.path().join("pod"),
+                format!("read x < {}\nexit 0\n", fifo.display()),
+            )
+            .unwrap();
+            let child = std::process::Command::new("/bin/sh")
+                .arg0("/usr/bin/skiff-shim")
+                .current_dir(dir.path())
+                .args(["pod", &config])
+                .spawn()
+                .unwrap();
+            let pid = child.id() as i32;
+            let fd = (0..200)
+                .find_map(|_| {
+                    std::thread::sleep(Duration::from_millis(5));
+                    shim_pidfd(pid, &id)
+                })
+                .expect("the process passes for the pod's shim");
+            (child, fd, fifo, dir)
+        };
+        // One that stays is not seen to exit; killed through its pidfd, it is.
+        let (mut stays, fd, _, _dir) = spawn();
+        assert!(!exits_within(&fd, Duration::from_millis(200)).await);
+        assert!(signal_pidfd(&fd, libc::SIGKILL));
+        assert!(exits_within(&fd, Duration::from_secs(5)).await);
+        // Exited, not yet reaped: a zombie.
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", stays.id())).unwrap();
+        assert!(stat.contains(") Z "), "{stat}");
+        assert_eq!(stays.wait().unwrap().signal(), Some(libc::SIGKILL));
+        // One that exits by itself (as after Shutdown) is seen to.
+        let (mut leaves, fd, fifo, _dir) = spawn();
+        drop(std::fs::OpenOptions::new().write(true).open(&fifo).unwrap());
+        assert!(exits_within(&fd, Duration::from_secs(5)).await);
+        assert_eq!(leaves.wait().unwrap().code(), Some(0));
+        // A process that is not this pod's shim gets no pidfd.
+        assert!(shim_pidfd(std::process::id() as i32, &id).is_none());
     }
 
     #[test]
