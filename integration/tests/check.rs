@@ -25,6 +25,10 @@ fn check(config: &Path) -> (i32, Vec<Value>) {
     (out.status.code().unwrap_or(-1), findings)
 }
 
+fn config_text(config: &Path) -> String {
+    std::fs::read_to_string(config).unwrap()
+}
+
 fn finding<'a>(all: &'a [Value], name: &str) -> &'a Value {
     all.iter()
         .find(|f| f["check"] == name)
@@ -117,7 +121,22 @@ fn check_reports_what_the_machine_has() {
     );
     assert_eq!(level(&all, "overlayfs"), "ok");
     assert_eq!(level(&all, "seccomp"), "ok");
-    assert_eq!(level(&all, "shim"), "ok");
+    // The shim found, with the protocol it reports itself.
+    let shim = finding(&all, "shim");
+    assert_eq!(shim["level"], "ok", "{shim}");
+    let version = Command::new(bin_dir().join("skiff-shim"))
+        .arg("version")
+        .output()
+        .unwrap();
+    let version = String::from_utf8_lossy(&version.stdout);
+    let protocol = version.trim().rsplit_once(" protocol ").unwrap().1;
+    assert!(
+        shim["detail"]
+            .as_str()
+            .unwrap()
+            .ends_with(&format!("(protocol {protocol})")),
+        "{shim} {version}"
+    );
     assert_eq!(level(&all, "permissions"), "ok");
     // Idmapped mounts work on this machine's filesystems.
     assert_eq!(level(&all, "user namespaces"), "ok", "{all:#?}");
@@ -189,6 +208,40 @@ fn check_reports_what_the_machine_has() {
             .contains("plugins bridge, portmap, loopback"),
         "{cni}"
     );
+
+    // A shim from another build (another protocol, or one too old to tell it): an error
+    // naming the binary and what it said.
+    let real = config_text(&config);
+    for (script, said) in [
+        (
+            "echo 'skiff-shim 0.0.1 protocol 999'",
+            "speaks protocol 999",
+        ),
+        (
+            "echo 'usage: skiff-shim pod POD.json' >&2; exit 2",
+            "does not report its protocol",
+        ),
+    ] {
+        let other = dir.path().join("other-shim");
+        std::fs::write(&other, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let with_other = real.replace(
+            &format!("shim_binary = {:?}", bin_dir().join("skiff-shim")),
+            &format!("shim_binary = {other:?}"),
+        );
+        assert_ne!(with_other, real);
+        std::fs::write(&config, with_other).unwrap();
+        let (code, all) = check(&config);
+        let shim = finding(&all, "shim");
+        assert_eq!(shim["level"], "error", "{shim}");
+        let detail = shim["detail"].as_str().unwrap();
+        assert!(
+            detail.contains(other.to_str().unwrap()) && detail.contains(said),
+            "{shim}"
+        );
+        assert_eq!(code, 1);
+    }
+    std::fs::write(&config, &real).unwrap();
 
     // A state directory others can write.
     std::fs::set_permissions(&root, std::fs::Permissions::from_mode(0o777)).unwrap();

@@ -123,6 +123,66 @@ async fn config_file_errors_are_named() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("absent.toml"));
 }
 
+#[test]
+fn a_shim_from_another_build_is_refused() {
+    require_root();
+    let dir = tempfile::tempdir().unwrap();
+    for (script, said) in [
+        (
+            "echo 'skiff-shim 0.0.1 protocol 999'",
+            "speaks protocol 999",
+        ),
+        // What a shim from before `version` answers.
+        (
+            "echo 'usage: skiff-shim pod POD.json' >&2; exit 2",
+            "does not report its protocol",
+        ),
+    ] {
+        let shim = dir.path().join("other-shim");
+        std::fs::write(&shim, format!("#!/bin/sh\n{script}\n")).unwrap();
+        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let cfg = dir.path().join("c.toml");
+        std::fs::write(&cfg, format!("shim_binary = {shim:?}\n")).unwrap();
+        let run_root = dir.path().join("run");
+        let mut skiffd = Command::new(Skiffd::binary())
+            .args(["--config", cfg.to_str().unwrap()])
+            .args(["--listen", dir.path().join("s.sock").to_str().unwrap()])
+            .args(["--root", dir.path().join("root").to_str().unwrap()])
+            .args(["--run-root", run_root.to_str().unwrap()])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while skiffd.try_wait().unwrap().is_none() {
+            if std::time::Instant::now() > deadline {
+                let _ = skiffd.kill();
+                let _ = skiffd.wait();
+                panic!("skiffd runs with a shim that {said}");
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let out = skiffd.wait_with_output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(shim.to_str().unwrap()) && err.contains(said),
+            "{err}"
+        );
+        // Refused before any pod could start with it: the binary pods run from is not there.
+        assert!(!run_root.join("bin/skiff-shim").exists());
+    }
+    // The shim of this build tells its protocol (that skiffd takes it, every other test shows).
+    let out = Command::new(skiff_integration::bin_dir().join("skiff-shim"))
+        .arg("version")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success());
+    let n = text.trim().rsplit_once(" protocol ").map(|(_, n)| n);
+    assert!(n.is_some_and(|n| n.parse::<u32>().is_ok()), "{text}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn images_survive_kill9_and_leftovers_are_cleaned() {
     require_root();

@@ -407,12 +407,20 @@ fn shim(cfg: &Config) -> Finding {
             .ok()
             .map(|e| e.with_file_name("skiff-shim"))
     });
-    match crate::pod::launch::locate_shim(configured.as_deref()) {
-        Ok(p) => ok("shim", format!("{}", p.display())),
+    let located = crate::pod::launch::locate_shim(configured.as_deref()).and_then(|p| {
+        crate::pod::launch::check_shim_protocol(&p)?;
+        Ok(p)
+    });
+    match located {
+        Ok(p) => ok(
+            "shim",
+            format!("{} (protocol {})", p.display(), skiff_shim::api::PROTOCOL),
+        ),
         Err(e) => error(
             "shim",
             e.to_string(),
-            "install skiff-shim next to skiffd, or set shim_binary in the config",
+            "install skiff-shim from skiffd's build next to skiffd, or set shim_binary in the \
+             config",
         ),
     }
 }

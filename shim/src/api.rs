@@ -10,6 +10,12 @@ use serde::{Deserialize, Serialize};
 
 use crate::fsutil;
 
+/// The version of what skiffd and the shim exchange (these files, the shim's gRPC API and its
+/// command line), raised with each change an older shim would misread or ignore, such as a new
+/// [`PodConfig`] field it must honour. `skiff-shim version` prints it; skiffd refuses to start
+/// with a shim that prints another (or none).
+pub const PROTOCOL: u32 = 1;
+
 /// The pod's configuration file in its run directory.
 pub const POD_CONFIG: &str = "pod.json";
 /// The shim API socket in the pod's run directory.

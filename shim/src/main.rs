@@ -13,7 +13,7 @@ use std::path::Path;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: skiff-shim pod POD.json | init BUNDLE [NS=FD...] | restore BUNDLE IMAGES CRIU | exec[-tty] BUNDLE PID -- CMD...\n\
+        "usage: skiff-shim pod POD.json | init BUNDLE [NS=FD...] | restore BUNDLE IMAGES CRIU | exec[-tty] BUNDLE PID -- CMD... | version\n\
          skiff-shim is started by skiffd; it is not meant to be run by hand."
     );
     std::process::exit(2)
@@ -22,6 +22,12 @@ fn usage() -> ! {
 fn main() {
     let args: Vec<String> = std::env::args().collect();
     match args.get(1).map(String::as_str) {
+        // What skiffd checks before it starts any pod with this binary.
+        Some("version") if args.len() == 2 => println!(
+            "skiff-shim {} protocol {}",
+            env!("CARGO_PKG_VERSION"),
+            skiff_shim::api::PROTOCOL
+        ),
         Some("pod") if args.len() == 3 => supervisor::pod::main(Path::new(&args[2])),
         Some("init") if args.len() >= 3 => {
             // NAME=FD: the runtime's namespaces, inherited descriptors (see `hooks`).

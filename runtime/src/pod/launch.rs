@@ -167,6 +167,76 @@ pub fn locate_shim(configured: Option<&Path>) -> Result<PathBuf> {
     Ok(p)
 }
 
+/// Runs `binary version` and checks that the shim speaks this skiffd's
+/// [`PROTOCOL`](skiff_shim::api::PROTOCOL): an older or newer shim would misread the pod
+/// configuration skiffd writes (an older one ignores fields it does not know).
+pub fn check_shim_protocol(binary: &Path) -> Result<()> {
+    let want = skiff_shim::api::PROTOCOL;
+    let fix = "install skiff-shim from the same build as skiffd (config key shim_binary)";
+    let out = run_with_timeout(binary, &["version"], Duration::from_secs(10)).map_err(|e| {
+        Error::FailedPrecondition(format!(
+            "shim binary {}: running `{} version`: {e}; {fix}",
+            binary.display(),
+            binary.display()
+        ))
+    })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let spoken = text
+        .trim()
+        .rsplit_once(" protocol ")
+        .and_then(|(_, n)| n.parse::<u32>().ok())
+        .filter(|_| out.status.success());
+    match spoken {
+        Some(n) if n == want => Ok(()),
+        Some(n) => Err(Error::FailedPrecondition(format!(
+            "shim binary {} speaks protocol {n}, this skiffd protocol {want}: {fix}",
+            binary.display()
+        ))),
+        None => Err(Error::FailedPrecondition(format!(
+            "shim binary {} does not report its protocol (`version` gave {}: {:?}): it is not \
+             from this skiff build; {fix}",
+            binary.display(),
+            out.status,
+            String::from_utf8_lossy(if text.trim().is_empty() {
+                &out.stderr
+            } else {
+                &out.stdout
+            })
+            .trim()
+            .chars()
+            .take(200)
+            .collect::<String>()
+        ))),
+    }
+}
+
+/// Runs `binary args`, its output captured, killed if it has not exited after `limit`.
+fn run_with_timeout(
+    binary: &Path,
+    args: &[&str],
+    limit: Duration,
+) -> std::io::Result<std::process::Output> {
+    let mut child = std::process::Command::new(binary)
+        .args(args)
+        .stdin(std::process::Stdio::null())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()?;
+    let deadline = std::time::Instant::now() + limit;
+    while child.try_wait()?.is_none() {
+        if std::time::Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(std::io::Error::other(format!(
+                "no answer within {} s",
+                limit.as_secs()
+            )));
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    child.wait_with_output()
+}
+
 /// Bind-mounts `source` read-only at `<run_root>/bin/skiff-shim`, replacing an older mount
 /// (shims already running keep the one they started from).
 pub fn mount_shim_readonly(run_root: &Path, source: &Path) -> Result<PathBuf> {
