@@ -3,8 +3,9 @@
 //! kubelet's pod workers start them, through the CRI socket, for N = 110 (kubelet's default
 //! `maxPods`) and 250 (large nodes). For each: the time until all N are Running, the node's
 //! busy CPU time (all processes, kernel included) per pod over the burst, the p50 / p99 of one
-//! pod + container under the burst, the daemon's RSS with all N running, the per-pod
-//! processes' RSS 2 s later (skiff: the pod's shim; containerd: its shim + pause), and the
+//! pod + container under the burst (and of RunPodSandbox, CreateContainer and StartContainer
+//! apart), the daemon's RSS with all N running, the per-pod processes' RSS 2 s later (skiff:
+//! the pod's shim; containerd: its shim + pause), and the
 //! teardown (StopPodSandbox + RemovePodSandbox of all N, 10 workers). The pods have their own
 //! IPC and PID namespaces; with `SKIFF_BENCH_PID=container` no PID namespace of their own, as
 //! kubelet makes pods by default. Before each burst the page cache is dropped and one
@@ -40,6 +41,8 @@ struct Burst {
     cpu_per_pod_ms: f64,
     /// pod + container, each pod.
     each: Vec<f64>,
+    /// RunPodSandbox, CreateContainer and StartContainer apart, each pod.
+    calls: [Vec<f64>; 3],
     daemon_rss_kib: u64,
     per_pod_kib: Vec<u64>,
     teardown: Duration,
@@ -69,14 +72,16 @@ async fn burst(
                 let pcfg = bench_pod(&format!("d{n}-{i}"), &logs);
                 let t = Instant::now();
                 let pod = run_pod(&mut rt, &pcfg).await;
-                let c = run(
-                    &mut rt,
-                    &pod,
-                    &pcfg,
-                    container_config("c", &image, &["sleep", "3600"]),
-                )
-                .await;
-                done.push((pod, c, ms(t.elapsed())));
+                let ran = t.elapsed();
+                let cfg = container_config("c", &image, &["sleep", "3600"]);
+                let c = create(&mut rt, &pod, &pcfg, cfg)
+                    .await
+                    .expect("CreateContainer");
+                let created = t.elapsed();
+                start(&mut rt, &c).await.expect("StartContainer");
+                let started = t.elapsed();
+                let calls = [ms(ran), ms(created - ran), ms(started - created)];
+                done.push((pod, c, ms(started), calls));
             }
             done
         }));
@@ -86,7 +91,7 @@ async fn burst(
         all.extend(w.await.expect("worker"));
     }
     let mut rt = rt.clone();
-    for (_, c, _) in &all {
+    for (_, c, _, _) in &all {
         assert_eq!(
             status(&mut rt, c).await.state,
             ContainerState::ContainerRunning as i32
@@ -100,7 +105,7 @@ async fn burst(
     // containerd's shims run their garbage collector.
     tokio::time::sleep(SETTLE).await;
     let mut per_pod_kib = vec![];
-    for (pod, _, _) in &all {
+    for (pod, _, _, _) in &all {
         let st = rt
             .pod_sandbox_status(PodSandboxStatusRequest {
                 pod_sandbox_id: pod.clone(),
@@ -111,8 +116,9 @@ async fn burst(
             .into_inner();
         per_pod_kib.push(memory(pod, &st));
     }
-    let each = all.iter().map(|(_, _, t)| *t).collect();
-    let pods: Vec<String> = all.into_iter().map(|(p, _, _)| p).collect();
+    let each = all.iter().map(|(_, _, t, _)| *t).collect();
+    let calls = [0, 1, 2].map(|k| all.iter().map(|(_, _, _, c)| c[k]).collect());
+    let pods: Vec<String> = all.into_iter().map(|(p, _, _, _)| p).collect();
     let t = Instant::now();
     let mut workers = vec![];
     for chunk in pods.chunks(pods.len().div_ceil(WORKERS)) {
@@ -130,6 +136,7 @@ async fn burst(
         all_running,
         cpu_per_pod_ms,
         each,
+        calls,
         daemon_rss_kib,
         per_pod_kib,
         teardown: t.elapsed(),
@@ -227,5 +234,16 @@ async fn run_all() {
     println!("|---|---|---|---|---|---|---|---|");
     for (runtime, b) in &rows {
         row(runtime, b);
+    }
+    println!();
+    println!("The same bursts, each call apart: p50 / p99 ms");
+    println!("| runtime | pods | RunPodSandbox | CreateContainer | StartContainer |");
+    println!("|---|---|---|---|---|");
+    for (runtime, b) in &rows {
+        let [r, c, s] = b.calls.clone().map(|v| (pct(v.clone(), 0.5), pct(v, 0.99)));
+        println!(
+            "| {runtime} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
+            b.pods, r.0, r.1, c.0, c.1, s.0, s.1
+        );
     }
 }
