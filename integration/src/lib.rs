@@ -94,6 +94,34 @@ pub fn deployed_shim_config() -> String {
     format!("shim_binary = \"{}\"\n", shim.display())
 }
 
+/// Shims from another build, as executable scripts in `dir`: one that reports protocol 999, and
+/// one that answers `version` as a shim from before it was a command did. Each with the words
+/// skiffd's refusal must contain.
+pub fn other_build_shims(dir: &std::path::Path) -> Vec<(PathBuf, &'static str)> {
+    use std::os::unix::fs::PermissionsExt;
+    [
+        (
+            "newer-shim",
+            "echo 'skiff-shim 0.0.1 protocol 999'",
+            "speaks protocol 999",
+        ),
+        (
+            "older-shim",
+            "echo 'usage: skiff-shim pod POD.json' >&2; exit 2",
+            "does not report its protocol",
+        ),
+    ]
+    .into_iter()
+    .map(|(name, script, said)| {
+        let path = dir.join(name);
+        std::fs::write(&path, format!("#!/bin/sh\n{script}\n")).expect("writing a shim script");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755))
+            .expect("making a shim script executable");
+        (path, said)
+    })
+    .collect()
+}
+
 /// The `p` quantile (0.0–1.0) of `v`, nearest rank: benchmarks' p50 and p95.
 pub fn pct(mut v: Vec<f64>, p: f64) -> f64 {
     v.sort_by(|a, b| a.total_cmp(b));

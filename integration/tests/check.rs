@@ -212,19 +212,7 @@ fn check_reports_what_the_machine_has() {
     // A shim from another build (another protocol, or one too old to tell it): an error
     // naming the binary and what it said.
     let real = config_text(&config);
-    for (script, said) in [
-        (
-            "echo 'skiff-shim 0.0.1 protocol 999'",
-            "speaks protocol 999",
-        ),
-        (
-            "echo 'usage: skiff-shim pod POD.json' >&2; exit 2",
-            "does not report its protocol",
-        ),
-    ] {
-        let other = dir.path().join("other-shim");
-        std::fs::write(&other, format!("#!/bin/sh\n{script}\n")).unwrap();
-        std::fs::set_permissions(&other, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (other, said) in skiff_integration::other_build_shims(dir.path()) {
         let with_other = real.replace(
             &format!("shim_binary = {:?}", bin_dir().join("skiff-shim")),
             &format!("shim_binary = {other:?}"),

@@ -127,20 +127,7 @@ async fn config_file_errors_are_named() {
 fn a_shim_from_another_build_is_refused() {
     require_root();
     let dir = tempfile::tempdir().unwrap();
-    for (script, said) in [
-        (
-            "echo 'skiff-shim 0.0.1 protocol 999'",
-            "speaks protocol 999",
-        ),
-        // What a shim from before `version` answers.
-        (
-            "echo 'usage: skiff-shim pod POD.json' >&2; exit 2",
-            "does not report its protocol",
-        ),
-    ] {
-        let shim = dir.path().join("other-shim");
-        std::fs::write(&shim, format!("#!/bin/sh\n{script}\n")).unwrap();
-        std::fs::set_permissions(&shim, std::fs::Permissions::from_mode(0o755)).unwrap();
+    for (shim, said) in skiff_integration::other_build_shims(dir.path()) {
         let cfg = dir.path().join("c.toml");
         std::fs::write(&cfg, format!("shim_binary = {shim:?}\n")).unwrap();
         let run_root = dir.path().join("run");

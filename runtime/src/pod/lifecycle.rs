@@ -789,20 +789,24 @@ pub fn unmount_all(p: &Path) {
 mod tests {
     use super::*;
 
+    /// A process whose command line is pod `id`'s shim's (`skiff-shim pod
+    /// <root>/pods/<id>/pod.json`): `sh` running `script` from the file `pod` in `dir`.
+    fn fake_shim(dir: &Path, id: &str, script: &str) -> std::process::Child {
+        use std::os::unix::process::CommandExt;
+        std::fs::write(dir.join("pod"), format!("{script}\n")).unwrap();
+        std::process::Command::new("/bin/sh")
+            .arg0("/usr/bin/skiff-shim")
+            .current_dir(dir)
+            .args(["pod", &format!("/run/x/pods/{id}/{POD_CONFIG}")])
+            .spawn()
+            .unwrap()
+    }
+
     #[test]
     fn only_the_named_pods_shim_is_killed() {
-        use std::os::unix::process::CommandExt;
-        // A process whose command line is a shim's: `skiff-shim pod <root>/pods/<id>/pod.json`.
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("pod"), "sleep 100\n").unwrap();
         let id = "a".repeat(64);
-        let config = format!("/run/x/pods/{id}/{POD_CONFIG}");
-        let mut child = std::process::Command::new("/bin/sh")
-            .arg0("/usr/bin/skiff-shim")
-            .current_dir(dir.path())
-            .args(["pod", &config])
-            .spawn()
-            .unwrap();
+        let mut child = fake_shim(dir.path(), &id, "sleep 100");
         let pid = child.id() as i32;
         std::thread::sleep(Duration::from_millis(50));
         let other = "b".repeat(64);
@@ -819,26 +823,19 @@ mod tests {
 
     #[tokio::test]
     async fn a_shims_exit_is_seen_through_its_pidfd() {
-        use std::os::unix::process::{CommandExt, ExitStatusExt};
+        use std::os::unix::process::ExitStatusExt;
         let id = "c".repeat(64);
-        let config = format!("/run/x/pods/{id}/{POD_CONFIG}");
-        // A process whose command line is the pod's shim's (`sh` reading the script `pod`),
-        // blocked, with no child, until its FIFO is opened for writing.
+        // A process that passes for the pod's shim, blocked, with no child, until its FIFO is
+        // opened for writing.
         let spawn = || {
             let dir = tempfile::tempdir().unwrap();
             let fifo = dir.path().join("fifo");
             nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::S_IRWXU).unwrap();
-            std::fs::write(
-                dir.path().join("pod"),
-                format!("read x < {}\nexit 0\n", fifo.display()),
-            )
-            .unwrap();
-            let child = std::process::Command::new("/bin/sh")
-                .arg0("/usr/bin/skiff-shim")
-                .current_dir(dir.path())
-                .args(["pod", &config])
-                .spawn()
-                .unwrap();
+            let child = fake_shim(
+                dir.path(),
+                &id,
+                &format!("read x < {}\nexit 0", fifo.display()),
+            );
             let pid = child.id() as i32;
             let fd = (0..200)
                 .find_map(|_| {
