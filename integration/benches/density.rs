@@ -81,7 +81,7 @@ async fn burst(
                 start(&mut rt, &c).await.expect("StartContainer");
                 let started = t.elapsed();
                 let calls = [ms(ran), ms(created - ran), ms(started - created)];
-                done.push((pod, c, ms(started), calls));
+                done.push((pod, c, calls));
             }
             done
         }));
@@ -91,7 +91,7 @@ async fn burst(
         all.extend(w.await.expect("worker"));
     }
     let mut rt = rt.clone();
-    for (_, c, _, _) in &all {
+    for (_, c, _) in &all {
         assert_eq!(
             status(&mut rt, c).await.state,
             ContainerState::ContainerRunning as i32
@@ -105,7 +105,7 @@ async fn burst(
     // containerd's shims run their garbage collector.
     tokio::time::sleep(SETTLE).await;
     let mut per_pod_kib = vec![];
-    for (pod, _, _, _) in &all {
+    for (pod, _, _) in &all {
         let st = rt
             .pod_sandbox_status(PodSandboxStatusRequest {
                 pod_sandbox_id: pod.clone(),
@@ -116,9 +116,9 @@ async fn burst(
             .into_inner();
         per_pod_kib.push(memory(pod, &st));
     }
-    let each = all.iter().map(|(_, _, t, _)| *t).collect();
-    let calls = [0, 1, 2].map(|k| all.iter().map(|(_, _, _, c)| c[k]).collect());
-    let pods: Vec<String> = all.into_iter().map(|(p, _, _, _)| p).collect();
+    let each = all.iter().map(|(_, _, c)| c.iter().sum()).collect();
+    let calls = [0, 1, 2].map(|k| all.iter().map(|(_, _, c)| c[k]).collect());
+    let pods: Vec<String> = all.into_iter().map(|(p, _, _)| p).collect();
     let t = Instant::now();
     let mut workers = vec![];
     for chunk in pods.chunks(pods.len().div_ceil(WORKERS)) {

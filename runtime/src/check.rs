@@ -407,11 +407,7 @@ fn shim(cfg: &Config) -> Finding {
             .ok()
             .map(|e| e.with_file_name("skiff-shim"))
     });
-    let located = crate::pod::launch::locate_shim(configured.as_deref()).and_then(|p| {
-        crate::pod::launch::check_shim_protocol(&p)?;
-        Ok(p)
-    });
-    match located {
+    match crate::pod::launch::locate_shim(configured.as_deref()) {
         Ok(p) => ok(
             "shim",
             format!("{} (protocol {})", p.display(), skiff_shim::api::PROTOCOL),

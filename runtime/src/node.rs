@@ -93,7 +93,6 @@ impl Node {
         let containers = Containers::open(&cfg.root, &images)?;
         images.store.collect_orphans()?;
         let source = launch::locate_shim(cfg.shim_binary.as_deref())?;
-        launch::check_shim_protocol(&source)?;
         let shim = launch::mount_shim_readonly(&cfg.run_root, &source)?;
         let userns = crate::userns::probe(&cfg.root, &cfg.run_root);
         if let Err(e) = &userns {
