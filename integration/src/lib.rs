@@ -174,6 +174,51 @@ impl Drop for Tmpfs {
     }
 }
 
+/// The machine's own speed at one moment, to read a benchmark's figures against: a fixed
+/// integer loop (ms) and fork + exec + wait of `/bin/true` (p50 of 100, ms). On a shared host
+/// both move from minute to minute, and every runtime's figures move with them.
+pub struct Yardstick {
+    pub cpu_ms: f64,
+    pub spawn_ms: f64,
+}
+
+impl Yardstick {
+    pub fn measure() -> Yardstick {
+        let t = std::time::Instant::now();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for _ in 0..50_000_000 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+        }
+        std::hint::black_box(x);
+        let cpu_ms = ms(t.elapsed());
+        let spawn = (0..100)
+            .map(|_| {
+                let t = std::time::Instant::now();
+                std::process::Command::new("/bin/true")
+                    .status()
+                    .expect("running /bin/true");
+                ms(t.elapsed())
+            })
+            .collect();
+        Yardstick {
+            cpu_ms,
+            spawn_ms: pct(spawn, 0.5),
+        }
+    }
+}
+
+impl std::fmt::Display for Yardstick {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "integer loop {:.0} ms, fork + exec of /bin/true {:.2} ms",
+            self.cpu_ms, self.spawn_ms
+        )
+    }
+}
+
 /// CPU time the whole machine has spent busy so far (every state of `/proc/stat`'s `cpu` line
 /// but idle, iowait and steal: time the hypervisor gave to other guests is no work of ours), in
 /// ms.
