@@ -8,8 +8,9 @@
 //! the pod's shim; containerd: its shim + pause), and the
 //! teardown (StopPodSandbox + RemovePodSandbox of all N, 10 workers). The pods have their own
 //! IPC and PID namespaces; with `SKIFF_BENCH_PID=container` no PID namespace of their own, as
-//! kubelet makes pods by default. Before each burst the page cache is dropped and one
-//! unmeasured pod warms it up again. Both runtimes keep all their state (images, records,
+//! kubelet makes pods by default. Before each burst the page cache is dropped, one unmeasured
+//! pod warms it up again, and the machine's own speed at that moment is taken (fork + exec of
+//! /bin/true, an integer loop: this machine is a VM on a shared host whose speed moves). Both runtimes keep all their state (images, records,
 //! writable layers, run-time state) on one tmpfs: this machine's disk (ext4 without a journal,
 //! with online discard) made the cost of creating and deleting files swing from run to run.
 //!
@@ -23,7 +24,7 @@ use skiff_integration::containerd::{
     bench_images, clean_node, pid_from_info, rss_kib, shim_of, Containerd,
 };
 use skiff_integration::cri::*;
-use skiff_integration::{ms, node_busy_ms, pct, Registry, Skiffd, Tmpfs};
+use skiff_integration::{ms, node_busy_ms, pct, Registry, Skiffd, Tmpfs, Yardstick};
 use skiff_proto::cri::*;
 
 const WORKERS: usize = 10;
@@ -46,6 +47,8 @@ struct Burst {
     daemon_rss_kib: u64,
     per_pod_kib: Vec<u64>,
     teardown: Duration,
+    /// The machine's own speed just before the burst.
+    yardstick: Yardstick,
 }
 
 /// Starts `n` pods with 10 workers; waits until every container reports Running.
@@ -58,6 +61,7 @@ async fn burst(
     memory: fn(&str, &PodSandboxStatusResponse) -> u64,
 ) -> Burst {
     warm_up(&mut rt.clone(), image, logs).await;
+    let yardstick = Yardstick::measure();
     perf_control("enable");
     let began = Instant::now();
     let busy = node_busy_ms();
@@ -140,6 +144,7 @@ async fn burst(
         daemon_rss_kib,
         per_pod_kib,
         teardown: t.elapsed(),
+        yardstick,
     }
 }
 
@@ -245,5 +250,10 @@ async fn run_all() {
             "| {runtime} | {} | {:.1} / {:.1} | {:.1} / {:.1} | {:.1} / {:.1} |",
             b.pods, r.0, r.1, c.0, c.1, s.0, s.1
         );
+    }
+    println!();
+    println!("This machine's own speed just before each burst:");
+    for (runtime, b) in &rows {
+        println!("- {runtime}, {} pods: {}", b.pods, b.yardstick);
     }
 }
