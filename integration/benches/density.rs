@@ -10,9 +10,10 @@
 //! IPC and PID namespaces; with `SKIFF_BENCH_PID=container` no PID namespace of their own, as
 //! kubelet makes pods by default. Before each burst the page cache is dropped, one unmeasured
 //! pod warms it up again, and the machine's own speed at that moment is taken (fork + exec of
-//! /bin/true, an integer loop: this machine is a VM on a shared host whose speed moves). Both runtimes keep all their state (images, records,
-//! writable layers, run-time state) on one tmpfs: this machine's disk (ext4 without a journal,
-//! with online discard) made the cost of creating and deleting files swing from run to run.
+//! /bin/true, an integer loop: this machine is a VM on a shared host whose speed moves). Both
+//! runtimes keep all their state (images, records, writable layers, run-time state) on one
+//! tmpfs: this machine's disk (ext4 without a journal, with online discard) made the cost of
+//! creating and deleting files swing from run to run.
 //!
 //!     apt-get install containerd runc &&
 //!     cargo build --release --workspace && cargo build --profile shim -p skiff-shim --target x86_64-unknown-linux-musl &&
