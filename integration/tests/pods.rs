@@ -230,9 +230,9 @@ async fn pid_namespace_modes() {
         ns_of(pb, "mnt"),
         "each container has its own mounts"
     );
-    // In the node's mount table the pod holds its network namespace's pin and its /dev/shm
-    // only: every container's new mount namespace copies that table, so mounts per pod there
-    // would make each start slower the more pods run.
+    // In the node's mount table the pod holds its network namespace's pin only (its /dev/shm
+    // lives in a mount namespace of its shim's): every container's new mount namespace copies
+    // that table, so mounts per pod there would make each start slower the more pods run.
     let mut mine: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap()
         .lines()
@@ -246,7 +246,7 @@ async fn pid_namespace_modes() {
         })
         .collect();
     mine.sort();
-    assert_eq!(mine, ["ns/net", "shm"], "the pod's mounts on the node");
+    assert_eq!(mine, ["ns/net"], "the pod's mounts on the node");
 
     // CONTAINER: each container its own PID namespace; it is PID 1 there.
     let pcfg = with_namespaces(
@@ -407,9 +407,25 @@ async fn hostname_resolv_conf_hosts_loopback_sysctls_and_shm() {
             .trim(),
         "0"
     );
-    // /dev/shm is shared by the pod's containers.
+    // /dev/shm is a tmpfs (nosuid, nodev, noexec, 64 MiB) shared by the pod's containers, and
+    // not on the node: the pod's shm directory there stays an empty mount point of nothing.
+    let shm = sh(&mut e.rt, &a, "cat /proc/self/mountinfo").await;
+    let line = shm
+        .lines()
+        .find(|l| l.split(' ').nth(4) == Some("/dev/shm"))
+        .unwrap_or_else(|| panic!("no /dev/shm in {shm}"));
+    assert!(line.contains(" - tmpfs "), "{line}");
+    for flag in ["nosuid", "nodev", "noexec"] {
+        assert!(
+            line.split(' ').nth(5).unwrap().contains(flag),
+            "{flag}: {line}"
+        );
+    }
+    assert!(line.contains("size=65536k"), "{line}");
     sh(&mut e.rt, &a, "echo shared > /dev/shm/x").await;
     assert_eq!(sh(&mut e.rt, &b, "cat /dev/shm/x").await.trim(), "shared");
+    let on_node = e.d.run_root.join("pods").join(&pod).join("shm");
+    assert_eq!(std::fs::read_dir(&on_node).unwrap().count(), 0);
 
     // A sysctl that is not namespaced is refused, naming it; nothing is left.
     let mut bad = pod_config("badsysctl", e.logs.path().to_str().unwrap());

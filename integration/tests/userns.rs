@@ -257,7 +257,7 @@ async fn root_inside_is_the_mapped_id_outside_and_layers_are_idmapped() {
     )
     .await;
     assert_eq!((code, out.as_str()), (0, "0\n0"));
-    let shm_file = e.d.run_root.join("pods").join(&pod).join("shm/f");
+    let shm_file = format!("/proc/{pid}/root/dev/shm/f");
     assert_eq!(std::fs::metadata(&shm_file).unwrap().uid(), base);
 
     // Removing the pod leaves no process in its user namespace, no pinned namespace, no dir.

@@ -34,7 +34,7 @@ pub struct Node {
     pub seccomp: crate::seccomp::Seccomp,
     /// Whether pods may have user namespaces here (the start-up probe), or why not.
     pub userns: std::result::Result<(), String>,
-    /// The pinned one-mount namespace pods with a user namespace make their /dev/shm in.
+    /// The pinned one-mount namespace pods' shims make their /dev/shm in.
     pub empty_mntns: Option<PathBuf>,
     /// CRIU's version, or why checkpoints cannot be made here (checked at start).
     pub criu: std::result::Result<String, String>,
@@ -108,7 +108,7 @@ impl Node {
         let empty_mntns = match crate::userns::empty_mount_ns(&cfg.run_root) {
             Ok(p) => Some(p),
             Err(e) => {
-                tracing::warn!(reason = %e, "no empty mount namespace: pods with a user namespace start slower");
+                tracing::warn!(reason = %e, "no empty mount namespace: pods start slower");
                 None
             }
         };

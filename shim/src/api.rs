@@ -81,8 +81,9 @@ pub struct PodConfig {
     /// The pod's own user namespace (`hostUsers: false`): created first, owning the others.
     #[serde(default)]
     pub userns: Option<crate::idmap::Maps>,
-    /// A pinned mount namespace with a single mount, where the pod's /dev/shm is made from
-    /// inside its user namespace cheaply (skiffd's `mnt-empty`); without it, the node's.
+    /// A pinned mount namespace with a single mount (skiffd's `mnt-empty`), which the mount
+    /// namespace holding the pod's /dev/shm is copied from (see `podshm`); without it, the
+    /// node's is copied.
     #[serde(default)]
     pub empty_mntns: Option<PathBuf>,
     /// A cgroup (cgroupfs path) the shim moves itself into first: under systemd with the systemd

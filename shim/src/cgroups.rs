@@ -169,13 +169,18 @@ fn create_cpuset(d: &Path) -> io::Result<()> {
     })?;
     if let Some(parent) = d.parent() {
         for f in ["cpuset.cpus", "cpuset.mems"] {
-            let v = fs::read_to_string(parent.join(f))?;
             let cur = fs::read_to_string(d.join(f)).unwrap_or_default();
             if cur.trim().is_empty() {
+                // On a v1 cpuset that balances load (all of them by default), each write of
+                // cpuset.cpus rebuilds the kernel's scheduling domains under a global lock.
+                let v = fs::read_to_string(parent.join(f))?;
                 fs::write(d.join(f), v.trim())?;
             }
         }
     }
+    // Cgroups made below this one start with its cpus and mems (the kernel copies them when it
+    // creates the child, which rebuilds nothing), so a container's cpuset needs no writes.
+    fs::write(d.join("cgroup.clone_children"), "1")?;
     Ok(())
 }
 

@@ -17,3 +17,4 @@ pub mod criu;
 pub mod devfilter;
 pub mod fsutil;
 pub mod idmap;
+pub mod podshm;

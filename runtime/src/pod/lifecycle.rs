@@ -6,7 +6,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::Path;
 use std::time::Duration;
 
-use nix::mount::{mount, umount2, MntFlags, MsFlags};
+use nix::mount::{umount2, MntFlags};
 use skiff_proto::cri::{NamespaceMode, PodSandboxConfig};
 use skiff_proto::shim::ShutdownRequest;
 use skiff_shim::api::{NsMode, PidMode, PodConfig, NS_DIR, POD_CONFIG, SHM_DIR};
@@ -407,7 +407,7 @@ impl Node {
             hostname: hostname.clone(),
             sysctls: linux.sysctls.clone().into_iter().collect(),
             userns: ns.userns.clone(),
-            empty_mntns: ns.userns.as_ref().and(self.empty_mntns.clone()),
+            empty_mntns: self.empty_mntns.clone(),
             cgroup_leaf: placement.shim_leaf.clone(),
             pid_file: unit.as_ref().map(|_| rec.run_dir.join("shim.pid")),
             exits_dir: Some(crate::container::exits::dir(&self.cfg.run_root)),
@@ -500,19 +500,11 @@ impl Node {
             pod.network == NsMode::Node,
         )?;
         if pod.ipc == NsMode::Pod {
+            // The source the containers' /dev/shm bind names. The pod's shim makes the tmpfs
+            // in a mount namespace of its own and gives each container a copy: nothing is
+            // mounted here (see skiff_shim::podshm).
             let shm = dir.join(SHM_DIR);
             std::fs::create_dir_all(&shm).ctx(|| format!("creating {}", shm.display()))?;
-            // A pod with its own user namespace gets one mounted from inside it, by its shim.
-            if pod.userns.is_none() {
-                mount(
-                    Some("shm"),
-                    &shm,
-                    Some("tmpfs"),
-                    MsFlags::MS_NOSUID | MsFlags::MS_NODEV | MsFlags::MS_NOEXEC,
-                    Some("mode=1777,size=65536k"),
-                )
-                .ctx(|| format!("mounting the pod's /dev/shm at {}", shm.display()))?;
-            }
         }
         // The pod's cgroup (when skiff owns it) is made by its first container's init, which
         // creates the whole path; teardown removes it.

@@ -56,9 +56,9 @@ pub fn probe(root: &Path, run_root: &Path) -> Result<(), String> {
 }
 
 /// A mount namespace holding nothing but an empty tmpfs, pinned at `<run_root>/mnt-empty`. A
-/// pod's shim joins it before joining the pod's user namespace to make the pod's /dev/shm there:
-/// the mount namespace it must then create inside the user namespace copies one mount instead
-/// of every mount of the node.
+/// pod's shim joins it (and then the pod's user namespace, if any) to make the pod's /dev/shm
+/// in a mount namespace of its own: that namespace copies one mount instead of every mount of
+/// the node.
 pub fn empty_mount_ns(run_root: &Path) -> Result<std::path::PathBuf, String> {
     let pin = run_root.join("mnt-empty");
     let _ = umount2(&pin, MntFlags::MNT_DETACH);

@@ -19,9 +19,10 @@ use std::process::{Command, Stdio};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use skiff_shim::api::{Rootfs, ROOTFS_FILE};
 use skiff_shim::fsutil;
+use skiff_shim::podshm::PodShm;
 
 use crate::init::rootfs;
-use crate::init::{enter_cgroup, report_error, send, sync_socket};
+use crate::init::{enter_cgroup, pod_shm_tree, report_error, send, sync_socket};
 
 /// The checkpoint's network namespace key: skiff's, then runc's (CRI-O's, containerd's).
 const NETNS_KEYS: &[&str] = &["extNetNs", "extRootNetNS"];
@@ -30,9 +31,16 @@ const NETNS_KEYS: &[&str] = &["extNetNs", "extRootNetNS"];
 const STDIO_FD: i32 = 10;
 const NETNS_FD: i32 = 13;
 
-pub fn main(bundle: &Path, images: &Path, criu: &Path) -> ! {
+/// `pod_shm`: the pod's /dev/shm, when the pod has its own IPC namespace.
+pub fn main(bundle: &Path, images: &Path, criu: &Path, pod_shm: Option<PodShm>) -> ! {
     let mut sync = sync_socket();
-    match run(bundle, images, criu, &mut sync) {
+    if let Some(s) = &pod_shm {
+        // SAFETY: F_SETFD on an inherited descriptor: CRIU and the restored tree need none.
+        unsafe {
+            libc::fcntl(s.ns, libc::F_SETFD, libc::FD_CLOEXEC);
+        }
+    }
+    match run(bundle, images, criu, pod_shm.as_ref(), &mut sync) {
         Ok(()) => std::process::exit(0),
         Err(e) => {
             report_error(&mut sync, &e);
@@ -58,7 +66,13 @@ fn place(fd: i32, at: i32) -> Result<(), String> {
     Ok(())
 }
 
-fn run(bundle: &Path, images: &Path, criu: &Path, sync: &mut File) -> Result<(), String> {
+fn run(
+    bundle: &Path,
+    images: &Path,
+    criu: &Path,
+    pod_shm: Option<&PodShm>,
+    sync: &mut File,
+) -> Result<(), String> {
     let spec = Spec::load(bundle.join("config.json"))
         .map_err(|e| format!("reading {}/config.json: {e}", bundle.display()))?;
     let layers: Rootfs = fsutil::read_json(&bundle.join(ROOTFS_FILE))
@@ -76,6 +90,13 @@ fn run(bundle: &Path, images: &Path, criu: &Path, sync: &mut File) -> Result<(),
     nix::sched::unshare(nix::sched::CloneFlags::CLONE_NEWNS)
         .map_err(|e| format!("creating a mount namespace for the restore: {e}"))?;
     let root = rootfs::restore_root(&spec, &layers, bundle)?;
+    // The pod's /dev/shm where the spec binds it from, in this mount namespace, for CRIU.
+    if let (Some(shm), Some((_, tree))) = (pod_shm, pod_shm_tree(&spec, pod_shm)?) {
+        let at = fsutil::open_dir(&shm.dir)
+            .map_err(|e| format!("opening {}: {e}", shm.dir.display()))?;
+        skiff_shim::idmap::attach(&tree, &at)
+            .map_err(|e| format!("mounting the pod's /dev/shm at {}: {e}", shm.dir.display()))?;
+    }
 
     let work = bundle.join("restore");
     std::fs::create_dir_all(&work).map_err(|e| format!("creating {}: {e}", work.display()))?;

@@ -25,13 +25,14 @@ pub mod seccomp;
 use std::convert::Infallible;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{AsFd, FromRawFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::path::Path;
 
 use nix::sched::{setns, unshare, CloneFlags};
 use nix::unistd::{fork, ForkResult};
 use oci_spec::runtime::{LinuxNamespaceType, Spec};
 use skiff_shim::api::{Rootfs, ROOTFS_FILE};
+use skiff_shim::podshm::PodShm;
 use skiff_shim::{cgroups, fsutil};
 
 use hooks::Stage;
@@ -211,10 +212,12 @@ fn userns_maps(linux: &oci_spec::runtime::Linux) -> Option<(u32, u32)> {
 /// `runtime_ns`: the runtime's namespaces as inherited descriptors, for hooks.
 /// `born_in_pid_ns`: the supervisor made this process PID 1 of the container's new PID
 /// namespace (see `supervisor::helper::spawn_init`), and knows its PID.
+/// `pod_shm`: the pod's /dev/shm, when the pod has its own IPC namespace.
 pub fn main(
     bundle: &Path,
     born_in_pid_ns: bool,
     runtime_ns: Vec<(String, std::os::fd::RawFd)>,
+    pod_shm: Option<PodShm>,
 ) -> ! {
     // Until the exec, this process lives in the pod's namespaces: keep it out of reach of
     // ptrace and /proc from there (the exec of the container's binary resets this).
@@ -223,18 +226,40 @@ pub fn main(
         libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0);
     }
     let mut sync = sync_socket();
-    for (_, fd) in &runtime_ns {
+    for fd in runtime_ns
+        .iter()
+        .map(|(_, fd)| fd)
+        .chain(pod_shm.iter().map(|s| &s.ns))
+    {
         // SAFETY: F_SETFD on an inherited descriptor: it must not leak into the container.
         unsafe {
             libc::fcntl(*fd, libc::F_SETFD, libc::FD_CLOEXEC);
         }
     }
-    let err = match run(bundle, born_in_pid_ns, &runtime_ns, &mut sync) {
+    let err = match run(bundle, born_in_pid_ns, &runtime_ns, pod_shm, &mut sync) {
         Ok(never) => match never {},
         Err(e) => e,
     };
     report_error(&mut sync, &err);
     std::process::exit(1)
+}
+
+/// A detached copy of the pod's /dev/shm and the index of the spec's mount that binds the
+/// pod's shm directory, when there is one.
+pub fn pod_shm_tree(
+    spec: &Spec,
+    pod_shm: Option<&PodShm>,
+) -> Result<Option<(usize, OwnedFd)>, String> {
+    let Some(shm) = pod_shm else { return Ok(None) };
+    let Some(i) = spec.mounts().iter().flatten().position(|m| {
+        rootfs::is_bind(m) && m.source().as_deref().is_some_and(|p| shm.is_source(p))
+    }) else {
+        return Ok(None);
+    };
+    let tree = shm
+        .clone_tree()
+        .map_err(|e| format!("copying the pod's /dev/shm: {e}"))?;
+    Ok(Some((i, tree)))
 }
 
 fn ns_flag(t: LinuxNamespaceType) -> Option<CloneFlags> {
@@ -297,6 +322,7 @@ fn run(
     bundle: &Path,
     born_in_pid_ns: bool,
     runtime_ns: &[(String, std::os::fd::RawFd)],
+    pod_shm: Option<PodShm>,
     sync: &mut File,
 ) -> Result<Infallible, String> {
     let spec = Spec::load(bundle.join("config.json"))
@@ -329,6 +355,9 @@ fn run(
         cgroups::delegate(&cg, maps.0, maps.1)
             .map_err(|e| format!("delegating cgroup {cg} to the pod's root: {e}"))?;
     }
+    // A copy of the pod's /dev/shm for the mount that binds its directory, made now, from
+    // the node's mount namespace (see `skiff_shim::podshm`).
+    let shm = pod_shm_tree(&spec, pod_shm.as_ref())?;
     let prepared = match (&userns, rootfs.idmap) {
         (Some(p), _) => {
             let f = File::open(p).map_err(|e| format!("user namespace {}: {e}", p.display()))?;
@@ -396,8 +425,8 @@ fn run(
     // createContainer hooks: in the container's mount namespace, before pivot_root.
     let before_pivot = || hooks::run(&spec, bundle, Stage::CreateContainer, host_pid);
     match prepared {
-        Some(p) => rootfs::setup_in_userns(&spec, p, before_pivot)?,
-        None => rootfs::setup(&spec, &rootfs, bundle, before_pivot)?,
+        Some(p) => rootfs::setup_in_userns(&spec, p, shm, before_pivot)?,
+        None => rootfs::setup(&spec, &rootfs, bundle, shm, before_pivot)?,
     }
     hooks::run(&spec, bundle, Stage::StartContainer, host_pid)?;
     process::exec_process(proc_spec, filter.as_ref())

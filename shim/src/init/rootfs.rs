@@ -101,11 +101,14 @@ fn mount_point_of(path: &Path) -> R<PathBuf> {
 }
 
 /// Builds the root filesystem in this process's (new) mount namespace and pivots into it.
-/// `before_pivot` runs once the mounts and devices are in place (createContainer hooks).
+/// `shm`: the spec's mount (by index) the pod's /dev/shm is attached at, as a detached copy
+/// ([`skiff_shim::podshm`]). `before_pivot` runs once the mounts and devices are in place
+/// (createContainer hooks).
 pub fn setup(
     spec: &Spec,
     layers: &Rootfs,
     bundle: &Path,
+    shm: Option<(usize, OwnedFd)>,
     before_pivot: impl FnOnce() -> R<()>,
 ) -> R<()> {
     let root = root_path(spec, bundle)?;
@@ -114,8 +117,12 @@ pub fn setup(
     mount_overlay(layers, &root, None)?;
     stage_image_volumes(layers)?;
     let rootfd = fsutil::open_dir(&root).map_err(|e| format!("opening rootfs: {e}"))?;
-    for m in &mounts {
-        mount_one(&rootfd, m).map_err(|e| format!("mount {}: {e}", m.destination().display()))?;
+    for (i, m) in mounts.iter().enumerate() {
+        let r = match &shm {
+            Some((at, tree)) if *at == i => attach_one(&rootfd, m, tree),
+            _ => mount_one(&rootfd, m),
+        };
+        r.map_err(|e| format!("mount {}: {e}", m.destination().display()))?;
     }
     populate_dev(&rootfd)?;
     if let Some(linux) = spec.linux() {
@@ -277,9 +284,13 @@ pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File
 /// /dev, pivot_root.
 pub fn setup_in_userns(
     spec: &Spec,
-    prepared: Prepared,
+    mut prepared: Prepared,
+    shm: Option<(usize, OwnedFd)>,
     before_pivot: impl FnOnce() -> R<()>,
 ) -> R<()> {
+    if let Some((i, tree)) = shm {
+        prepared.binds.insert(i, tree);
+    }
     // Copied from the host's mount namespace into one owned by a less privileged user
     // namespace, every shared mount became a slave: nothing we mount reaches the host, and
     // pivot_root finds no shared parent. The overlay, attached by us, is ours (not locked).

@@ -317,28 +317,32 @@ pub async fn start(
         let (er, ew) = pipe()?;
         (child_in, ow, ew, or, Some(er))
     };
+    let pod_shm = state.pod_shm();
     let (mut lines, forked_pid) = match &restore {
-        Some(r) => crate::supervisor::helper::spawn(
-            &state.exe,
-            &[
+        Some(r) => {
+            let shm_arg = pod_shm
+                .as_ref()
+                .map(|s| std::ffi::OsString::from(s.to_arg()));
+            let mut args = vec![
                 "restore".as_ref(),
                 bundle.as_os_str(),
                 r.images.as_os_str(),
                 r.criu.as_os_str(),
-            ],
-            child_in,
-            child_out,
-            child_err,
-        )
-        .map(|lines| (lines, None))?,
+            ];
+            args.extend(shm_arg.as_deref());
+            let fds: Vec<std::os::fd::RawFd> = pod_shm.iter().map(|s| s.ns).collect();
+            crate::supervisor::helper::spawn_with(
+                &state.exe, &args, child_in, child_out, child_err, &fds,
+            )
+            .map(|lines| (lines, None))?
+        }
         None => crate::supervisor::helper::spawn_init(
             &state.exe,
             &bundle,
             born_in_pid_ns,
             &state.runtime_ns_fds(),
-            child_in,
-            child_out,
-            child_err,
+            pod_shm,
+            [child_in, child_out, child_err],
         )?,
     };
     // Init born in the container's PID namespace does not know its PID here; its parent does.

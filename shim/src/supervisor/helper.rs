@@ -12,6 +12,7 @@ use std::os::unix::process::CommandExt;
 use std::path::Path;
 use std::process::{Command, Stdio};
 
+use skiff_shim::podshm::PodShm;
 use tokio::io::{AsyncBufReadExt, BufReader, Lines};
 use tokio::net::UnixStream;
 use tonic::Status;
@@ -31,7 +32,7 @@ pub fn spawn(
 }
 
 /// [`spawn`], the descriptors `extra` inherited by the helper under the same numbers.
-fn spawn_with(
+pub fn spawn_with(
     exe: &Path,
     args: &[&std::ffi::OsStr],
     stdin: OwnedFd,
@@ -90,7 +91,8 @@ fn single_threaded() -> bool {
 
 /// Starts container init for `bundle`: forked from this (single-threaded) supervisor, or
 /// exec'd from `exe` when the supervisor has threads.
-/// The runtime's namespaces (`runtime_ns`, for hooks) go along as descriptors.
+/// The runtime's namespaces (`runtime_ns`, for hooks) and the pod's /dev/shm go along as
+/// descriptors; `stdio` becomes init's 0, 1 and 2.
 ///
 /// With `new_pid_ns` (the container has a PID namespace of its own, and no user namespace or
 /// runtime hooks), a forked init is born as PID 1 of that namespace: the supervisor creates it
@@ -102,18 +104,24 @@ pub fn spawn_init(
     bundle: &Path,
     new_pid_ns: bool,
     runtime_ns: &[(String, RawFd)],
-    stdin: OwnedFd,
-    stdout: OwnedFd,
-    stderr: OwnedFd,
+    pod_shm: Option<PodShm>,
+    stdio: [OwnedFd; 3],
 ) -> Result<(SyncLines, Option<i32>), Status> {
+    let [stdin, stdout, stderr] = stdio;
     if !single_threaded() {
         let ns_args: Vec<std::ffi::OsString> = runtime_ns
             .iter()
-            .map(|(n, fd)| format!("{n}={fd}").into())
+            .map(|(n, fd)| format!("{n}={fd}"))
+            .chain(pod_shm.iter().map(PodShm::to_arg))
+            .map(Into::into)
             .collect();
         let mut args: Vec<&std::ffi::OsStr> = vec!["init".as_ref(), bundle.as_os_str()];
         args.extend(ns_args.iter().map(|a| a.as_os_str()));
-        let fds: Vec<RawFd> = runtime_ns.iter().map(|(_, fd)| *fd).collect();
+        let fds: Vec<RawFd> = runtime_ns
+            .iter()
+            .map(|(_, fd)| *fd)
+            .chain(pod_shm.iter().map(|s| s.ns))
+            .collect();
         return spawn_with(exe, &args, stdin, stdout, stderr, &fds).map(|lines| (lines, None));
     }
     let (ours, theirs) = std::os::unix::net::UnixStream::pair()
@@ -160,7 +168,7 @@ pub fn spawn_init(
                 libc::sigprocmask(libc::SIG_SETMASK, &none, std::ptr::null_mut());
             }
             drop(own_pid_ns);
-            crate::init::main(bundle, new_pid_ns, runtime_ns.to_vec())
+            crate::init::main(bundle, new_pid_ns, runtime_ns.to_vec(), pod_shm)
         }
         Ok(nix::unistd::ForkResult::Parent { child }) => child.as_raw(),
         Err(e) => return Err(Status::internal(format!("fork: {e}"))),

@@ -43,6 +43,9 @@ pub struct State {
     pub activity: Notify,
     /// The runtime's namespaces the pod left (see `hooks`), by name.
     pub runtime_ns: Vec<(String, std::os::fd::OwnedFd)>,
+    /// The mount namespace holding the pod's /dev/shm, when the pod has its own IPC
+    /// namespace (see `skiff_shim::podshm`).
+    pub shm: Option<std::os::fd::OwnedFd>,
 }
 
 impl State {
@@ -53,6 +56,15 @@ impl State {
             .iter()
             .map(|(n, fd)| (n.clone(), fd.as_raw_fd()))
             .collect()
+    }
+
+    /// The pod's /dev/shm as container helpers receive it.
+    pub fn pod_shm(&self) -> Option<skiff_shim::podshm::PodShm> {
+        use std::os::fd::AsRawFd;
+        self.shm.as_ref().map(|ns| skiff_shim::podshm::PodShm {
+            ns: ns.as_raw_fd(),
+            dir: self.cfg.dir.join(skiff_shim::api::SHM_DIR),
+        })
     }
 
     /// Waits for `pid` to exit, whether the reaper has already seen it or not.
@@ -114,6 +126,7 @@ pub fn run(
     exe: PathBuf,
     pod_init: Option<crate::supervisor::pod::PodInit>,
     runtime_ns: Vec<(String, std::os::fd::OwnedFd)>,
+    shm: Option<std::os::fd::OwnedFd>,
 ) -> ! {
     // SAFETY: prctl(PR_SET_CHILD_SUBREAPER) takes integer arguments only.
     unsafe {
@@ -138,6 +151,7 @@ pub fn run(
         shutdown: Notify::new(),
         activity: Notify::new(),
         runtime_ns,
+        shm,
     });
     let code = rt.block_on(serve(state, listener));
     if let Some(init) = pod_init {

@@ -77,12 +77,19 @@ pub fn main(config_path: &Path) -> ! {
     if let Err(e) = made {
         report_and_exit(Ready::Error(e));
     }
+    let shm = match cfg.ipc {
+        NsMode::Pod => match make_shm_ns(&cfg) {
+            Ok(ns) => Some(ns),
+            Err(e) => report_and_exit(Ready::Error(e)),
+        },
+        _ => None,
+    };
     if cfg.stay && !flags.contains(CloneFlags::CLONE_NEWPID) {
         match setup(&cfg).and_then(|s| Ok((s, host_pid()?))) {
             Ok(((listener, exe, pod_init), pid)) => {
                 report(&cfg, Ready::Pid(pid));
                 detach_stdout();
-                supervisor::run(cfg, listener, exe, pod_init, runtime_ns)
+                supervisor::run(cfg, listener, exe, pod_init, runtime_ns, shm)
             }
             Err(e) => report_and_exit(Ready::Error(e)),
         }
@@ -117,7 +124,7 @@ pub fn main(config_path: &Path) -> ! {
                 Ok((listener, exe, pod_init)) => {
                     let _ = ready.write_all(b"ok");
                     drop(ready);
-                    supervisor::run(cfg, listener, exe, pod_init, runtime_ns)
+                    supervisor::run(cfg, listener, exe, pod_init, runtime_ns, shm)
                 }
                 Err(e) => {
                     let _ = ready.write_all(e.as_bytes());
@@ -159,25 +166,38 @@ fn namespaces_in_userns(
                 .map_err(|e| format!("joining the pod's {name} namespace: {e}"))?;
         }
     }
-    if cfg.ipc == NsMode::Pod {
-        mount_shm_from_userns(cfg)?;
-    }
     Ok(())
 }
 
-/// The pod's /dev/shm, a tmpfs made from inside its user namespace (so it belongs to it and
-/// its root owns it) by a child of ours, and mounted at the pod's shm directory by us.
-fn mount_shm_from_userns(cfg: &PodConfig) -> Result<(), String> {
+/// The pod's /dev/shm (see [`skiff_shim::podshm`]): a tmpfs mounted over the root of a mount
+/// namespace of the pod's own, copied from skiffd's one-mount namespace (from the node's, made
+/// private, when skiffd has none). Returns the namespace, which lives as long as the
+/// descriptor. A pod with a user namespace has it made from inside that namespace by a child of
+/// ours, so that the tmpfs belongs to it and its root owns it; otherwise we make it ourselves
+/// and come back, without a child that would take a PID in the pod's new PID namespace.
+fn make_shm_ns(cfg: &PodConfig) -> Result<OwnedFd, String> {
+    let empty = match &cfg.empty_mntns {
+        Some(p) => Some(File::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?),
+        None => None,
+    };
+    if cfg.userns.is_none() {
+        let ours =
+            File::open("/proc/self/ns/mnt").map_err(|e| format!("/proc/self/ns/mnt: {e}"))?;
+        let cwd = File::open(".").map_err(|e| format!("opening the working directory: {e}"))?;
+        let made = make_shm_ns_here(empty.as_ref(), None);
+        nix::sched::setns(&ours, CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("returning to the node's mount namespace: {e}"))?;
+        nix::unistd::fchdir(cwd.as_raw_fd())
+            .map_err(|e| format!("returning to the working directory: {e}"))?;
+        // SAFETY: openat returned this descriptor and nothing else owns it.
+        return made.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
+    }
     use nix::sys::socket::{
         recvmsg, sendmsg, socketpair, AddressFamily, ControlMessage, ControlMessageOwned, MsgFlags,
         SockFlag, SockType,
     };
     let userns = File::open(cfg.ns_path("user"))
         .map_err(|e| format!("opening the pod's user namespace: {e}"))?;
-    let empty = match &cfg.empty_mntns {
-        Some(p) => Some(File::open(p).map_err(|e| format!("opening {}: {e}", p.display()))?),
-        None => None,
-    };
     let (ours, theirs) = socketpair(
         AddressFamily::Unix,
         SockType::Stream,
@@ -189,34 +209,12 @@ fn mount_shm_from_userns(cfg: &PodConfig) -> Result<(), String> {
     let child = match unsafe { fork() } {
         Ok(ForkResult::Child) => {
             drop(ours);
-            // From a one-mount namespace, the one made below copies one mount, not the node's.
-            let made = empty
-                .as_ref()
-                .map_or(Ok(()), |f| nix::sched::setns(f, CloneFlags::CLONE_NEWNS))
-                .map_err(|e| format!("joining the empty mount namespace: {e}"))
-                .and_then(|_| {
-                    nix::sched::setns(&userns, CloneFlags::CLONE_NEWUSER)
-                        .map_err(|e| format!("joining the pod's user namespace: {e}"))
-                })
-                .and_then(|_| crate::init::become_userns_root())
-                // Making a filesystem needs a mount namespace of the user namespace's own.
-                .and_then(|_| {
-                    unshare(CloneFlags::CLONE_NEWNS)
-                        .map_err(|e| format!("creating a mount namespace: {e}"))
-                })
-                .and_then(|_| {
-                    const NOSUID_NODEV_NOEXEC: u64 = 0x2 | 0x4 | 0x8;
-                    idmap::tmpfs_tree(
-                        &[(c"size", c"65536k"), (c"mode", c"1777")],
-                        NOSUID_NODEV_NOEXEC,
-                    )
-                    .map_err(|e| format!("making the pod's /dev/shm: {e}"))
-                });
+            let made = make_shm_ns_here(empty.as_ref(), Some(&userns));
             let sent = match &made {
                 Ok(fd) => sendmsg::<()>(
                     theirs.as_raw_fd(),
                     &[std::io::IoSlice::new(b"ok")],
-                    &[ControlMessage::ScmRights(&[fd.as_raw_fd()])],
+                    &[ControlMessage::ScmRights(&[*fd])],
                     MsgFlags::empty(),
                     None,
                 ),
@@ -257,21 +255,59 @@ fn mount_shm_from_userns(cfg: &PodConfig) -> Result<(), String> {
     };
     let _ = nix::sys::wait::waitpid(child, None);
     let (n, fd) = got?;
-    // SAFETY: the descriptor arrived in our message and nothing else owns it.
-    let tree = match fd {
-        Some(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-        None => return Err(String::from_utf8_lossy(&buf[..n]).into_owned()),
-    };
-    let target = cfg.dir.join(skiff_shim::api::SHM_DIR);
-    let target = nix::fcntl::open(
-        &target,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_DIRECTORY,
+    match fd {
+        // SAFETY: the descriptor arrived in our message and nothing else owns it.
+        Some(fd) => Ok(unsafe { OwnedFd::from_raw_fd(fd) }),
+        None => Err(String::from_utf8_lossy(&buf[..n]).into_owned()),
+    }
+}
+
+/// The steps of [`make_shm_ns`] in the calling process, which they leave in the new mount
+/// namespace (and in `userns`, when given): joins `empty` (if any) and `userns`, makes a mount
+/// namespace, mounts the tmpfs over its root, and opens the namespace.
+fn make_shm_ns_here(
+    empty: Option<&File>,
+    userns: Option<&File>,
+) -> Result<std::os::fd::RawFd, String> {
+    // Where the new namespace is found once the one joined has no /proc.
+    let own_ns = File::open("/proc/self/ns").map_err(|e| format!("/proc/self/ns: {e}"))?;
+    if let Some(f) = empty {
+        nix::sched::setns(f, CloneFlags::CLONE_NEWNS)
+            .map_err(|e| format!("joining the empty mount namespace: {e}"))?;
+    }
+    if let Some(u) = userns {
+        nix::sched::setns(u, CloneFlags::CLONE_NEWUSER)
+            .map_err(|e| format!("joining the pod's user namespace: {e}"))?;
+        crate::init::become_userns_root()?;
+    }
+    unshare(CloneFlags::CLONE_NEWNS).map_err(|e| format!("creating a mount namespace: {e}"))?;
+    // Copied in the node's user namespace, shared mounts stay shared: nothing mounted here may
+    // reach the node. (A user namespace's copy has only slaves.)
+    if userns.is_none() {
+        nix::mount::mount(
+            None::<&str>,
+            "/",
+            None::<&str>,
+            nix::mount::MsFlags::MS_REC | nix::mount::MsFlags::MS_PRIVATE,
+            None::<&str>,
+        )
+        .map_err(|e| format!("making the mount namespace private: {e}"))?;
+    }
+    const NOSUID_NODEV_NOEXEC: u64 = 0x2 | 0x4 | 0x8;
+    let tree = idmap::tmpfs_tree(
+        &[(c"size", c"65536k"), (c"mode", c"1777")],
+        NOSUID_NODEV_NOEXEC,
+    )
+    .map_err(|e| format!("making the pod's /dev/shm: {e}"))?;
+    let root = fsutil::open_dir(Path::new("/")).map_err(|e| format!("opening /: {e}"))?;
+    idmap::attach(&tree, &root).map_err(|e| format!("mounting the pod's /dev/shm: {e}"))?;
+    nix::fcntl::openat(
+        Some(own_ns.as_raw_fd()),
+        "mnt",
+        nix::fcntl::OFlag::O_RDONLY | nix::fcntl::OFlag::O_CLOEXEC,
         nix::sys::stat::Mode::empty(),
     )
-    .map_err(|e| format!("opening {}: {e}", target.display()))?;
-    // SAFETY: open just returned this descriptor and nothing else owns it.
-    let target = unsafe { OwnedFd::from_raw_fd(target) };
-    idmap::attach(&tree, &target).map_err(|e| format!("mounting the pod's /dev/shm: {e}"))
+    .map_err(|e| format!("opening the new mount namespace: {e}"))
 }
 
 /// Reports the supervisor's PID on stdout, after writing it to the pod's PID file when it has
