@@ -1,12 +1,13 @@
 //! The pod's /dev/shm, kept off the node's mount table.
 //!
 //! The pod's supervisor makes the tmpfs in a small mount namespace of the pod's own (a copy of
-//! skiffd's one-mount `mnt-empty`), mounted over that namespace's root, and holds the namespace
-//! by a descriptor for as long as the pod lives. Every container start copies the node's mount
-//! table into the container's new mount namespace and later unmounts the copy; a mount per pod
-//! on the node would make each start dearer with every pod on it. A container's init (or a
-//! restore helper) clones the tmpfs from there ([`PodShm::clone_tree`]) and attaches the clone
-//! where the spec binds the pod's shm directory, which stays an empty directory on the node.
+//! skiffd's one-mount `mnt-empty`, or of the node's when skiffd has none), mounted over that
+//! namespace's root, and holds the namespace by a descriptor for as long as the pod lives.
+//! Every container start copies the node's mount table into the container's new mount
+//! namespace and later unmounts the copy; a mount per pod on the node would make each start
+//! dearer with every pod on it. A container's init (or a restore helper) clones the tmpfs from
+//! there ([`PodShm::clone_tree`]) and attaches the clone where the spec binds the pod's shm
+//! directory, which stays an empty directory on the node.
 
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
