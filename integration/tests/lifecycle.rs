@@ -114,6 +114,27 @@ async fn stop_and_remove_leave_nothing_behind() {
         cg.read_dir().unwrap().any(|e| e.unwrap().path().is_dir()),
         "the pod has a cgroup"
     );
+    // v1: the cpusets skiff makes pass their CPUs and memory nodes on to new children, so a
+    // container's cpuset is made without a cpuset.cpus write (each rebuilds the kernel's
+    // scheduling domains).
+    if let Some(line) = cgroups
+        .lines()
+        .find(|l| l.split(':').nth(1) == Some("cpuset"))
+    {
+        let dir = Path::new("/sys/fs/cgroup/cpuset")
+            .join(line.splitn(3, ':').nth(2).unwrap().trim_start_matches('/'));
+        let parent = dir.parent().unwrap();
+        let read = |p: &Path, f: &str| {
+            std::fs::read_to_string(p.join(f))
+                .unwrap()
+                .trim()
+                .to_string()
+        };
+        assert_eq!(read(parent, "cgroup.clone_children"), "1");
+        assert!(!read(&dir, "cpuset.cpus").is_empty());
+        assert_eq!(read(&dir, "cpuset.cpus"), read(parent, "cpuset.cpus"));
+        assert_eq!(read(&dir, "cpuset.mems"), read(parent, "cpuset.mems"));
+    }
 
     // Stop: every container exits, the shim goes, the pod is NotReady; idempotent.
     rt.stop_pod_sandbox(StopPodSandboxRequest {

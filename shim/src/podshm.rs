@@ -46,35 +46,41 @@ impl PodShm {
 
     /// A detached copy of the pod's tmpfs, to attach with [`crate::idmap::attach`]. Enters the
     /// pod's shm namespace (whose root, as the kernel resolves it on entry, is the tmpfs), clones
-    /// that mount and comes back to this process's mount namespace and working directory. The
-    /// process must be single-threaded (setns of a mount namespace).
+    /// that mount and comes back ([`returning`]). The process must be single-threaded.
     pub fn clone_tree(&self) -> io::Result<OwnedFd> {
-        use nix::sched::{setns, CloneFlags};
-        let ours = std::fs::File::open("/proc/self/ns/mnt")?;
-        let cwd = std::fs::File::open(".")?;
-        // SAFETY: the descriptor is the helper's own inherited copy, open for its whole life.
-        let theirs = unsafe { BorrowedFd::borrow_raw(self.ns) };
-        setns(theirs, CloneFlags::CLONE_NEWNS)?;
-        const OPEN_TREE_CLONE: libc::c_uint = 1;
-        // SAFETY: open_tree with a valid C string; the result is checked below.
-        let fd = unsafe {
-            libc::syscall(
-                libc::SYS_open_tree,
-                libc::AT_FDCWD,
-                c"/".as_ptr(),
-                OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
-            )
-        };
-        let cloned = if fd < 0 {
-            Err(io::Error::last_os_error())
-        } else {
+        returning(|| {
+            // SAFETY: the descriptor is the helper's own inherited copy, open for its whole life.
+            let theirs = unsafe { BorrowedFd::borrow_raw(self.ns) };
+            nix::sched::setns(theirs, nix::sched::CloneFlags::CLONE_NEWNS)?;
+            const OPEN_TREE_CLONE: libc::c_uint = 1;
+            // SAFETY: open_tree with a valid C string; the result is checked below.
+            let fd = unsafe {
+                libc::syscall(
+                    libc::SYS_open_tree,
+                    libc::AT_FDCWD,
+                    c"/".as_ptr(),
+                    OPEN_TREE_CLONE | libc::O_CLOEXEC as libc::c_uint,
+                )
+            };
+            if fd < 0 {
+                return Err(io::Error::last_os_error());
+            }
             // SAFETY: open_tree returned a new descriptor nobody else owns.
             Ok(unsafe { OwnedFd::from_raw_fd(fd as RawFd) })
-        };
-        setns(&ours, CloneFlags::CLONE_NEWNS)?;
-        nix::unistd::fchdir(cwd.as_raw_fd())?;
-        cloned
+        })?
     }
+}
+
+/// Runs `f`, then puts this process back in the mount namespace and working directory it had
+/// before, whichever `f` entered. The process must be single-threaded (setns of a mount
+/// namespace).
+pub fn returning<T>(f: impl FnOnce() -> T) -> io::Result<T> {
+    let ours = std::fs::File::open("/proc/self/ns/mnt")?;
+    let cwd = std::fs::File::open(".")?;
+    let r = f();
+    nix::sched::setns(&ours, nix::sched::CloneFlags::CLONE_NEWNS)?;
+    nix::unistd::fchdir(cwd.as_raw_fd())?;
+    Ok(r)
 }
 
 #[cfg(test)]

@@ -357,11 +357,17 @@ fn run(
     }
     // A copy of the pod's /dev/shm for the mount that binds its directory, made now, from
     // the node's mount namespace (see `skiff_shim::podshm`).
-    let shm = pod_shm_tree(&spec, pod_shm.as_ref())?;
+    let mut shm = pod_shm_tree(&spec, pod_shm.as_ref())?;
     let prepared = match (&userns, rootfs.idmap) {
         (Some(p), _) => {
             let f = File::open(p).map_err(|e| format!("user namespace {}: {e}", p.display()))?;
-            Some(rootfs::prepare_userns(&spec, &rootfs, bundle, &f)?)
+            Some(rootfs::prepare_userns(
+                &spec,
+                &rootfs,
+                bundle,
+                &f,
+                shm.take(),
+            )?)
         }
         (None, true) => {
             return Err(format!(
@@ -425,7 +431,7 @@ fn run(
     // createContainer hooks: in the container's mount namespace, before pivot_root.
     let before_pivot = || hooks::run(&spec, bundle, Stage::CreateContainer, host_pid);
     match prepared {
-        Some(p) => rootfs::setup_in_userns(&spec, p, shm, before_pivot)?,
+        Some(p) => rootfs::setup_in_userns(&spec, p, before_pivot)?,
         None => rootfs::setup(&spec, &rootfs, bundle, shm, before_pivot)?,
     }
     hooks::run(&spec, bundle, Stage::StartContainer, host_pid)?;

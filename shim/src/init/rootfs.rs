@@ -171,7 +171,15 @@ pub struct Prepared {
 /// The first half of [`setup_in_userns`], run as root on the host before joining the pod's
 /// user namespace: makes the detached mounts and leaves the working directory at the rootfs
 /// mount point, where the container's mount namespace, made next, will have its copy of it.
-pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File) -> R<Prepared> {
+/// `shm`: the pod's /dev/shm, already a detached copy, for the spec's mount (by index) that
+/// binds it.
+pub fn prepare_userns(
+    spec: &Spec,
+    layers: &Rootfs,
+    bundle: &Path,
+    userns: &File,
+    shm: Option<(usize, OwnedFd)>,
+) -> R<Prepared> {
     let root = root_path(spec, bundle)?;
     std::fs::create_dir_all(&root).map_err(|e| format!("creating {}: {e}", root.display()))?;
     if layers.lower.is_empty() {
@@ -219,10 +227,10 @@ pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File
     let overlay = idmap::overlay_tree(&lower, Some((&layers.upper, &layers.work)))
         .map_err(|e| format!("mounting the overlay rootfs: {e}"))?;
     let mounts: Vec<Mount> = spec.mounts().clone().unwrap_or_default();
-    let mut binds = std::collections::HashMap::new();
+    let mut binds: std::collections::HashMap<usize, OwnedFd> = shm.into_iter().collect();
     for (i, m) in mounts.iter().enumerate() {
         let o = parse_opts(m);
-        if !o.bind {
+        if !o.bind || binds.contains_key(&i) {
             continue;
         }
         let source = m.source().clone().unwrap_or_default();
@@ -284,13 +292,9 @@ pub fn prepare_userns(spec: &Spec, layers: &Rootfs, bundle: &Path, userns: &File
 /// /dev, pivot_root.
 pub fn setup_in_userns(
     spec: &Spec,
-    mut prepared: Prepared,
-    shm: Option<(usize, OwnedFd)>,
+    prepared: Prepared,
     before_pivot: impl FnOnce() -> R<()>,
 ) -> R<()> {
-    if let Some((i, tree)) = shm {
-        prepared.binds.insert(i, tree);
-    }
     // Copied from the host's mount namespace into one owned by a less privileged user
     // namespace, every shared mount became a slave: nothing we mount reaches the host, and
     // pivot_root finds no shared parent. The overlay, attached by us, is ours (not locked).

@@ -181,14 +181,8 @@ fn make_shm_ns(cfg: &PodConfig) -> Result<OwnedFd, String> {
         None => None,
     };
     if cfg.userns.is_none() {
-        let ours =
-            File::open("/proc/self/ns/mnt").map_err(|e| format!("/proc/self/ns/mnt: {e}"))?;
-        let cwd = File::open(".").map_err(|e| format!("opening the working directory: {e}"))?;
-        let made = make_shm_ns_here(empty.as_ref(), None);
-        nix::sched::setns(&ours, CloneFlags::CLONE_NEWNS)
-            .map_err(|e| format!("returning to the node's mount namespace: {e}"))?;
-        nix::unistd::fchdir(cwd.as_raw_fd())
-            .map_err(|e| format!("returning to the working directory: {e}"))?;
+        let made = skiff_shim::podshm::returning(|| make_shm_ns_here(empty.as_ref(), None))
+            .map_err(|e| format!("returning to the shim's mount namespace: {e}"))?;
         // SAFETY: openat returned this descriptor and nothing else owns it.
         return made.map(|fd| unsafe { OwnedFd::from_raw_fd(fd) });
     }
