@@ -8,7 +8,8 @@
 //! the pod's shim; containerd: its shim + pause), and the
 //! teardown (StopPodSandbox + RemovePodSandbox of all N, 10 workers). The pods have their own
 //! IPC and PID namespaces; with `SKIFF_BENCH_PID=container` no PID namespace of their own, as
-//! kubelet makes pods by default. Before each burst the page cache is dropped, one unmeasured
+//! kubelet makes pods by default. `SKIFF_DENSITY_WORKERS=N` starts the burst with N workers
+//! instead of 10. Before each burst the page cache is dropped, one unmeasured
 //! pod warms it up again, and the machine's own speed at that moment is taken (fork + exec of
 //! /bin/true, an integer loop: this machine is a VM on a shared host whose speed moves). Both
 //! runtimes keep all their state (images, records, writable layers, run-time state) on one
@@ -29,6 +30,17 @@ use skiff_integration::{ms, node_busy_ms, pct, Registry, Skiffd, Tmpfs, Yardstic
 use skiff_proto::cri::*;
 
 const WORKERS: usize = 10;
+
+/// How many workers start the burst: 10, or `SKIFF_DENSITY_WORKERS` (fewer requests in flight
+/// show how much of a pod's latency under the burst is waiting behind the others' pods).
+/// The teardown always uses 10.
+fn start_workers() -> usize {
+    std::env::var("SKIFF_DENSITY_WORKERS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .filter(|n| *n > 0)
+        .unwrap_or(WORKERS)
+}
 /// How long after the burst the per-pod processes' memory is read.
 const SETTLE: Duration = Duration::from_secs(2);
 
@@ -67,13 +79,14 @@ async fn burst(
     let began = Instant::now();
     let busy = node_busy_ms();
     let mut workers = vec![];
-    for w in 0..WORKERS {
+    let nw = start_workers();
+    for w in 0..nw {
         let mut rt = rt.clone();
         let image = image.to_string();
         let logs = logs.to_string();
         workers.push(tokio::spawn(async move {
             let mut done = vec![];
-            for i in (w..n).step_by(WORKERS) {
+            for i in (w..n).step_by(nw) {
                 let pcfg = bench_pod(&format!("d{n}-{i}"), &logs);
                 let t = Instant::now();
                 let pod = run_pod(&mut rt, &pcfg).await;
@@ -231,8 +244,9 @@ async fn run_all() {
     }
     println!();
     println!(
-        "Bursts of {} (one busybox `sleep` each) started by {WORKERS} workers through the CRI socket",
-        bench_pods()
+        "Bursts of {} (one busybox `sleep` each) started by {} workers through the CRI socket",
+        bench_pods(),
+        start_workers()
     );
     println!(
         "| runtime | pods | all Running s | node CPU ms per pod | pod + container p50 / p99 ms | daemon RSS MiB | per-pod processes MiB | teardown s |"

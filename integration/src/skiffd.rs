@@ -43,9 +43,12 @@ impl Skiffd {
     /// (`--root` in `dir/root`, `--run-root` in `dir/run`) under `dir`, e.g. a tmpfs.
     pub fn for_bench(registry: &str, dir: &std::path::Path) -> Skiffd {
         let (root, run) = (dir.join("root"), dir.join("run"));
+        // SKIFF_BENCH_CONFIG: more config file lines (e.g. `max_concurrent_starts = 0`), to
+        // compare settings.
+        let extra = std::env::var("SKIFF_BENCH_CONFIG").unwrap_or_default();
         Skiffd::start_with(
             &[registry],
-            Some(&crate::deployed_shim_config()),
+            Some(&format!("{}{extra}\n", crate::deployed_shim_config())),
             &[
                 "--log-level",
                 "warn",

@@ -719,3 +719,90 @@ async fn concurrent_creations_never_give_a_name_twice() {
     stop_and_remove_pod(&mut rt, &pod).await;
     assert_eq!(footprint(&d), Vec::<String>::new());
 }
+
+/// Container starts take turns (`max_concurrent_starts`, here 1), and a start that is slow (a
+/// runtime hook that sleeps 3.1 s) gives its turn up after 100 ms: a second container starts and
+/// runs while the first is still starting, instead of waiting the 3 s behind it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_start_does_not_hold_back_the_next() {
+    require_root();
+    let reg = Registry::start();
+    let img = ImageBuilder::new()
+        .layer(Layer::busybox(), Compression::Gzip)
+        .push(&reg.host, "test/turns", "v1")
+        .await;
+    let specs = tempfile::tempdir().unwrap();
+    let spec = serde_json::json!({
+        "cdiVersion": "0.6.0",
+        "kind": "skiff.test/turns",
+        "devices": [{"name": "slow", "containerEdits": {"hooks": [
+            {"hookName": "createRuntime", "path": "/bin/sleep", "args": ["sleep", "3.1"],
+             "timeout": 30}
+        ]}}]
+    });
+    std::fs::write(specs.path().join("turns.json"), spec.to_string()).unwrap();
+    let d = Skiffd::start_with(
+        &[&reg.host],
+        Some(&format!(
+            "cdi_spec_dirs = [\"{}\"]\nmax_concurrent_starts = 1\n",
+            specs.path().display()
+        )),
+        &[],
+    );
+    pull(&mut d.images().await, &img.reference).await;
+    let mut rt = d.runtime().await;
+    let st = rt
+        .status(StatusRequest { verbose: true })
+        .await
+        .unwrap()
+        .into_inner();
+    let cfg: serde_json::Value = serde_json::from_str(&st.info["config"]).unwrap();
+    assert_eq!(cfg["maxConcurrentStarts"], 1, "{cfg}");
+
+    let logs = tempfile::tempdir().unwrap();
+    let pcfg = pod_config("turns", logs.path().to_str().unwrap());
+    let pod = run_pod(&mut rt, &pcfg).await;
+    let mut slow = container_config("slow", &img.reference, &["sleep", "600"]);
+    slow.cdi_devices = vec![CdiDevice {
+        name: "skiff.test/turns=slow".into(),
+    }];
+    let slow = create(&mut rt, &pod, &pcfg, slow).await.unwrap();
+    let quick = container_config("quick", &img.reference, &["sleep", "600"]);
+    let quick = create(&mut rt, &pod, &pcfg, quick).await.unwrap();
+
+    let began = std::time::Instant::now();
+    let slow_start = {
+        let mut rt = rt.clone();
+        let slow = slow.clone();
+        tokio::spawn(async move { start(&mut rt, &slow).await })
+    };
+    // The slow start has its turn (its hook runs) before the quick one asks for one.
+    let hook_runs = || {
+        std::fs::read_dir("/proc").unwrap().flatten().any(|e| {
+            std::fs::read(e.path().join("cmdline")).is_ok_and(|c| c == b"sleep\x003.1\x00")
+        })
+    };
+    while !hook_runs() {
+        assert!(
+            began.elapsed() < Duration::from_secs(20),
+            "the hook never ran"
+        );
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    start(&mut rt, &quick).await.unwrap();
+    assert!(
+        !slow_start.is_finished(),
+        "the slow start finished before the quick one: it was not slow"
+    );
+    assert_eq!(
+        status(&mut rt, &quick).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    slow_start.await.unwrap().unwrap();
+    assert!(began.elapsed() >= Duration::from_secs(3));
+    assert_eq!(
+        status(&mut rt, &slow).await.state,
+        ContainerState::ContainerRunning as i32
+    );
+    teardown_pods(&mut rt, vec![pod]).await;
+}

@@ -15,6 +15,17 @@ pub const DEFAULT_LISTEN: &str = "/run/skiff/skiff.sock";
 pub const DEFAULT_ROOT: &str = "/var/lib/skiff";
 pub const DEFAULT_RUN_ROOT: &str = "/run/skiff";
 pub const DEFAULT_MAX_CONCURRENT_DOWNLOADS: usize = 3;
+/// The largest `max_concurrent_starts` (a semaphore of that many turns).
+pub const MAX_CONCURRENT_STARTS: usize = 4096;
+
+/// `max_concurrent_starts` unless configured: one more than the CPUs skiffd may use, so that
+/// a CPU has work while a start waits off it (the kernel's grace period when its init detaches
+/// the old root). Measured on 2 CPUs (README, pod density): 2 turns made 250 pods slower to
+/// start, 3 narrowed the p99 as much at the throughput of no limit.
+pub fn default_max_concurrent_starts() -> usize {
+    let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
+    cpus.saturating_add(1).min(MAX_CONCURRENT_STARTS)
+}
 pub const DEFAULT_CGROUP_ROOT: &str = "/skiff";
 pub const DEFAULT_SECCOMP_ROOT: &str = "/var/lib/kubelet/seccomp";
 pub const DEFAULT_CNI_CONF_DIR: &str = "/etc/cni/net.d";
@@ -103,6 +114,9 @@ pub struct FileConfig {
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     /// How many layers of one image download at once.
     pub max_concurrent_downloads: Option<usize>,
+    /// How many container starts run at once (the others wait their turn, in order); 0: no
+    /// limit. Default: one more than the CPUs skiffd may use.
+    pub max_concurrent_starts: Option<usize>,
     /// Most bytes of file data one layer may unpack to; 0 (the default): no limit.
     pub max_layer_bytes: Option<u64>,
     /// Most entries one layer may hold; 0 (the default): no limit.
@@ -207,6 +221,8 @@ pub struct Config {
     pub insecure_registries: Vec<String>,
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     pub max_concurrent_downloads: usize,
+    /// Container starts run at once; 0: no limit (`container::start_turns`).
+    pub max_concurrent_starts: usize,
     /// What one layer may unpack to (decompression bombs).
     pub layer_limits: crate::image::unpack::UnpackLimits,
     pub shim_binary: Option<PathBuf>,
@@ -285,6 +301,15 @@ impl Config {
                 "max_concurrent_downloads must be between 1 and 64, got {max}"
             )));
         }
+        let starts = file
+            .max_concurrent_starts
+            .unwrap_or_else(default_max_concurrent_starts);
+        if starts > MAX_CONCURRENT_STARTS {
+            return Err(ConfigError::Invalid(format!(
+                "max_concurrent_starts must be between 0 (no limit) and \
+                 {MAX_CONCURRENT_STARTS}, got {starts}"
+            )));
+        }
         let cfg = Config {
             listen: flags
                 .listen
@@ -305,6 +330,7 @@ impl Config {
             insecure_registries: insecure,
             registry_mirrors: file.registry_mirrors,
             max_concurrent_downloads: max,
+            max_concurrent_starts: starts,
             layer_limits: crate::image::unpack::UnpackLimits {
                 bytes: file.max_layer_bytes.unwrap_or(0),
                 entries: file.max_layer_entries.unwrap_or(0),
@@ -535,6 +561,33 @@ pub fn parse_duration(s: &str) -> Result<std::time::Duration, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn max_concurrent_starts_defaults_to_one_more_than_the_cpus_and_is_bounded() {
+        let cfg = Config::merge(Flags::default(), FileConfig::default()).unwrap();
+        let cpus = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(cfg.max_concurrent_starts, cpus + 1);
+        for (text, want) in [
+            ("max_concurrent_starts = 0\n", 0),
+            ("max_concurrent_starts = 3\n", 3),
+        ] {
+            let file: FileConfig = toml::from_str(text).unwrap();
+            assert_eq!(
+                Config::merge(Flags::default(), file)
+                    .unwrap()
+                    .max_concurrent_starts,
+                want
+            );
+        }
+        let file: FileConfig = toml::from_str("max_concurrent_starts = 5000\n").unwrap();
+        let err = Config::merge(Flags::default(), file)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("max_concurrent_starts") && err.contains("5000"),
+            "{err}"
+        );
+    }
 
     #[test]
     fn runtime_handlers_take_the_daemons_defaults_and_their_own_keys() {

@@ -52,6 +52,8 @@ pub struct Node {
     /// The id of each container whose exit a shim noted, as skiffd handles the notice: what
     /// a stop waits for.
     pub exits: tokio::sync::broadcast::Sender<String>,
+    /// Container starts take turns (`max_concurrent_starts`).
+    pub start_turns: crate::container::start_turns::StartTurns,
 }
 
 impl Node {
@@ -145,6 +147,7 @@ impl Node {
                 tracing::info!(reason = %why, "AppArmor unavailable: containers run without a profile unless they name a loaded one")
             }
         }
+        let start_turns = crate::container::start_turns::StartTurns::new(cfg.max_concurrent_starts);
         let node = Arc::new(Node {
             shims: Default::default(),
             criu,
@@ -162,6 +165,7 @@ impl Node {
             shim,
             events: Default::default(),
             exits: tokio::sync::broadcast::channel(EXITS_BACKLOG).0,
+            start_turns,
         });
         node.recover_pods().await;
         node.containers.remove_orphan_bundles(&node.cfg.run_root);

@@ -508,6 +508,7 @@ impl Node {
             stdin: cfg.stdin,
             stdin_once: cfg.stdin_once,
         };
+        // A restore (CRIU, seconds) does not take a turn among the starts.
         let started = async {
             if rec.restore {
                 shim.restore_container(RestoreContainerRequest {
@@ -517,7 +518,7 @@ impl Node {
                 })
                 .await
             } else {
-                shim.start_container(start).await
+                self.start_turns.take(shim.start_container(start)).await
             }
         };
         let (r, saved) = tokio::join!(started, async {

@@ -12,6 +12,7 @@ pub mod resources;
 pub mod selinux;
 pub mod signal;
 pub mod spec;
+pub mod start_turns;
 pub mod stats;
 pub mod user;
 

@@ -57,6 +57,7 @@ pub fn status(cri: &Cri, req: &StatusRequest) -> StatusResponse {
             "insecureRegistries": c.insecure_registries,
             "registryMirrors": c.registry_mirrors,
             "maxConcurrentDownloads": c.max_concurrent_downloads,
+            "maxConcurrentStarts": c.max_concurrent_starts,
         });
         info.insert("config".to_string(), cfg.to_string());
         let criu = match &cri.node.criu {
