@@ -425,3 +425,17 @@ pub fn try_proc_status(pid: i32, key: &str) -> Option<String> {
                 .map(|v| v.trim().to_string())
         })
 }
+
+/// One key of Status' verbose info (`config`, `criu`, `apparmor`, …), decoded from its JSON.
+pub async fn status_info(rt: &mut Rt, key: &str) -> serde_json::Value {
+    let st = rt
+        .status(StatusRequest { verbose: true })
+        .await
+        .expect("Status")
+        .into_inner();
+    let text = st
+        .info
+        .get(key)
+        .unwrap_or_else(|| panic!("Status' info has no {key:?}: {:?}", st.info));
+    serde_json::from_str(text).unwrap_or_else(|e| panic!("Status' info {key:?}: {e}: {text}"))
+}

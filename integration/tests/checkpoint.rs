@@ -65,12 +65,8 @@ async fn an_unusable_criu_is_refused_clearly() {
     assert!(err.message().contains("4.0"), "{}", err.message());
     assert!(!std::path::Path::new(&location).exists());
     // Status' verbose info says so too.
-    let st = rt
-        .status(StatusRequest { verbose: true })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(st.info["criu"].contains("3.17.1"), "{:?}", st.info);
+    let criu = status_info(&mut rt, "criu").await;
+    assert!(criu["error"].as_str().unwrap().contains("3.17.1"), "{criu}");
     // The container runs on.
     assert_eq!(
         status(&mut rt, &c).await.state,
@@ -133,15 +129,13 @@ async fn an_unusable_criu_is_refused_clearly() {
     // No CRIU at all: named.
     let d2 = Skiffd::start_with(&[], Some("criu_binary = \"/nonexistent/criu\"\n"), &[]);
     let mut rt2 = d2.runtime().await;
-    let st = rt2
-        .status(StatusRequest { verbose: true })
-        .await
-        .unwrap()
-        .into_inner();
+    let criu = status_info(&mut rt2, "criu").await;
     assert!(
-        st.info["criu"].contains("/nonexistent/criu"),
-        "{:?}",
-        st.info
+        criu["error"]
+            .as_str()
+            .unwrap()
+            .contains("/nonexistent/criu"),
+        "{criu}"
     );
 }
 

@@ -7,6 +7,7 @@ use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::process::Command;
 
 use common::*;
+use skiff_integration::cri::status_info;
 use skiff_integration::image::{noise, Compression};
 use skiff_integration::{require_root, ImageBuilder, Layer, Registry, Skiffd};
 use skiff_proto::cri::{ListImagesRequest, RuntimeConfigRequest, StatusRequest, VersionRequest};
@@ -41,12 +42,7 @@ async fn version_status_and_runtime_config() {
     let net = conds.iter().find(|c| c.r#type == "NetworkReady").unwrap();
     assert!(net.status, "{net:?}");
     assert!(s.info.is_empty(), "info only when verbose");
-    let s = r
-        .status(StatusRequest { verbose: true })
-        .await
-        .unwrap()
-        .into_inner();
-    let cfg: serde_json::Value = serde_json::from_str(&s.info["config"]).unwrap();
+    let cfg = status_info(&mut r, "config").await;
     assert_eq!(cfg["root"], d.root.display().to_string());
 
     let rc = r

@@ -751,12 +751,7 @@ async fn a_slow_start_does_not_hold_back_the_next() {
     );
     pull(&mut d.images().await, &img.reference).await;
     let mut rt = d.runtime().await;
-    let st = rt
-        .status(StatusRequest { verbose: true })
-        .await
-        .unwrap()
-        .into_inner();
-    let cfg: serde_json::Value = serde_json::from_str(&st.info["config"]).unwrap();
+    let cfg = status_info(&mut rt, "config").await;
     assert_eq!(cfg["maxConcurrentStarts"], 1, "{cfg}");
 
     let logs = tempfile::tempdir().unwrap();

@@ -677,12 +677,7 @@ async fn apparmor_without_its_parser_is_unavailable() {
     d.restart_with_env(&[("PATH", "/usr/bin:/bin")]);
     pull(&mut d.images().await, &pushed.reference).await;
     let mut rt = d.runtime().await;
-    let st = rt
-        .status(StatusRequest { verbose: true })
-        .await
-        .unwrap()
-        .into_inner();
-    let aa: serde_json::Value = serde_json::from_str(&st.info["apparmor"]).unwrap();
+    let aa = status_info(&mut rt, "apparmor").await;
     assert_eq!(aa["enabled"], false, "{aa}");
     assert!(
         aa["reason"].as_str().unwrap().contains("apparmor_parser"),
@@ -867,12 +862,8 @@ async fn counter_checkpoint(rt: &mut Rt, image: &str, volume: &Path) -> Counted 
 #[ignore = "runs inside the node VM: integration/vm/node-tests"]
 async fn checkpoint_leaves_the_container_running() {
     let (mut rt, mut img) = node().await;
-    let st = rt
-        .status(StatusRequest { verbose: true })
-        .await
-        .unwrap()
-        .into_inner();
-    assert!(st.info["criu"].contains("\"version\""), "{:?}", st.info);
+    let criu = status_info(&mut rt, "criu").await;
+    assert!(criu["version"].is_string(), "{criu}");
     let (_reg, image) = image(&mut img).await;
     let volume = tempfile::tempdir().unwrap();
     let k = counter_checkpoint(&mut rt, &image, volume.path()).await;
