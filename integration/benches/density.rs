@@ -9,7 +9,9 @@
 //! teardown (StopPodSandbox + RemovePodSandbox of all N, 10 workers). The pods have their own
 //! IPC and PID namespaces; with `SKIFF_BENCH_PID=container` no PID namespace of their own, as
 //! kubelet makes pods by default. `SKIFF_DENSITY_WORKERS=N` starts the burst with N workers
-//! instead of 10. Before each burst the page cache is dropped, one unmeasured
+//! instead of 10. `SKIFF_DENSITY_TRACE=FILE` appends a line per pod to FILE: runtime, burst
+//! size, worker, pod, when its RunPodSandbox was sent (ms into the burst), and its
+//! RunPodSandbox, CreateContainer and StartContainer times in ms. Before each burst the page cache is dropped, one unmeasured
 //! pod warms it up again, and the machine's own speed at that moment is taken (fork + exec of
 //! /bin/true, an integer loop: this machine is a VM on a shared host whose speed moves). Both
 //! runtimes keep all their state (images, records, writable layers, run-time state) on one
@@ -66,6 +68,7 @@ struct Burst {
 
 /// Starts `n` pods with 10 workers; waits until every container reports Running.
 async fn burst(
+    runtime: &str,
     rt: &Rt,
     daemon_pid: i32,
     n: usize,
@@ -89,6 +92,7 @@ async fn burst(
             for i in (w..n).step_by(nw) {
                 let pcfg = bench_pod(&format!("d{n}-{i}"), &logs);
                 let t = Instant::now();
+                let sent = ms(t - began);
                 let pod = run_pod(&mut rt, &pcfg).await;
                 let ran = t.elapsed();
                 let cfg = container_config("c", &image, &["sleep", "3600"]);
@@ -99,7 +103,7 @@ async fn burst(
                 start(&mut rt, &c).await.expect("StartContainer");
                 let started = t.elapsed();
                 let calls = [ms(ran), ms(created - ran), ms(started - created)];
-                done.push((pod, c, calls));
+                done.push((pod, c, calls, (w, i, sent)));
             }
             done
         }));
@@ -109,7 +113,7 @@ async fn burst(
         all.extend(w.await.expect("worker"));
     }
     let mut rt = rt.clone();
-    for (_, c, _) in &all {
+    for (_, c, _, _) in &all {
         assert_eq!(
             status(&mut rt, c).await.state,
             ContainerState::ContainerRunning as i32
@@ -123,7 +127,7 @@ async fn burst(
     // containerd's shims run their garbage collector.
     tokio::time::sleep(SETTLE).await;
     let mut per_pod_kib = vec![];
-    for (pod, _, _) in &all {
+    for (pod, _, _, _) in &all {
         let st = rt
             .pod_sandbox_status(PodSandboxStatusRequest {
                 pod_sandbox_id: pod.clone(),
@@ -134,9 +138,10 @@ async fn burst(
             .into_inner();
         per_pod_kib.push(memory(pod, &st));
     }
-    let each = all.iter().map(|(_, _, c)| c.iter().sum()).collect();
-    let calls = [0, 1, 2].map(|k| all.iter().map(|(_, _, c)| c[k]).collect());
-    let pods: Vec<String> = all.into_iter().map(|(p, _, _)| p).collect();
+    trace(runtime, n, &all);
+    let each = all.iter().map(|(_, _, c, _)| c.iter().sum()).collect();
+    let calls = [0, 1, 2].map(|k| all.iter().map(|(_, _, c, _)| c[k]).collect());
+    let pods: Vec<String> = all.into_iter().map(|(p, _, _, _)| p).collect();
     let t = Instant::now();
     let mut workers = vec![];
     for chunk in pods.chunks(pods.len().div_ceil(WORKERS)) {
@@ -160,6 +165,34 @@ async fn burst(
         teardown: t.elapsed(),
         yardstick,
     }
+}
+
+/// One pod of a burst: its id, its container's id, its three calls' times in ms, and the worker,
+/// the pod's index and when its RunPodSandbox was sent (ms into the burst).
+type Started = (String, String, [f64; 3], (usize, usize, f64));
+
+/// With `SKIFF_DENSITY_TRACE=FILE`, appends a line per pod of the burst to FILE, in the order
+/// the pods were sent: runtime, burst size, worker, pod index, sent at, RunPodSandbox,
+/// CreateContainer, StartContainer (ms).
+fn trace(runtime: &str, n: usize, all: &[Started]) {
+    let Some(file) = std::env::var_os("SKIFF_DENSITY_TRACE") else {
+        return;
+    };
+    let mut pods: Vec<&Started> = all.iter().collect();
+    pods.sort_by(|a, b| a.3 .2.total_cmp(&b.3 .2));
+    let text: String = pods
+        .iter()
+        .map(|(_, _, [run, create, start], (w, i, sent))| {
+            format!("{runtime} {n} {w} {i} {sent:.1} {run:.1} {create:.1} {start:.1}\n")
+        })
+        .collect();
+    use std::io::Write;
+    std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&file)
+        .and_then(|mut f| f.write_all(text.as_bytes()))
+        .expect("SKIFF_DENSITY_TRACE: append to the trace file");
 }
 
 /// With `SKIFF_PERF_CTL` naming the control FIFO of a `perf record --control fifo:PATH -D -1`,
@@ -210,6 +243,7 @@ async fn run_all() {
             pull(&mut d.images().await, &busybox.reference).await;
             let rt = d.runtime().await;
             let b = burst(
+                "skiff",
                 &rt,
                 d.pid() as i32,
                 n,
@@ -231,6 +265,7 @@ async fn run_all() {
             pull(&mut img, &pause.reference).await;
             let rt = c.runtime().await;
             let b = burst(
+                "containerd",
                 &rt,
                 c.pid() as i32,
                 n,
