@@ -11,9 +11,10 @@
 //! kubelet makes pods by default. `SKIFF_DENSITY_WORKERS=N` starts the burst with N workers
 //! instead of 10. `SKIFF_DENSITY_TRACE=FILE` appends a line per pod to FILE: runtime, burst
 //! size, worker, pod, when its RunPodSandbox was sent (ms into the burst), and its
-//! RunPodSandbox, CreateContainer and StartContainer times in ms. Before each burst the page cache is dropped, one unmeasured
-//! pod warms it up again, and the machine's own speed at that moment is taken (fork + exec of
-//! /bin/true, an integer loop: this machine is a VM on a shared host whose speed moves). Both
+//! RunPodSandbox, CreateContainer and StartContainer times in ms. Before each burst the page
+//! cache is dropped, one unmeasured pod warms it up again, and the machine's own speed at that
+//! moment is taken (fork + exec of /bin/true, an integer loop: this machine is a VM on a shared
+//! host whose speed moves). Both
 //! runtimes keep all their state (images, records, writable layers, run-time state) on one
 //! tmpfs: this machine's disk (ext4 without a journal, with online discard) made the cost of
 //! creating and deleting files swing from run to run.
