@@ -35,11 +35,10 @@ fn write_replace(path: &Path, data: &[u8], durable: bool) -> io::Result<()> {
     let name = path
         .file_name()
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "record path has no name"))?;
-    let tmp = dir.join(format!(
-        "{TMP_PREFIX}{}-{}",
-        name.to_string_lossy(),
-        rand::random::<u64>()
-    ));
+    // One getrandom(2) call: no generator to seed, whose start-up would probe the CPU's features
+    // with CPUID (a trap to the hypervisor in a VM) in every new shim.
+    let suffix = getrandom::u64().map_err(|e| io::Error::other(format!("getrandom: {e}")))?;
+    let tmp = dir.join(format!("{TMP_PREFIX}{}-{suffix}", name.to_string_lossy()));
     let result = (|| {
         let mut f = OpenOptions::new()
             .write(true)
