@@ -5,8 +5,8 @@
 //! busy CPU time (all processes, kernel included) per pod over the burst, the p50 / p99 of one
 //! pod + container under the burst (and of RunPodSandbox, CreateContainer and StartContainer
 //! apart), the daemon's RSS with all N running, the per-pod processes' RSS 2 s later (skiff:
-//! the pod's shim; containerd: its shim + pause), and the
-//! teardown (StopPodSandbox + RemovePodSandbox of all N, 10 workers). The pods have their own
+//! the pod's shim; containerd: its shim + pause), and the teardown (StopPodSandbox +
+//! RemovePodSandbox of all N, 10 workers). The pods have their own
 //! IPC and PID namespaces; with `SKIFF_BENCH_PID=container` no PID namespace of their own, as
 //! kubelet makes pods by default. `SKIFF_DENSITY_WORKERS=N` starts the burst with N workers
 //! instead of 10. `SKIFF_DENSITY_TRACE=FILE` appends a line per pod to FILE: runtime, burst
@@ -14,10 +14,9 @@
 //! RunPodSandbox, CreateContainer and StartContainer times in ms. Before each burst the page
 //! cache is dropped, one unmeasured pod warms it up again, and the machine's own speed at that
 //! moment is taken (fork + exec of /bin/true, an integer loop: this machine is a VM on a shared
-//! host whose speed moves). Both
-//! runtimes keep all their state (images, records, writable layers, run-time state) on one
-//! tmpfs: this machine's disk (ext4 without a journal, with online discard) made the cost of
-//! creating and deleting files swing from run to run.
+//! host whose speed moves). Both runtimes keep all their state (images, records, writable
+//! layers, run-time state) on one tmpfs: this machine's disk (ext4 without a journal, with
+//! online discard) made the cost of creating and deleting files swing from run to run.
 //!
 //!     apt-get install containerd runc &&
 //!     cargo build --release --workspace && cargo build --profile shim -p skiff-shim --target x86_64-unknown-linux-musl &&
@@ -104,7 +103,14 @@ async fn burst(
                 start(&mut rt, &c).await.expect("StartContainer");
                 let started = t.elapsed();
                 let calls = [ms(ran), ms(created - ran), ms(started - created)];
-                done.push((pod, c, calls, (w, i, sent)));
+                done.push(Started {
+                    pod,
+                    container: c,
+                    calls,
+                    worker: w,
+                    index: i,
+                    sent,
+                });
             }
             done
         }));
@@ -114,9 +120,9 @@ async fn burst(
         all.extend(w.await.expect("worker"));
     }
     let mut rt = rt.clone();
-    for (_, c, _, _) in &all {
+    for s in &all {
         assert_eq!(
-            status(&mut rt, c).await.state,
+            status(&mut rt, &s.container).await.state,
             ContainerState::ContainerRunning as i32
         );
     }
@@ -128,7 +134,7 @@ async fn burst(
     // containerd's shims run their garbage collector.
     tokio::time::sleep(SETTLE).await;
     let mut per_pod_kib = vec![];
-    for (pod, _, _, _) in &all {
+    for Started { pod, .. } in &all {
         let st = rt
             .pod_sandbox_status(PodSandboxStatusRequest {
                 pod_sandbox_id: pod.clone(),
@@ -140,9 +146,9 @@ async fn burst(
         per_pod_kib.push(memory(pod, &st));
     }
     trace(runtime, n, &all);
-    let each = all.iter().map(|(_, _, c, _)| c.iter().sum()).collect();
-    let calls = [0, 1, 2].map(|k| all.iter().map(|(_, _, c, _)| c[k]).collect());
-    let pods: Vec<String> = all.into_iter().map(|(p, _, _, _)| p).collect();
+    let each = all.iter().map(|s| s.calls.iter().sum()).collect();
+    let calls = [0, 1, 2].map(|k| all.iter().map(|s| s.calls[k]).collect());
+    let pods: Vec<String> = all.into_iter().map(|s| s.pod).collect();
     let t = Instant::now();
     let mut workers = vec![];
     for chunk in pods.chunks(pods.len().div_ceil(WORKERS)) {
@@ -168,9 +174,18 @@ async fn burst(
     }
 }
 
-/// One pod of a burst: its id, its container's id, its three calls' times in ms, and the worker,
-/// the pod's index and when its RunPodSandbox was sent (ms into the burst).
-type Started = (String, String, [f64; 3], (usize, usize, f64));
+/// One pod of a burst.
+struct Started {
+    pod: String,
+    container: String,
+    /// RunPodSandbox, CreateContainer and StartContainer, ms.
+    calls: [f64; 3],
+    /// The worker that started it, and the pod's index in the burst.
+    worker: usize,
+    index: usize,
+    /// When its RunPodSandbox was sent, ms into the burst.
+    sent: f64,
+}
 
 /// With `SKIFF_DENSITY_TRACE=FILE`, appends a line per pod of the burst to FILE, in the order
 /// the pods were sent: runtime, burst size, worker, pod index, sent at, RunPodSandbox,
@@ -180,10 +195,12 @@ fn trace(runtime: &str, n: usize, all: &[Started]) {
         return;
     };
     let mut pods: Vec<&Started> = all.iter().collect();
-    pods.sort_by(|a, b| a.3 .2.total_cmp(&b.3 .2));
+    pods.sort_by(|a, b| a.sent.total_cmp(&b.sent));
     let text: String = pods
         .iter()
-        .map(|(_, _, [run, create, start], (w, i, sent))| {
+        .map(|s| {
+            let [run, create, start] = s.calls;
+            let (w, i, sent) = (s.worker, s.index, s.sent);
             format!("{runtime} {n} {w} {i} {sent:.1} {run:.1} {create:.1} {start:.1}\n")
         })
         .collect();
