@@ -20,8 +20,8 @@ pub const MAX_CONCURRENT_STARTS: usize = 4096;
 
 /// `max_concurrent_starts` unless configured: one more than the CPUs skiffd may use, so that
 /// a CPU has work while a start waits off it (the kernel's grace period when its init detaches
-/// the old root). Measured on 2 CPUs (README, pod density): 2 turns made 250 pods slower to
-/// start, 3 narrowed the p99 about as much at the throughput of no limit.
+/// the old root). Measured on 2 CPUs (`integration/benches/DENSITY.md`): 2 turns made 250 pods
+/// slower to start, 3 narrowed the p99 about as much at the throughput of no limit.
 pub fn default_max_concurrent_starts() -> usize {
     let cpus = std::thread::available_parallelism().map_or(1, std::num::NonZeroUsize::get);
     cpus.saturating_add(1).min(MAX_CONCURRENT_STARTS)
